@@ -136,9 +136,23 @@ def estimate_rows_per_shard(table: pa.Table, shard_mb: float, *, probes: int = 2
     return max(1, int(shard_mb * 2 ** 20 / per_row))
 
 
+def balanced_rows_per_shard(n_rows: int, size_rows: int, parallelism: int) -> int:
+    """Rows per shard: at most ``size_rows``; for ``parallelism`` > 1, a shard count that is a
+    multiple of ``parallelism`` and at least ``4 * parallelism``."""
+    n = -(-n_rows // max(1, size_rows))
+    if parallelism > 1:
+        n = max(n, 4 * parallelism)
+        n = -(-n // parallelism) * parallelism
+    return max(1, -(-n_rows // n))
+
+
 def make_plan(fs: pafs.FileSystem, base: str, table: pa.Table, *, corpus: str, shard_mb: float,
-              shard_rows: int | None, min_seconds: float) -> dict[str, Any]:
+              shard_rows: int | None, min_seconds: float, parallelism: int = 1) -> dict[str, Any]:
     """Create the plan and the row-grouped input manifest, or load and check an existing one.
+
+    Without ``shard_rows``, rows per shard come from ``shard_mb``; with ``parallelism`` > 1 the
+    shard count is raised to at least 4 per CPU and rounded up to a multiple of the CPU count,
+    so that no CPU idles through a last lone shard.
 
     Raises:
         ShardError: ``base`` holds a plan for different input or different settings.
@@ -157,7 +171,8 @@ def make_plan(fs: pafs.FileSystem, base: str, table: pa.Table, *, corpus: str, s
             raise ShardError(f"{base} was started with other settings {changed} (saved, given); "
                              "re-run with the saved settings or use a new --out")
         return plan
-    rows_per_shard = shard_rows or estimate_rows_per_shard(table, shard_mb, min_seconds=min_seconds)
+    rows_per_shard = shard_rows or balanced_rows_per_shard(
+        table.num_rows, estimate_rows_per_shard(table, shard_mb, min_seconds=min_seconds), parallelism)
     fs.create_dir(f"{base}/_work/quarantine", recursive=True)
     fs.create_dir(f"{base}/shards", recursive=True)
     tmp = f"{base}/_work/input.parquet.tmp-{uuid.uuid4().hex}"
@@ -222,11 +237,18 @@ def _done(fs: pafs.FileSystem, base: str, n_shards: int) -> set[int]:
     return {i for i in range(n_shards) if f"part-{i:05d}.parquet" in names}
 
 
-def _run_ray(todo: list[int], out_uri: str, base: str, min_seconds: float, num_cpus: int | None):
+def _ray_cpus(num_cpus: int | None) -> int:
+    """Start (or join) Ray and return the CPUs of the cluster."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _run_ray(todo: list[int], out_uri: str, base: str, min_seconds: float):
+    import ray
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False
@@ -286,10 +308,14 @@ def run(manifest_table: pa.Table, out: str, *, corpus: str, shard_mb: float = 19
         raise ValueError(f"executor must be 'ray' or 'local', not {executor!r}")
     if executor == "ray" and filesystem is not None:
         raise ValueError("an in-memory filesystem object cannot reach Ray workers; pass a URI instead")
+    if manifest_table.num_rows == 0:
+        raise ShardError("the manifest has no rows: nothing to shard (check --root and --split)")
     t0 = time.perf_counter()
     fs, base = resolve_out(out, filesystem)
+    planned = _exists(fs, f"{base}/_work/plan.json")
+    parallelism = _ray_cpus(num_cpus) if executor == "ray" and not planned else 1
     plan = make_plan(fs, base, manifest_table, corpus=corpus, shard_mb=shard_mb, shard_rows=shard_rows,
-                     min_seconds=min_seconds)
+                     min_seconds=min_seconds, parallelism=parallelism)
     n = plan["shards"]
     _remove_stale_tmp(fs, f"{base}/shards")
     _remove_stale_tmp(fs, f"{base}/_work/quarantine")
@@ -305,7 +331,8 @@ def run(manifest_table: pa.Table, out: str, *, corpus: str, shard_mb: float = 19
         bar = tqdm(total=n, initial=len(done), desc=f"sharding {corpus}", unit="shard", file=sys.stderr,
                    disable=(not sys.stderr.isatty()) if progress is None else not progress)
         if executor == "ray":
-            results = _run_ray(todo, out if "://" in out else base, base, min_seconds, num_cpus)
+            _ray_cpus(num_cpus)
+            results = _run_ray(todo, out if "://" in out else base, base, min_seconds)
         else:
             results = (write_shard(i, base, min_seconds=min_seconds, filesystem=fs) for i in todo)
         for stats in results:

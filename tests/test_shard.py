@@ -163,3 +163,15 @@ def test_cli_prepare_json(synth, tmp_path, capsys):
     assert s["rows_in"] == s["rows_written"] + s["quarantined"] == synth["asvspoof2021-df"]["rows"]
     rc = main(["prepare", "asvspoof2021-df", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")])
     assert rc == 2 and "trial_metadata.txt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_rows,size_rows,par,expected_shards", [
+    (20000, 1540, 1, 13),   # one process: sized by shard_mb only
+    (20000, 1540, 2, 14),   # 13 rounded up to a multiple of 2 CPUs
+    (5000, 1700, 2, 8),     # small corpus: at least 4 shards per CPU
+    (10, 1000, 4, 10),      # never an empty shard
+    (1, 1000, 8, 1),
+])
+def test_balanced_rows_per_shard(n_rows, size_rows, par, expected_shards):
+    rows = shard.balanced_rows_per_shard(n_rows, size_rows, par)
+    assert rows <= size_rows and -(-n_rows // rows) == expected_shards
