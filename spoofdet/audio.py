@@ -95,3 +95,18 @@ def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
     """Inverse of :func:`encode_flac`: ``(wave[T] float32, sample rate)``."""
     wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
     return to_mono(wave), sr
+
+
+def crop_or_pad(wave: np.ndarray, length: int, offset: int = 0) -> np.ndarray:
+    """``wave[offset:offset+length]``; a shorter clip is tiled (repetition padding, as the seeds do).
+
+    The seeds tile ``ceil(N / len) + 1`` times and cut to N; the result is the same as repeating
+    the clip from its start until N samples are filled.
+    """
+    wave = wave[offset:]
+    if len(wave) == 0:
+        raise ValueError(f"crop_or_pad: nothing to crop (empty waveform or offset {offset} past its end)")
+    if len(wave) >= length:
+        return np.ascontiguousarray(wave[:length], dtype=np.float32)
+    reps = -(-length // len(wave)) + 1
+    return np.tile(np.asarray(wave, dtype=np.float32), reps)[:length]
