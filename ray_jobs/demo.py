@@ -1,16 +1,22 @@
 """The demo pipeline on embedded defaults: what ``make demo`` runs.
 
-    python -m ray_jobs.demo [--out runs/demo] [--per-split 24] [--seed 0]
+    python -m ray_jobs.demo [--out runs/demo] [--per-split 24] [--train-per-split 96] [--seed 0]
 
-No download, no GPU, no cluster. It writes synthetic corpora in the real layouts, parses each
-into a manifest (``spoofdet manifest``), then shards each into Parquet with Ray Data on a Ray
-started in-process (``spoofdet prepare``), quarantining the deliberately broken files. Stages are
-added here as they land: train (Ray Train + DeepSpeed) -> evaluate -> register (MLflow).
+No download, no GPU, no cluster. On a Ray started in-process it:
+
+1. writes synthetic corpora in the real layouts (ASVspoof 2019 LA, 2021 LA/DF, In-the-Wild,
+   Codecfake), with deliberately broken files;
+2. parses each into a manifest (``spoofdet manifest``);
+3. shards each into Parquet with Ray Data (``spoofdet prepare``), quarantining the broken files;
+   2019 LA per split (``shards/asvspoof2019-la/{train,dev,eval}``), the others whole;
+4. trains ``ray_jobs/configs/demo.yaml`` (tiny random-init XLS-R-shaped front-end + AASIST) with
+   Ray Train, 2 workers, DeepSpeed on CPU, MLflow tracking and registration (``ray_jobs.train``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -22,6 +28,8 @@ from spoofdet.corpora import prepare
 from spoofdet.synthetic import write_corpus
 
 DEMO_CORPORA = ("asvspoof2019-la", "asvspoof2021-la", "asvspoof2021-df", "in-the-wild", "codecfake")
+TRAIN_CORPUS = "asvspoof2019-la"
+TRAIN_SPLITS = ("train", "dev", "eval")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +37,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     parser.add_argument("--per-split", type=int, default=24, help="synthetic clips per split (default 24)")
+    parser.add_argument("--train-per-split", type=int, default=96,
+                        help="synthetic clips per split of ASVspoof 2019 LA, the training corpus (default 96)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-train", action="store_true", help="stop after sharding")
+    parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "demo.yaml"),
+                        help="train recipe (default ray_jobs/configs/demo.yaml)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the in-process Ray (default: all)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary at the end")
     args = parser.parse_args(argv)
@@ -39,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. corpora: synthetic audio in the exact on-disk layouts of the real ones
     corpora = {}
     for i, name in enumerate(DEMO_CORPORA):
-        corpora[name] = write_corpus(name, out / "corpora" / name, per_split=args.per_split, seed=args.seed + i)
+        per_split = args.train_per_split if name == TRAIN_CORPUS else args.per_split
+        corpora[name] = write_corpus(name, out / "corpora" / name, per_split=per_split, seed=args.seed + i)
         print(f"[demo] wrote {corpora[name]['rows']:>4} clips of {name} to {corpora[name]['root']}", file=sys.stderr)
 
     # 2. manifests: protocols -> schema rows (metadata only), missing audio listed
@@ -60,21 +74,37 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    shards = {}
+    shards, trained = {}, None
     try:
         for name, info in corpora.items():
-            table = prepare(name, info["root"], check_audio=False).table
-            shards[name] = shard.run(table, str(out / "shards" / name), corpus=name, shard_mb=1.0, executor="ray")
-            if not args.json:
-                print(shard.format_summary(shards[name]))
+            for split in TRAIN_SPLITS if name == TRAIN_CORPUS else (None,):
+                key = f"{name}/{split}" if split else name
+                table = prepare(name, info["root"], split, check_audio=False).table
+                shards[key] = shard.run(table, str(out / "shards" / key), corpus=name, shard_mb=1.0, executor="ray")
+                if not args.json:
+                    print(shard.format_summary(shards[key]))
+
+        # 4. train: Ray Train + DeepSpeed (2 CPU workers), MLflow tracking, final model registered
+        if not args.no_train:
+            from ray_jobs import train
+
+            shard_root = out / "shards" / TRAIN_CORPUS
+            overrides = [f"data.train.0.shards={shard_root / 'train'}", f"data.dev.shards={shard_root / 'dev'}"]
+            argv = ["--config", args.config, "--storage", str(out / "train"), *overrides]
+            print(f"[demo] training: python -m ray_jobs.train {' '.join(argv)}", file=sys.stderr)
+            with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # --json: one object on stdout
+                if train.main(argv) != 0:
+                    return 1
+            trained = json.loads((out / "train" / "demo" / "final" / "summary.json").read_text())
     finally:
         ray.shutdown()
 
     elapsed = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({"corpora": summaries, "shards": shards, "seconds": round(elapsed, 2)}))
+        print(json.dumps({"corpora": summaries, "shards": shards, "train": trained, "seconds": round(elapsed, 2)}))
     else:
-        print(f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, shards in {out / 'shards'}")
+        print(f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, shards in {out / 'shards'}"
+              + (f", run in {out / 'train' / 'demo'}" if trained else ""))
     return 0
 
 

@@ -250,3 +250,17 @@ def test_collate_makes_the_batch_contract(sources):
     with pytest.raises(data.DataError, match="batch_size=1"):
         data.BatchCollate()(data.prepare_full_length({k: v[:2] for k, v in rows.items()}))
     assert data.Recipe().rawboost == rawboost_params()
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 7])
+def test_eval_parts_cover_every_row_exactly_once(sources, world):
+    recipe = data.Recipe(num_samples=T)
+    seen = []
+    for rank in range(world):
+        for batch in data.iter_eval_part(sources[0], rank, world, batch_size=5, recipe=recipe):
+            assert batch["wave"].shape[1] == T and len(batch["utt_id"]) <= 5
+            seen += batch["utt_id"]
+    assert sorted(seen) == sorted(str(u) for u in all_rows(sources[0])["utt_id"])
+    assert len(seen) == len(set(seen))
+    limited = list(data.iter_eval_part(sources[0], 0, 1, batch_size=2, recipe=recipe, max_batches=3))
+    assert len(limited) == 3
