@@ -365,7 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     params.update({"derived.world_size": cfg.scaling.num_workers, "derived.global_batch_size": global_batch,
                    "derived.effective_lr": lr, "derived.storage": storage})
     client = MlflowClient(tracking_uri=uri)
-    log_params(client, run_id, params)
+    changed = log_params(client, run_id, params)
+    if changed:
+        print(f"run {cfg.name} resumes with changed settings (tagged changed.*): "
+              + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()), file=sys.stderr)
     mix = pipeline.mix(0)
     client.log_dict(run_id, mix, "data/mix_epoch0.json")
     print(f"run {cfg.name}: MLflow run {run_id} at {uri}; epoch-0 mix "

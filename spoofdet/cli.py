@@ -3,6 +3,9 @@
     spoofdet manifest CORPUS --root DIR [--split S] [--out FILE.parquet] [--no-audio-check] [--json]
     spoofdet prepare CORPUS --root DIR --out DIR [--split S] [--shard-mb N] [--json]
     spoofdet synth CORPUS|all --out DIR [--per-split N] [--seed S] [--no-broken] [--json]
+    spoofdet train --config FILE [key=value ...] [--storage DIR] [--validate] [--json]
+    spoofdet evaluate --scores FILE [FILE ...] --key FILE --format FMT [--phase P]
+                      [--asv-scores FILE [--asv-key FILE]] [--score-layout L] [--fuse mean] [--json]
 
 Human-readable output goes to stdout; with ``--json`` stdout holds exactly one JSON object and
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
@@ -91,6 +94,76 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import warnings
+
+    from spoofdet.evaluation import evaluate_files, format_report, load_asv, load_key
+
+    if args.asv_key and not args.asv_scores:
+        raise ValueError("--asv-key needs --asv-scores")
+    if len(args.scores) == 1 and args.fuse:
+        raise ValueError("--fuse needs at least two --scores files")
+    key = load_key(args.format, args.key, args.phase)
+    asv, form = (None, None)
+    if args.asv_scores:
+        asv, form = load_asv(args.format, args.asv_scores, args.asv_key, args.phase)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_files(args.scores, key, layout=args.score_layout, asv=asv, tdcf_form=form, fuse=args.fuse)
+    for w in caught:
+        print(f"spoofdet evaluate: warning: {w.message}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        print(format_report(result))
+    return 0
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    from spoofdet.evaluation import FORMATS, FUSIONS
+    from spoofdet.scorefile import LAYOUTS
+
+    layouts = "\n".join(f"  {name:<15} {lay.doc}" for name, lay in LAYOUTS.items())
+    e = sub.add_parser(
+        "evaluate",
+        help="score files + a corpus key -> EER, minDCF, actDCF, Cllr, t-DCF and breakdowns",
+        description="Match score files ('<utt_id> <score>' lines, higher = more bona fide) to a corpus key, "
+        "row by row: a missing, extra or duplicated id stops with exit code 2 and counts plus examples "
+        "(nothing is intersected silently). Reports pooled EER (official ASVspoof definition, percent), "
+        "minDCF and actDCF (ASVspoof 5 costs: Pspoof 0.05, Cmiss 1, Cfa 10), Cllr, min t-DCF with ASV "
+        "scores (2019 LA: legacy form; 2021 LA: revised form), and breakdowns by attack and vocoder "
+        "group (spoof of each vs all bona fide), codec condition, subset and corpus. actDCF and Cllr are "
+        "always computed but mean something only for calibrated LLR scores. A polarity check warns when "
+        "negated scores give a much lower EER; scores are never flipped.",
+        epilog="score-file layouts (--score-layout):\n" + layouts + "\n\n"
+        "JSON (--json): one object; for one score file: eer, threshold, min_dcf, act_dcf, cllr, n_bonafide, "
+        "n_spoof,\npolarity_warning, eer_negated, breakdown, [min_tdcf, tdcf]; for several: models (one such "
+        "object each),\nover_models (best/mean/std per metric) and fusion (with --fuse mean).\n\n"
+        "examples:\n"
+        "  spoofdet evaluate --scores scores.txt --key keys/LA/CM/trial_metadata.txt --format asvspoof2021-la\n"
+        "  spoofdet evaluate --scores s.txt --key LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.trl.txt "
+        "\\\n      --format asvspoof2019-la --asv-scores ASVspoof2019.LA.asv.eval.gi.trl.scores.txt --json\n"
+        "  spoofdet evaluate --scores m1.txt m2.txt m3.txt --key release_in_the_wild/meta.csv --format in-the-wild --fuse mean",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("--scores", required=True, nargs="+", action="extend", metavar="FILE",
+                   help="score file(s); repeat or list several to compare models")
+    e.add_argument("--key", required=True, help="the key file (protocol, trial_metadata.txt, meta.csv, Codecfake "
+                   "label file, CSV manifest) or the corpus root holding it")
+    e.add_argument("--format", required=True, choices=FORMATS, metavar="FMT", help="one of: " + ", ".join(FORMATS))
+    e.add_argument("--phase", default=None, help="rows to score: 2021 LA/DF phase eval|progress|hidden|all (default "
+                   "eval); 2019 LA split (default: from the protocol's name); Codecfake subset (C1..C7, A1..A3, test); "
+                   "csv subset")
+    e.add_argument("--asv-scores", default=None, metavar="FILE", help="ASV scores for the t-DCF (2019 LA: "
+                   "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt; 2021 LA: keys/LA/ASV/ASVTorch_Kaldi/score.txt)")
+    e.add_argument("--asv-key", default=None, metavar="FILE", help="2021 LA only: keys/LA/ASV/trial_metadata.txt")
+    e.add_argument("--score-layout", default="id-score", choices=list(LAYOUTS), metavar="L",
+                   help="score-file layout (default id-score: exactly two columns)")
+    e.add_argument("--fuse", default=None, choices=FUSIONS, help="also evaluate the per-utterance mean of the scores")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spoofdet.corpora import CORPORA, SPLIT_HELP
 
@@ -154,12 +227,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-broken", action="store_true", help="do not add broken files")
     s.add_argument("--json", action="store_true", help="print what was written as JSON")
     s.set_defaults(func=_synth)
+
+    _add_evaluate_parser(sub)
+
+    sub.add_parser(
+        "train", add_help=False,
+        help="train a detector from a recipe (Ray Train + DeepSpeed, MLflow); see 'spoofdet train --help'",
+        description="Same as python -m ray_jobs.train: spoofdet train --config FILE [key=value ...]",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     from spoofdet.corpora import ManifestError
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # the train job owns its arguments (config + key=value overrides)
+        from ray_jobs.train import main as train_main
+
+        return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

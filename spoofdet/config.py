@@ -176,7 +176,11 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any, problems: list[str]
     parts = dotted.split(".")
     node: Any = tree
     for i, part in enumerate(parts[:-1]):
-        nxt = node[int(part)] if isinstance(node, list) and part.isdigit() and int(part) < len(node) else (
+        if isinstance(node, list) and not (part.isdigit() and int(part) < len(node)):
+            problems.append(f"override {dotted}: no list item {part} in {'.'.join(parts[:i]) or 'the config'} "
+                            f"(it has {len(node)})")
+            return
+        nxt = node[int(part)] if isinstance(node, list) else (
             node.setdefault(part, {}) if isinstance(node, dict) else None)
         if nxt is None or not isinstance(nxt, (dict, list)):
             problems.append(f"override {dotted}: {'.'.join(parts[:i + 1])} is not a section")
@@ -282,8 +286,10 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark, start = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
+        if start is not None and mark is not None and start.line != mark.line:
+            line += f" (in the block starting at line {start.line + 1})"
         raise ConfigError([f"not valid YAML at{line}: {getattr(exc, 'problem', exc)}"], str(path)) from None
     if tree is None:
         tree = {}

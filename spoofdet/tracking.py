@@ -67,14 +67,22 @@ def attach_run(*, uri: str, experiment: str, storage: str, name: str, tags: dict
     return run.info.run_id
 
 
-def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
-    """Log flat params, skipping those already logged with the same value (resumed runs)."""
-    from mlflow.entities import Param
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Log flat params; on a resumed run, keep the first value and record changes as tags.
+
+    MLflow params are immutable, so a resubmission with e.g. ``train.epochs=3`` after 2 leaves
+    the param at ``2`` and sets the tag ``changed.train.epochs = "2 -> 3"``. Returns the changes.
+    """
+    from mlflow.entities import Param, RunTag
 
     existing = client.get_run(run_id).data.params
-    todo = [Param(k, str(v)[:6000]) for k, v in params.items() if existing.get(k) != str(v)[:6000]]
-    for i in range(0, len(todo), 100):
-        client.log_batch(run_id, params=todo[i:i + 100])
+    values = {k: str(v)[:6000] for k, v in params.items()}
+    todo = [Param(k, v) for k, v in values.items() if k not in existing]
+    changed = {k: (existing[k], v) for k, v in values.items() if k in existing and existing[k] != v}
+    tags = [RunTag(f"changed.{k}", f"{old} -> {new}"[:5000]) for k, (old, new) in changed.items()]
+    for i in range(0, max(len(todo), len(tags)), 100):
+        client.log_batch(run_id, params=todo[i:i + 100], tags=tags[i:i + 100])
+    return changed
 
 
 # ----------------------------------------------------------------------------- the registered model

@@ -53,6 +53,7 @@ def prepare_asvspoof2019_la(
     root: str | Path,
     split: str | None = None,
     *,
+    protocol_file: str | Path | None = None,
     check_audio: bool = True,
     progress: bool = False,
 ) -> Manifest:
@@ -61,23 +62,35 @@ def prepare_asvspoof2019_la(
     Args:
         root: corpus root holding ``ASVspoof2019_LA_cm_protocols/`` and the audio folders.
         split: ``train``, ``dev`` or ``eval``; None parses all three.
+        protocol_file: parse this one protocol file instead of searching under ``root`` (audio
+            paths still point under ``root``); its split is ``split`` or, when None, read from
+            the official file name.
         check_audio: look for every audio file and list the missing ones in the result.
         progress: show a progress bar while checking audio.
 
     Raises:
         ManifestError: a protocol file is missing or has malformed lines (all reported at once,
             each with file and line).
+        ValueError: an unknown split, or a ``protocol_file`` whose split cannot be told.
     """
     root = Path(root).expanduser().absolute()
     splits = SPLITS if split is None else (split,)
     if any(s not in SPLITS for s in splits):
         raise ValueError(f"unknown split {split!r} for {CORPUS}: expected one of {list(SPLITS)}")
+    if protocol_file is not None:
+        protocol_file = Path(protocol_file).expanduser().absolute()
+        if split is None:
+            split = next((s for s, name in PROTOCOL_FILES.items() if protocol_file.name == name), None)
+            if split is None:
+                raise ValueError(f"cannot tell the split of {protocol_file} from its name (official names: "
+                                 f"{list(PROTOCOL_FILES.values())}); say which split it is: train, dev or eval")
+        splits = (split,)
     builder = TableBuilder()
     log = ProblemLog()
     dups = DuplicateTracker(log)
     for s in splits:
         path = require_file(
-            protocol_path(root, s),
+            protocol_file if protocol_file is not None else protocol_path(root, s),
             f"ASVspoof 2019 LA {s} protocol",
             hint=f"--root must be the folder that contains {PROTOCOL_DIR}/ (the extracted LA.zip).",
         )

@@ -55,6 +55,7 @@ def prepare_codecfake(
     root: str | Path,
     split: str | None = None,
     *,
+    label_file: str | Path | None = None,
     check_audio: bool = True,
     progress: bool = False,
 ) -> Manifest:
@@ -63,13 +64,25 @@ def prepare_codecfake(
     Args:
         split: ``train``, ``dev``, ``test`` (every test set) or one subset (``C1``, ``A3``...);
             None parses every ``label/*.txt``.
+        label_file: parse this one label file instead of ``root/label/*.txt``; its subset is
+            ``split`` or, when None, the file's stem (``C1.txt`` -> ``C1``). Audio paths still
+            point under ``root``.
 
     Raises:
         ManifestError: no ``label/`` folder, a requested subset without label file, a line
             without 3 columns, an unknown label, a duplicate wav name within a subset.
     """
     root = Path(root).expanduser().absolute()
-    files = label_files(root)
+    if label_file is not None:
+        label_file = Path(label_file).expanduser().absolute()
+        if not label_file.is_file():
+            raise ManifestError([f"Codecfake label file not found at {label_file}"])
+        if split == "test":
+            raise ValueError("with a single label file, split names its subset (e.g. C1), not 'test'")
+        split = split or label_file.stem
+        files = {split: label_file}
+    else:
+        files = label_files(root)
     if not files:
         raise ManifestError([f"no label files found in {root / 'label'}"],
                             hint="--root must be the Codecfake folder holding label/*.txt, train/, dev/ and test/.")

@@ -34,10 +34,15 @@ def prepare_in_the_wild(
     root: str | Path,
     split: str | None = None,
     *,
+    meta_file: str | Path | None = None,
     check_audio: bool = True,
     progress: bool = False,
 ) -> Manifest:
     """Parse ``meta.csv`` into schema rows (``subset`` = ``eval``; the corpus has no other split).
+
+    Args:
+        meta_file: read this file (same format) instead of ``root/meta.csv``; audio paths
+            still point under ``root``.
 
     Raises:
         ManifestError: missing ``meta.csv``, wrong header or column count, unknown label,
@@ -46,7 +51,8 @@ def prepare_in_the_wild(
     root = Path(root).expanduser().absolute()
     if split not in (None, "eval"):
         raise ValueError(f"{CORPUS} has a single split 'eval', not {split!r}")
-    meta = require_file(root / "meta.csv", "In-the-Wild meta.csv",
+    meta_path = root / "meta.csv" if meta_file is None else Path(meta_file).expanduser().absolute()
+    meta = require_file(meta_path, "In-the-Wild meta.csv",
                         hint="--root must be the release_in_the_wild folder holding meta.csv and the wav files.")
     builder = TableBuilder()
     log = ProblemLog()

@@ -1,0 +1,190 @@
+"""Detectors: an SSL front-end and a back-end head, ``wave[B, N] -> logits[B, n_logits]``.
+
+Build one with :func:`build_model`; its keyword arguments are a recipe's ``model:`` section as it
+stands, so a config is flattened into the call and never enters a model class::
+
+    model:                       # ray_jobs/configs/<recipe>.yaml
+      head: aasist               # a key of HEADS
+      frontend: xlsr_300m        # see spoofdet.models.frontend (names, hub ids, local dirs)
+      frontend_layer: null       # null | int | weighted
+      freeze: none               # none | all | feature_encoder
+      gradient_checkpointing: false
+      n_logits: 2
+      head_kwargs: {}
+
+    detector = build_model(**cfg.model)
+
+Conventions: with 2 logits, index 1 is bona fide; with 1 logit it is a bona fide score. The
+detector's score (:func:`score_from_logits`) is higher = more bona fide (``spoofdet.schema``).
+
+Heads (each ``feats[B, T, D] -> logits[B, n_logits]``, any T):
+
+=============  ============================================  ====================================
+name           module                                        size on 1024-d features
+=============  ============================================  ====================================
+``aasist``     :mod:`spoofdet.models.aasist`                 447,242 (2 logits)
+``xlsr_mamba`` :mod:`spoofdet.models.mamba` ``XLSRMamba``    see that module (~1.94M in the seed)
+``fake_mamba`` :mod:`spoofdet.models.mamba` ``FakeMamba``    see that module (~2.34M in the seed)
+``nes2net_x``  :mod:`spoofdet.models.nes2net`                511,014 (1 logit), 512,039 (2)
+=============  ============================================  ====================================
+
+Importing this package needs torch only; ``transformers`` is imported when a front-end is built.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import Tensor, nn
+
+__all__ = ["Detector", "HEADS", "build_head", "build_model", "score_from_logits"]
+
+
+def score_from_logits(logits: Tensor) -> Tensor:
+    """Detector score per utterance, higher = more bona fide.
+
+    Args:
+        logits: (B, 2) with the bona fide logit at index 1, or (B, 1).
+
+    Returns:
+        (B,) ``logits[:, 1] - logits[:, 0]`` (the log-odds of a softmax, bona fide vs spoof) for
+        two logits, ``logits[:, 0]`` for one.
+
+    Raises:
+        ValueError: For any other shape.
+    """
+    if logits.dim() == 2 and logits.shape[1] == 2:
+        return logits[:, 1] - logits[:, 0]
+    if logits.dim() == 2 and logits.shape[1] == 1:
+        return logits[:, 0]
+    raise ValueError(f"logits must be (batch, 1) or (batch, 2), got {tuple(logits.shape)}")
+
+
+class Detector(nn.Module):
+    """``wave[B, N] float32 (16 kHz) -> logits[B, n_logits]`` = ``head(frontend(wave))``.
+
+    Attributes:
+        frontend: Maps ``wave[B, N]`` to ``feats[B, T, D]`` and has an ``out_dim`` attribute.
+        head: Maps ``feats[B, T, D]`` to ``logits[B, n_logits]``.
+    """
+
+    def __init__(self, frontend: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.head = head
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.head(self.frontend(wave))
+
+    def score(self, wave: Tensor) -> Tensor:
+        """(B,) scores, higher = more bona fide (no ``no_grad`` here: wrap the call for inference)."""
+        return score_from_logits(self(wave))
+
+
+def _aasist() -> type[nn.Module]:
+    from spoofdet.models.aasist import AASIST
+    return AASIST
+
+
+def _xlsr_mamba() -> type[nn.Module]:
+    from spoofdet.models.mamba import XLSRMamba  # lazy: written separately, may need mamba-ssm
+    return XLSRMamba
+
+
+def _fake_mamba() -> type[nn.Module]:
+    from spoofdet.models.mamba import FakeMamba
+    return FakeMamba
+
+
+def _nes2net_x() -> type[nn.Module]:
+    from spoofdet.models.nes2net import Nes2NetX
+    return Nes2NetX
+
+
+#: Head name -> a function returning the head class (imported when called, never at import time).
+HEADS: dict[str, Callable[[], type[nn.Module]]] = {
+    "aasist": _aasist,
+    "xlsr_mamba": _xlsr_mamba,
+    "fake_mamba": _fake_mamba,
+    "nes2net_x": _nes2net_x,
+}
+
+
+def build_head(name: str, in_dim: int, n_logits: int = 2, **kwargs: Any) -> nn.Module:
+    """Build a back-end head by name.
+
+    Args:
+        name: A key of :data:`HEADS`.
+        in_dim: Feature size D of the front-end.
+        n_logits: 2 (bona fide at index 1) or 1.
+        **kwargs: Further constructor arguments of the head class (``head_kwargs`` in a config).
+
+    Raises:
+        ValueError: For an unknown head name (listing the valid ones), for keyword arguments
+            the head does not take (listing those it does), or for ``n_logits`` not in (1, 2).
+    """
+    if name not in HEADS:
+        raise ValueError(f"head {name!r} is unknown; valid heads: {', '.join(sorted(HEADS))}")
+    if n_logits not in (1, 2):
+        raise ValueError(f"n_logits must be 1 or 2, got {n_logits!r}")
+    cls = HEADS[name]()
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("in_dim", "n_logits")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"head_kwargs {unknown} are not arguments of head {name!r}; it takes: {', '.join(accepted)}")
+    return cls(in_dim=in_dim, n_logits=n_logits, **kwargs)
+
+
+def build_model(
+    frontend: str | os.PathLike | nn.Module = "xlsr_300m",
+    head: str = "aasist",
+    *,
+    frontend_layer: int | str | None = None,
+    freeze: str = "none",
+    gradient_checkpointing: bool = False,
+    n_logits: int = 2,
+    head_kwargs: Mapping[str, Any] | None = None,
+    frontend_kwargs: Mapping[str, Any] | None = None,
+) -> Detector:
+    """Build a :class:`Detector` from flat keyword arguments (a config's ``model:`` section).
+
+    Args:
+        frontend: A front-end name (``"tiny"``, ``"xlsr_300m"``, ``"xlsr_300m_random"``, ...), a
+            local ``save_pretrained`` directory (see :func:`spoofdet.models.frontend.load_frontend`),
+            or an already built module with an ``out_dim`` attribute (then the other front-end
+            options must stay at their defaults).
+        head: A key of :data:`HEADS`.
+        frontend_layer: ``None`` (last hidden state), an int k (output of layer k, e.g. 5 as in
+            Codecfake) or ``"weighted"`` (learnable softmax-weighted sum of all layers).
+        freeze: ``"none"`` (full fine-tuning, as the seeds), ``"all"`` or ``"feature_encoder"``.
+        gradient_checkpointing: Recompute front-end layer activations in backward.
+        n_logits: 2 or 1.
+        head_kwargs: Extra arguments of the head class.
+        frontend_kwargs: Extra arguments of ``load_frontend`` (``spec_augment``, ``layerdrop``,
+            ``config_overrides``).
+
+    Returns:
+        The detector, in train mode.
+
+    Raises:
+        ValueError: For an unknown head or front-end, or inconsistent options; the message names
+            the offending field.
+    """
+    if isinstance(frontend, nn.Module):
+        if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
+            raise ValueError("frontend is a built module: set frontend_layer, freeze, gradient_checkpointing and "
+                             "frontend_kwargs when building it, not here")
+        if not isinstance(getattr(frontend, "out_dim", None), int):
+            raise ValueError("frontend module needs an int attribute out_dim (its feature size)")
+        fe = frontend
+    else:
+        if head not in HEADS:  # fail before a slow front-end load
+            raise ValueError(f"head {head!r} is unknown; valid heads: {', '.join(sorted(HEADS))}")
+        from spoofdet.models.frontend import load_frontend
+
+        fe = load_frontend(frontend, layer=frontend_layer, freeze=freeze,
+                           gradient_checkpointing=gradient_checkpointing, **dict(frontend_kwargs or {}))
+    return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))

@@ -1,0 +1,135 @@
+"""The train job end to end on a local Ray cluster: 2 workers, DeepSpeed on CPU, MLflow, faults, resume."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from data_prep import shard
+from spoofdet.corpora import prepare
+from spoofdet.synthetic import write_corpus
+
+pytestmark = pytest.mark.integration
+ray = pytest.importorskip("ray")
+mlflow = pytest.importorskip("mlflow")
+pytest.importorskip("deepspeed")
+psutil = pytest.importorskip("psutil")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "ray_jobs" / "configs" / "demo.yaml"
+ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    corpus = write_corpus("asvspoof2019-la", root / "corpus", per_split=16, seed=3)
+    out = {}
+    for split in ("train", "dev"):
+        table = prepare("asvspoof2019-la", corpus["root"], split, check_audio=False).table
+        shard.run(table, str(root / "shards" / split), corpus="asvspoof2019-la", shard_rows=8, executor="local",
+                  progress=False)
+        out[split] = root / "shards" / split
+    return out
+
+
+def overrides(shards, **extra):
+    base = {"data.train.0.shards": shards["train"], "data.dev.shards": shards["dev"], "data.num_samples": 16000,
+            "train.batch_size": 4, "train.dev_batch_size": 8, "data.shuffle_buffer": 8, "train.log_every": 1}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def mlflow_runs(storage):
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("spoofdet-demo")
+    return client, client.search_runs([exp.experiment_id])
+
+
+@pytest.fixture()
+def local_ray(monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_two_worker_deepspeed_run_is_tracked_registered_and_resumable(local_ray, shards, tmp_path):
+    from ray_jobs import train
+
+    storage = tmp_path / "runs"
+    argv = ["--config", str(DEMO), "--storage", str(storage), "--json",
+            *overrides(shards, **{"train.epochs": 2, "train.average_best": 2})]
+    assert train.main(argv) == 0
+    summary = json.loads((storage / "demo" / "final" / "summary.json").read_text())
+    import pyarrow.parquet as pq
+
+    dev_rows = pq.read_metadata(shards["dev"] / "metadata.parquet").num_rows
+    assert sorted(summary["averaged_epochs"]) == [0, 1] and summary["final_dev_n"] == dev_rows
+    assert summary["registered"] == {"name": "spoofdet-demo", "version": 1}
+
+    client, runs = mlflow_runs(storage)
+    assert len(runs) == 1 and runs[0].info.run_id == summary["mlflow_run_id"]
+    params = runs[0].data.params
+    assert params["derived.world_size"] == "2" and params["derived.global_batch_size"] == "8"
+    assert params["data.rawboost.algo"] == "5" and params["data.rawboost.resolved.snr_min"] == "10.0"
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "dev_eer")] == [0, 1]
+    assert client.get_metric_history(runs[0].info.run_id, "clips_per_s")
+    ckpts = sorted(p for p in (storage / "demo").glob("checkpoint_*") if p.is_dir())
+    state = json.loads((ckpts[-1] / "state.json").read_text())
+    assert state["mlflow_run_id"] == summary["mlflow_run_id"] and state["epoch"] == 1
+    assert any(p.name.startswith("zero_pp_rank_1") for p in (ckpts[-1] / "ds").iterdir())  # rank 1 saved its part
+
+    model = mlflow.pyfunc.load_model(f"models:/spoofdet-demo/1")
+    import numpy as np
+
+    scores = model.predict(np.zeros((2, 16000), dtype=np.float32))
+    assert scores.shape == (2,) and np.isfinite(scores).all()
+
+    # re-submitting the same run name with more epochs resumes at epoch 2, in the same MLflow run
+    assert train.main(argv + ["train.epochs=3"]) == 0
+    client, runs = mlflow_runs(storage)
+    assert len(runs) == 1
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "dev_eer")] == [0, 1, 2]
+    assert [int(m.value) for m in client.get_metric_history(runs[0].info.run_id, "epoch_started")] == [0, 1, 2]
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
+    storage = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "ray_jobs.train", "--config", str(DEMO), "--storage", str(storage),
+           *overrides(shards, **{"train.epochs": 4, "train.average_best": 2, "run.max_failures": 2})]
+    env = {**os.environ, **ENV}
+    killed = []
+
+    def killer():
+        deadline = time.time() + 600
+        while time.time() < deadline and not killed:
+            if any(p.is_dir() for p in (storage / "demo").glob("checkpoint_*")):
+                time.sleep(1.0)  # into the next epoch
+                for proc in psutil.process_iter(["cmdline"]):
+                    if any("RayTrainWorker" in part for part in (proc.info["cmdline"] or [])):
+                        proc.kill()
+                        killed.append(proc.pid)
+                        return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    thread.join(timeout=5)
+    assert killed, "no Ray Train worker process was found to kill"
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, runs = mlflow_runs(storage)
+    assert len(runs) == 1
+    run_id = runs[0].info.run_id
+    assert [m.step for m in client.get_metric_history(run_id, "dev_eer")] == [0, 1, 2, 3]
+    started = [int(m.value) for m in sorted(client.get_metric_history(run_id, "epoch_started"), key=lambda m: m.timestamp)]
+    assert started[0] == 0 and started.count(0) == 1  # the checkpointed epoch 0 is never redone
+    assert len(started) > 4  # the killed epoch was started twice
+    assert json.loads((storage / "demo" / "final" / "summary.json").read_text())["mlflow_run_id"] == run_id
