@@ -1,6 +1,6 @@
 """The demo pipeline on embedded defaults: what ``make demo`` runs.
 
-    python -m ray_jobs.demo [--out runs/demo] [--per-split 24] [--train-per-split 96] [--seed 0]
+    python -m ray_jobs.demo [--out runs/demo] [--per-split 24] [--train-per-split 300] [--seed 0]
 
 No download, no GPU, no cluster. On a Ray started in-process it:
 
@@ -9,7 +9,7 @@ No download, no GPU, no cluster. On a Ray started in-process it:
 2. parses each into a manifest (``spoofdet manifest``);
 3. shards each into Parquet with Ray Data (``spoofdet prepare``), quarantining the broken files;
    2019 LA per split (``shards/asvspoof2019-la/{train,dev,eval}``), the others whole;
-4. trains ``ray_jobs/configs/demo.yaml`` (tiny random-init XLS-R-shaped front-end + AASIST) with
+4. trains ``ray_jobs/configs/demo.yaml`` (log-spectrogram front-end + Nes2Net-X head) with
    Ray Train, 2 workers, DeepSpeed on CPU, MLflow tracking and registration (``ray_jobs.train``).
 """
 
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     parser.add_argument("--per-split", type=int, default=24, help="synthetic clips per split (default 24)")
-    parser.add_argument("--train-per-split", type=int, default=96,
-                        help="synthetic clips per split of ASVspoof 2019 LA, the training corpus (default 96)")
+    parser.add_argument("--train-per-split", type=int, default=300,
+                        help="synthetic clips per split of ASVspoof 2019 LA, the training corpus (default 300)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-train", action="store_true", help="stop after sharding")
     parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "demo.yaml"),

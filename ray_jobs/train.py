@@ -264,7 +264,8 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
     import torch
 
     from spoofdet import data
-    from spoofdet.metrics import compute_eer, min_dcf
+    from spoofdet.calibration import CalibrationError, fit_calibration
+    from spoofdet.metrics import act_dcf, cllr, compute_eer, min_dcf
     from spoofdet.models import build_model
     from spoofdet.models.checkpoints import average_state_dicts, load_state_dict_strict
     from spoofdet.tracking import frontend_for_rebuild, log_detector
@@ -301,6 +302,14 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
         eer, thr = compute_eer(s[y == 1], s[y == 0])
         summary.update(final_dev_eer=100.0 * eer, final_dev_min_dcf=min_dcf(s[y == 1], s[y == 0])[0],
                        final_dev_threshold=float(thr), final_dev_n=int(len(s)))
+        try:  # raw scores -> LLRs, fitted on the dev scores of the final model, stored with it
+            cal = fit_calibration(s[y == 1], s[y == 0])
+            cal.save(out / "calibration.json")
+            llr = cal.apply(s)
+            summary.update(calibration=str(out / "calibration.json"),
+                           final_dev_act_dcf=act_dcf(llr[y == 1], llr[y == 0]), final_dev_cllr=cllr(llr[y == 1], llr[y == 0]))
+        except CalibrationError as exc:
+            print(f"no calibration stored: {exc}", file=sys.stderr)
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("final_dev")})
@@ -308,7 +317,7 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
     rebuild = dict(model_kwargs(cfg), frontend=frontend_for_rebuild(cfg.model.frontend))
     info = log_detector(run_id=run_id, uri=uri, weights=str(out / "model.pt"), model_config=rebuild,
                         input_example=np.zeros((1, cfg.data.num_samples), dtype=np.float32),
-                        register_as=cfg.mlflow.register_as,
+                        register_as=cfg.mlflow.register_as, calibration=summary.get("calibration"),
                         metadata={"train_sources": [s.shards for s in cfg.data.train],
                                   "num_samples": cfg.data.num_samples})
     summary["model_uri"] = info.model_uri

@@ -6,16 +6,22 @@
     spoofdet train --config FILE [key=value ...] [--storage DIR] [--validate] [--json]
     spoofdet evaluate --scores FILE [FILE ...] --key FILE --format FMT [--phase P]
                       [--asv-scores FILE [--asv-key FILE]] [--score-layout L] [--fuse mean] [--json]
+    spoofdet score --model URI --eval-set [NAME=]PATH [...] [--length 4s|full] [--out DIR] [--json]
+    spoofdet predict PATH [PATH ...] --model URI [--out scores.csv] [--length full|4s] [--json]
+    spoofdet promote --name NAME --version V --eval-set SHARDS [...] [--metric eer] [--margin 0.0] [--json]
 
 Human-readable output goes to stdout; with ``--json`` stdout holds exactly one JSON object and
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
-file and line), 1 anything unexpected.
+file and line), 1 anything unexpected; ``spoofdet promote`` also 3 (refused: the candidate is
+not better than the champion). ``train``, ``score`` and ``promote`` are the Ray jobs of
+``ray_jobs/`` (imported only when called); ``predict`` never imports Ray.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,6 +170,44 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from spoofdet.predict import run
+
+    return run(args)
+
+
+def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
+    from spoofdet.predict import __doc__ as doc
+
+    p = sub.add_parser(
+        "predict",
+        help="score your own audio files or folders with a detector -> path,score,llr,decision (no Ray)",
+        description=re.sub(r":\w+:`([^`]+)`", r"\1", doc.split("\n\n", 1)[1]).replace("``", ""),
+        epilog="examples:\n"
+        "  spoofdet predict ~/clips --model models:/spoofdet-demo@champion --tracking-uri sqlite:///runs/demo/train/mlflow.db\n"
+        "  spoofdet predict a.mp3 b.wav --model runs/demo/train/demo/final --out scores.csv --json\n"
+        "  spoofdet predict --model models:/spoofdet-demo@champion --show-model   # metadata, calibration, eval tags",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="audio files and/or folders (searched recursively)")
+    p.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
+                   "or a train run's final/ folder")
+    p.add_argument("--out", default=None, metavar="FILE.csv", help="write the CSV here (default: stdout)")
+    p.add_argument("--length", choices=("full", "4s"), default="full",
+                   help="full: mean over 64,600-sample windows covering each file (default); 4s: first 64,600 samples")
+    p.add_argument("--hop", type=int, default=32_300, help="window hop for --length full (default 32,300)")
+    p.add_argument("--threshold", type=float, default=None, help="LLR decision threshold (default -ln(1.9) ~= -0.642, "
+                   "the ASVspoof 5 Bayes threshold)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store for registry URIs (default $MLFLOW_TRACKING_URI, "
+                   "else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)")
+    p.add_argument("--show-model", action="store_true", help="print what the model is (metadata, calibration, "
+                   "threshold, version tags) as JSON and exit")
+    p.add_argument("--json", action="store_true", help="print one JSON summary (with the predictions unless --out)")
+    p.set_defaults(func=_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from spoofdet.corpora import CORPORA, SPLIT_HELP
 
@@ -235,6 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a detector from a recipe (Ray Train + DeepSpeed, MLflow); see 'spoofdet train --help'",
         description="Same as python -m ray_jobs.train: spoofdet train --config FILE [key=value ...]",
     )
+    sub.add_parser(
+        "score", add_help=False,
+        help="evaluate a model on eval sets with Ray Data: score files, metrics, DET/histogram plots, MLflow; "
+        "see 'spoofdet score --help'",
+        description="Same as python -m ray_jobs.evaluate",
+    )
+    _add_predict_parser(sub)
+    sub.add_parser(
+        "promote", add_help=False,
+        help="move @champion to a model version only if it beats the champion; see 'spoofdet promote --help'",
+        description="Same as python -m ray_jobs.promote",
+    )
     return parser
 
 
@@ -246,6 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         from ray_jobs.train import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["score"]:  # the Ray jobs own their arguments
+        from ray_jobs.evaluate import main as score_main
+
+        return score_main(argv[1:])
+    if argv[:1] == ["promote"]:
+        from ray_jobs.promote import main as promote_main
+
+        return promote_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -185,6 +185,14 @@ def build_model(
             raise ValueError(f"head {head!r} is unknown; valid heads: {', '.join(sorted(HEADS))}")
         from spoofdet.models.frontend import load_frontend
 
+        if frontend == "logspec":  # parameter-free spectrogram front-end (frontend_spec.py)
+            if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
+                raise ValueError("frontend 'logspec' has no layers or weights: leave frontend_layer, freeze, "
+                                 "gradient_checkpointing and frontend_kwargs at their defaults")
+            from spoofdet.models.frontend_spec import LogSpectrogram
+
+            return Detector(LogSpectrogram(), build_head(head, LogSpectrogram.out_dim, n_logits=n_logits,
+                                                         **dict(head_kwargs or {})))
         fe = load_frontend(frontend, layer=frontend_layer, freeze=freeze,
                            gradient_checkpointing=gradient_checkpointing, **dict(frontend_kwargs or {}))
     return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
