@@ -44,6 +44,12 @@ def _experiment_id(client: Any, name: str, storage: str, uri: str) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+def experiment_for(client: Any, name: str, uri: str) -> str:
+    """Id of experiment ``name`` (created if missing; with a SQLite store, artifacts go beside the database)."""
+    storage = str(Path(uri[len("sqlite:///"):]).parent) if uri.startswith("sqlite:///") else "."
+    return _experiment_id(client, name, storage, uri)
+
+
 def attach_run(*, uri: str, experiment: str, storage: str, name: str, tags: dict[str, str] | None = None) -> str:
     """The MLflow run id for Ray run ``(storage, name)``: created once, reused on every resubmission."""
     from mlflow.tracking import MlflowClient
@@ -83,6 +89,66 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> dict[str, tu
     for i in range(0, max(len(todo), len(tags)), 100):
         client.log_batch(run_id, params=todo[i:i + 100], tags=tags[i:i + 100])
     return changed
+
+
+def log_evaluation(ref: Any, results: list[dict[str, Any]], out: str | os.PathLike, *, length: str,
+                   experiment: str | None = None) -> dict[str, str]:
+    """Log one evaluation job (``ray_jobs/evaluate.py``) to MLflow.
+
+    A new run "eval <model> <length>" (tags ``spoofdet.kind=evaluation``, ``spoofdet.model``,
+    ``spoofdet.protocol``) in ``experiment``, else in the experiment of the run that trained the
+    model (nested under it), else in ``spoofdet-eval``. Metrics ``<set>.<length>.<metric>``, linked
+    to the logged model when its id is known; every file under ``out`` as artifacts under
+    ``eval/<length>``. A registered version also gets one tag per set, ``eval.<set>.<length>``: a
+    JSON object with the metrics, the rows evaluated and the evaluation run id.
+
+    Args:
+        ref: the resolved model (:class:`spoofdet.registry.ModelRef`) with a ``tracking_uri``.
+        results: per-set results of the evaluate job (``eval_set``, ``selection``, ``metrics``, ``protocol``).
+        out: the folder of the job's files for this protocol.
+        length: the protocol (``4s`` or ``full``).
+        experiment: experiment name to log into instead of the model's.
+
+    Returns:
+        ``tracking_uri``, ``experiment_id``, ``run_id`` of the evaluation run.
+    """
+    import time
+
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=ref.tracking_uri)
+    parent = None
+    if ref.run_id:
+        try:
+            parent = client.get_run(ref.run_id)
+        except Exception:  # noqa: BLE001 - the training run lives in another store: no nesting then
+            parent = None
+    if experiment or parent is None:
+        exp_id = experiment_for(client, experiment or "spoofdet-eval", ref.tracking_uri)
+    else:
+        exp_id = parent.info.experiment_id
+    tags = {"spoofdet.kind": "evaluation", "spoofdet.model": ref.label, "spoofdet.model_uri": ref.uri,
+            "spoofdet.protocol": length}
+    if parent is not None and parent.info.experiment_id == exp_id:
+        tags["mlflow.parentRunId"] = ref.run_id
+    run_id = client.create_run(exp_id, run_name=f"eval {ref.label} {length}", tags=tags).info.run_id
+    now = int(time.time() * 1000)
+    keys = ("eer", "min_dcf", "act_dcf", "cllr", "n_bonafide", "n_spoof")
+    metrics = [Metric(f"{r['eval_set']}.{length}.{k}", float(r["metrics"][k]), now, 0, model_id=ref.model_id)
+               for r in results if r["metrics"] for k in keys if r["metrics"].get(k) is not None]
+    protocol = results[0]["protocol"] if results else {}
+    params = [Param("model", ref.uri), Param("length", length), Param("window", str(protocol.get("window"))),
+              Param("hop", str(protocol.get("hop"))), Param("eval_sets", ",".join(r["eval_set"] for r in results)[:6000])]
+    client.log_batch(run_id, metrics=metrics, params=params)
+    client.log_artifacts(run_id, str(out), f"eval/{length}")
+    client.set_terminated(run_id)
+    if ref.kind == "registry":
+        for r in results:
+            if r["metrics"]:
+                record = {k: r["metrics"].get(k) for k in keys} | {"selection": r["selection"], "run_id": run_id}
+                client.set_model_version_tag(ref.name, ref.version, f"eval.{r['eval_set']}.{length}", json.dumps(record))
+    return {"tracking_uri": ref.tracking_uri, "experiment_id": exp_id, "run_id": run_id}
 
 
 # ----------------------------------------------------------------------------- the registered model
@@ -133,25 +199,60 @@ def frontend_for_rebuild(frontend: str) -> str:
 def log_detector(*, run_id: str, uri: str, weights: str, model_config: dict[str, Any], input_example: Any,
                  register_as: str | None, calibration: str | None = None,
                  metadata: dict[str, Any] | None = None) -> Any:
-    """Log the detector as a pyfunc model in ``run_id`` (and register it when ``register_as``)."""
+    """Log the detector as a pyfunc model in ``run_id`` (and register it when ``register_as``).
+
+    The model's metadata (``mlflow.models.get_model_info(uri).metadata``, shown in the MLflow UI)
+    says what the model is without loading it: ``sample_rate``, ``input``, ``score`` (its
+    definition), ``label_convention``, ``calibrated`` and ``calibration`` (slope, offset, prior),
+    ``decision`` (LLR threshold and costs, when calibrated), ``dev_metrics`` (the run's
+    ``final_dev_*`` metrics at logging time) and whatever the caller adds (``train_sources``,
+    ``num_samples``). Evaluations after registration are model-version tags (``eval.*``, written
+    by ``spoofdet score``/``promote``), since logged metadata cannot change.
+
+    The signature takes ``float32[batch, samples]`` of any length (not the input example's).
+    """
     import mlflow
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.tracking import MlflowClient
+    from mlflow.types.schema import Schema, TensorSpec
+
+    from spoofdet.metrics import ASVSPOOF5_COSTS
 
     mlflow.set_tracking_uri(uri)
     work = Path(weights).parent
     cfg_path = work / "model_config.json"
     cfg_path.write_text(json.dumps(model_config, indent=2))
     artifacts = {"weights": weights, "model_config": str(cfg_path)}
+    cal = None
     if calibration:
         artifacts["calibration"] = calibration
+        cal = json.loads(Path(calibration).read_text())
+    costs = ASVSPOOF5_COSTS
+    run_metrics = MlflowClient(tracking_uri=uri).get_run(run_id).data.metrics
+    meta = {
+        "sample_rate": 16000,
+        "input": "float32[batch, samples]: mono waveforms at 16 kHz, any length (scored as given; spoofdet "
+                 "score/predict cut the first 64,600 samples or average windows)",
+        "score": ("calibrated log-likelihood ratio log p(x|bona fide)/p(x|spoof), higher = more bona fide" if cal else
+                  "raw detector score (bona fide minus spoof logit), higher = more bona fide; not calibrated"),
+        "label_convention": "1 = bona fide, 0 = spoof",
+        "calibrated": cal is not None,
+        "calibration": cal,
+        "decision": ({"threshold_llr": costs.llr_threshold, "rule": "bona fide if LLR >= threshold_llr",
+                      "costs": {"p_spoof": costs.p_spoof, "c_miss": costs.c_miss, "c_fa": costs.c_fa}}
+                     if cal else None),
+        "dev_metrics": {k: v for k, v in sorted(run_metrics.items()) if k.startswith("final_dev")},
+        **(metadata or {}),
+    }
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
     package = str(Path(__file__).resolve().parent)
     with mlflow.start_run(run_id=run_id):
         return mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts=artifacts, input_example=input_example,
-            code_paths=[package], registered_model_name=register_as,
-            pip_requirements=_requirements(), metadata={"sample_rate": 16000,
-                                                        "score": "higher = more bona fide" + (
-                                                            "; calibrated LLR" if calibration else ""),
-                                                        **(metadata or {})})
+            name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts=artifacts,
+            input_example=input_example, signature=signature, code_paths=[package], registered_model_name=register_as,
+            pip_requirements=_requirements(), metadata=meta)
 
 
 def _requirements() -> list[str]:

@@ -21,7 +21,7 @@ def test_a_tone_peaks_in_its_bin_and_loudness_is_normalised_away():
     spec = fe(tone + noise)
     assert int(spec.mean(1).argmax()) == 32  # 1000 Hz / (16000 / 512) = bin 32
     louder = fe(10 * (tone + noise))  # loudness-normalised (up to the 1e-6 floor in near-empty bins)
-    assert (spec - louder).abs().median() < 1e-4 and torch.allclose(spec.mean(1), louder.mean(1), atol=0.05)
+    assert (spec - louder).abs().median() < 2e-3 and torch.allclose(spec.mean(1), louder.mean(1), atol=0.05)
     assert torch.isfinite(fe(torch.zeros(1, 1000))).all()
 
 
