@@ -67,6 +67,7 @@ class DataConfig:
     dev_rawboost: bool = False
     batch_rows: int = 16
     shuffle_buffer: int = 256
+    proportional_batches: bool = False  # every batch holds each source in proportion to its share (CSAM)
 
 
 @dataclass
@@ -347,6 +348,7 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
     for name in ("batch_rows", "shuffle_buffer"):
         if getattr(d, name) <= 0:
             problems.append(f"data.{name}: must be positive, got {getattr(d, name)}")
+    _check_cached(cfg, problems, check_paths)
     if d.shuffle_buffer < s.batch_size:
         problems.append(f"data.shuffle_buffer ({d.shuffle_buffer}) must be >= train.batch_size ({s.batch_size})")
     if m.head not in head_names():
@@ -399,6 +401,52 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
         problems.append(f"run.checkpoints_to_keep: at least 1, got {r.checkpoints_to_keep}")
     if r.max_failures < -1:
         problems.append(f"run.max_failures: -1 (retry forever) or >= 0, got {r.max_failures}")
+
+
+def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -> None:
+    """Cached-feature training (``model.frontend: cached``) and its sources (``data_prep.features``)."""
+    from spoofdet import feature_cache
+
+    d, m = cfg.data, cfg.model
+    cached = m.frontend == "cached"
+    if cached:
+        if d.crop != "first":
+            problems.append("data.crop: random crops are invalid on cached-feature sources (model.frontend=cached: "
+                            "features were computed once on the first num_samples); use crop: first")
+        if d.rawboost.algo != 0:
+            problems.append("data.rawboost.algo: RawBoost is invalid on cached-feature sources (model.frontend="
+                            "cached: no waveform left to augment); set it to 0")
+        if d.dev_rawboost:
+            problems.append("data.dev_rawboost: invalid with model.frontend=cached (the dev features are fixed)")
+        if m.frontend_layer is not None:
+            problems.append("model.frontend_layer: leave null with model.frontend=cached (the layer is recorded in "
+                            "the sources' features.json)")
+        if m.freeze != "none" or m.gradient_checkpointing:
+            problems.append("model.freeze: leave 'none' (and gradient_checkpointing false) with model.frontend="
+                            "cached: the front-end already ran, only the head trains")
+    if not check_paths:
+        return
+    sources = [(f"data.train[{i}]", src) for i, src in enumerate(d.train)] + ([("data.dev", d.dev)] if d.dev else [])
+    for where, src in sources:
+        if not src.shards or "://" in src.shards or not (resolve_path(src.shards) / "metadata.parquet").is_file():
+            continue
+        folder = resolve_path(src.shards)
+        has = feature_cache.is_feature_folder(folder)
+        if has and not cached:
+            problems.append(f"{where}.shards: {folder} holds cached features (features.json); train on it with "
+                            f"model.frontend=cached, or point at the audio shards")
+        elif cached and not has:
+            problems.append(f"{where}.shards: model.frontend=cached needs feature folders written by "
+                            f"`python -m data_prep.features`, but {folder} has no features.json")
+        elif has:
+            try:
+                info = feature_cache.read_info(folder)
+            except feature_cache.FeatureError as exc:
+                problems.append(f"{where}.shards: {exc}")
+                continue
+            if info["num_samples"] != d.num_samples:
+                problems.append(f"data.num_samples: {d.num_samples}, but the features in {where}.shards were "
+                                f"computed on {info['num_samples']} samples; set data.num_samples={info['num_samples']}")
 
 
 def head_names() -> list[str]:

@@ -19,6 +19,23 @@ Flow (one Ray Data pipeline for all training corpora)::
     corpus   list[str]     len B
     augmented torch.bool   [B]      whether RawBoost touched this clip
 
+**Feature variant** (sources written by ``data_prep.features``: a shard folder holding a
+``features.json``, see :mod:`spoofdet.feature_cache`): ``feats torch.float32 [B, T, D]`` (the
+front-end layer's output, stored as float16, T = frames of ``num_samples``) replaces ``wave``; the
+other keys are the same and ``augmented`` is always False. Such sources are cut once, to the first
+``num_samples`` samples, so random crops and RawBoost are refused (``data.crop``,
+``data.rawboost.algo``); every source of a run must be of the same kind. Models read it through
+``model.frontend: cached`` (an identity front-end); :func:`model_input` picks the tensor.
+
+**Proportional batches** (``data.proportional_batches``, Codecfake's CSAM batches): each source is
+its own Ray Data pipeline (``train_0``, ``train_1``, ... in :attr:`TrainPipeline.datasets`) and the
+worker composes every batch from them (:func:`iter_train_batches`). The rows a batch takes from
+each source follow a smooth weighted round-robin over batch slots (:func:`batch_compositions`)
+with the sources' epoch shares (their sizes for ``mix="size"``, else the mix's shares): after
+every batch each source's running count is within one row of ``shares * rows so far``, so a
+source with 3 % of the rows appears in every third batch or so, not in bursts. The epoch ends when
+a source cannot fill its quota (the others' remainders, under one batch's worth, are dropped).
+
 **Randomness, seeded per epoch.** Every random choice for a row (whether and how often it is
 drawn this epoch, its crop offset, whether it is augmented, every RawBoost draw) comes from a
 generator seeded by ``(seed, epoch, corpus, utt_id, copy)``. The same epoch therefore gives the same
@@ -59,6 +76,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from spoofdet import feature_cache
 from spoofdet.audio import crop_or_pad
 from spoofdet.rawboost import ALGORITHMS, RawBoostParams, apply_rawboost, rawboost_params
 from spoofdet.schema import BONAFIDE, SAMPLE_RATE, SPOOF
@@ -260,6 +278,7 @@ class Recipe:
         seed: the run's seed.
         factors: per source index, ``{label: expected copies}`` (None: every row once).
         source_of: normalised shard path -> source index (rows carry their file path).
+        features_dtype: storage dtype of cached-feature sources (None: audio shards).
     """
 
     num_samples: int = NUM_SAMPLES
@@ -270,9 +289,17 @@ class Recipe:
     seed: int = 1234
     factors: tuple[dict[int, float], ...] | None = None
     source_of: dict[str, int] | None = None
+    features_dtype: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.features_dtype is not None:
+            if self.crop != "first":
+                problems.append("data.crop: random crops are invalid on cached-feature sources (features were "
+                                "computed once on the first num_samples); use crop: first")
+            if self.rawboost_algo != 0:
+                problems.append("data.rawboost.algo: RawBoost is invalid on cached-feature sources (no waveform "
+                                "left to augment); set it to 0")
         if self.num_samples <= 0:
             problems.append(f"num_samples must be positive, got {self.num_samples}")
         if self.crop not in CROPS:
@@ -297,6 +324,13 @@ def prepare_rows(batch: dict[str, np.ndarray], recipe: Recipe, epoch: int) -> di
         ``wave [n, T] float32, label [n] int64, utt_id [n], corpus [n], augmented [n] bool``, where
         ``n`` is the number of drawn copies (0 is possible).
     """
+    if recipe.features_dtype is not None:
+        n_copies = None
+        if recipe.factors is not None:
+            n_copies = [copies(row_hash(recipe.seed, epoch, str(c), str(u)),
+                               recipe.factors[recipe.source_of[_norm_path(str(p))]][int(lab)])
+                        for u, c, lab, p in zip(batch["utt_id"], batch["corpus"], batch["label"], batch["path"])]
+        return feature_cache.feature_rows(batch, recipe.features_dtype, n_copies)
     waves, labels, utts, corpora, augmented = [], [], [], [], []
     T = recipe.num_samples
     for i in range(len(batch["utt_id"])):
@@ -360,11 +394,16 @@ def iter_eval_part(source: Source, rank: int, world: int, *, batch_size: int, re
     collate = BatchCollate()
     pending: dict[str, list] = {}
     produced = 0
+    columns = READ_COLUMNS
+    if feature_cache.is_feature_folder(source.path):
+        info = feature_cache.read_info(source.path)
+        columns = feature_cache.FEATURE_COLUMNS
+        recipe = Recipe(num_samples=recipe.num_samples, seed=recipe.seed, features_dtype=info["dtype"])
     for i, (f, g, _) in enumerate(row_groups(source)):
         if i % world != rank:
             continue
-        t = pq.ParquetFile(f).read_row_group(g, columns=READ_COLUMNS)
-        rows = prepare_rows({c: t.column(c).to_numpy(zero_copy_only=False) for c in READ_COLUMNS}, recipe, 0)
+        t = pq.ParquetFile(f).read_row_group(g, columns=columns)
+        rows = prepare_rows({c: t.column(c).to_numpy(zero_copy_only=False) for c in columns}, recipe, 0)
         for key, value in rows.items():
             pending.setdefault(key, []).append(value)
         while pending and sum(len(v) for v in pending["utt_id"]) >= batch_size:
@@ -417,7 +456,15 @@ def set_epoch(clock: Any, epoch: int) -> None:
 
 @dataclass
 class TrainPipeline:
-    """What :func:`build_train_dataset` returns: the dataset, its epoch clock and its mix."""
+    """What :func:`build_train_dataset` returns: the dataset(s), their epoch clock and the mix.
+
+    Attributes:
+        dataset: the one pipeline over every source (None with proportional batches).
+        datasets: what to hand the trainer: ``{"train": dataset}``, or one pipeline per source
+            (``{"train_0": ..., "train_1": ...}``) with proportional batches.
+        shares: per source, its expected share of an epoch's rows (None: one mixed pipeline).
+        features: ``features.json`` of the sources when they hold cached features, else None.
+    """
 
     dataset: Any
     clock: Any
@@ -425,6 +472,9 @@ class TrainPipeline:
     sources: list[Source]
 
     factors: list[dict[int, float]]
+    datasets: dict[str, Any] = field(default_factory=dict)
+    shares: list[float] | None = None
+    features: dict[str, Any] | None = None
 
     def mix(self, epoch: int) -> dict[str, Any]:
         """The exact rows per source and class of ``epoch`` (see :func:`realised_mix`)."""
@@ -435,15 +485,17 @@ def build_train_dataset(sources: Sequence[Source], *, num_samples: int = NUM_SAM
                         rawboost_algo: int = 0, rawboost_p: float = 1.0,
                         rawboost: dict[str, float] | RawBoostParams | None = None, seed: int = 1234,
                         mix: str = "size", class_balance: bool = False, epoch_size: int | None = None,
-                        batch_rows: int = 16, num_cpus: float = 1.0) -> TrainPipeline:
+                        batch_rows: int = 16, num_cpus: float = 1.0,
+                        proportional_batches: bool = False) -> TrainPipeline:
     """The training pipeline over ``sources`` (see the module docstring). Needs a Ray cluster.
 
     Args:
-        sources: shard folders to mix.
+        sources: shard folders to mix (all audio shards, or all cached-feature folders).
         num_samples, crop, rawboost_algo, rawboost_p, rawboost, seed: see :class:`Recipe`.
         mix, class_balance, epoch_size: see :func:`mix_factors`.
         batch_rows: rows per ``map_batches`` call (each row costs a decode and maybe RawBoost).
         num_cpus: CPUs reserved per map task.
+        proportional_batches: one pipeline per source, composed per batch by the worker.
 
     Returns:
         A :class:`TrainPipeline`; pass ``.dataset`` to the trainer as ``datasets={"train": ...}``.
@@ -462,19 +514,43 @@ def build_train_dataset(sources: Sequence[Source], *, num_samples: int = NUM_SAM
     counts = [{k: v for k, v in c.items() if v} for c in counts]
     factors = mix_factors(counts, mix=mix, weights=[s.weight for s in sources], class_balance=class_balance,
                           epoch_size=epoch_size, names=[s.label for s in sources])
+    kinds = [feature_cache.is_feature_folder(s.path) for s in sources]
+    features = None
+    if any(kinds):
+        if not all(kinds):
+            plain = sources[kinds.index(False)].label
+            raise DataError(f"{plain}: holds audio shards while other data.train sources hold cached features; "
+                            f"use one kind for a run")
+        features = feature_cache.check_compatible([(s.label, feature_cache.read_info(s.path)) for s in sources])
     every_row_once = all(f == 1.0 for fac in factors for f in fac.values())
-    files = [f for s in sources for f in shard_files(s)]
     source_of = {_norm_path(f): i for i, s in enumerate(sources) for f in shard_files(s)}
     recipe = Recipe(num_samples=num_samples, crop=crop, rawboost_algo=rawboost_algo, rawboost_p=rawboost_p,
                     rawboost=params, seed=seed, factors=None if every_row_once else tuple(factors),
-                    source_of=None if every_row_once else source_of)
-    clock = _epoch_clock_class().remote()
-    ds = ray.data.read_parquet(files, include_paths=not every_row_once,
-                               shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True))
-    ds = ds.select_columns(READ_COLUMNS + ([] if every_row_once else ["path"]))
-    ds = ds.map_batches(_ray_prepare, batch_size=batch_rows, batch_format="numpy", num_cpus=num_cpus,
-                        fn_kwargs={"recipe": recipe, "clock": clock, "epoch": 0})
-    return TrainPipeline(dataset=ds, clock=clock, recipe=recipe, sources=sources, factors=factors)
+                    source_of=None if every_row_once else source_of,
+                    features_dtype=features["dtype"] if features else None)
+    columns = feature_cache.FEATURE_COLUMNS if features else READ_COLUMNS
+    # The clock lives on this (the driver's) node: it must survive the loss of any worker node,
+    # or every restarted attempt of the run would fail on it.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    clock = _epoch_clock_class().options(scheduling_strategy=here).remote()
+
+    def pipeline(files: list[str]) -> Any:
+        ds = ray.data.read_parquet(files, include_paths=not every_row_once,
+                                   shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True))
+        ds = ds.select_columns(columns + ([] if every_row_once else ["path"]))
+        return ds.map_batches(_ray_prepare, batch_size=batch_rows, batch_format="numpy", num_cpus=num_cpus,
+                              fn_kwargs={"recipe": recipe, "clock": clock, "epoch": 0})
+
+    if proportional_batches:
+        expected = [sum(f * c[lab] for lab, f in fac.items()) for fac, c in zip(factors, counts)]
+        datasets = {f"train_{i}": pipeline(shard_files(s)) for i, s in enumerate(sources)}
+        return TrainPipeline(dataset=None, clock=clock, recipe=recipe, sources=sources, factors=factors,
+                             datasets=datasets, shares=[e / sum(expected) for e in expected], features=features)
+    ds = pipeline([f for s in sources for f in shard_files(s)])
+    return TrainPipeline(dataset=ds, clock=clock, recipe=recipe, sources=sources, factors=factors,
+                         datasets={"train": ds}, features=features)
 
 
 def build_eval_dataset(source: Source, *, num_samples: int | None = NUM_SAMPLES, rawboost_algo: int = 0,
@@ -487,6 +563,9 @@ def build_eval_dataset(source: Source, *, num_samples: int | None = NUM_SAMPLES,
     """
     import ray
 
+    if feature_cache.is_feature_folder(source.path):
+        raise DataError(f"{source.label}: holds cached features, not audio; score the audio shards it was made from "
+                        f"({feature_cache.read_info(source.path).get('source', 'see its features.json')})")
     ds = ray.data.read_parquet(shard_files(source)).select_columns(READ_COLUMNS)
     if num_samples is None:
         if rawboost_algo:
@@ -509,6 +588,13 @@ class BatchCollate(_CollateBase):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         import torch
 
+        if "feats" in batch:  # cached-feature sources (see the module docstring)
+            out = {"feats": torch.from_numpy(np.array(batch["feats"], dtype=np.float32, order="C")),
+                   "label": torch.from_numpy(np.array(batch["label"], dtype=np.int64)),
+                   "utt_id": [str(u) for u in batch["utt_id"]], "corpus": [str(c) for c in batch["corpus"]]}
+            if "augmented" in batch:
+                out["augmented"] = torch.from_numpy(np.array(batch["augmented"], dtype=bool))
+            return out
         wave = batch["wave"]
         if wave.dtype == object:
             if len(wave) != 1:
@@ -522,3 +608,96 @@ class BatchCollate(_CollateBase):
         if "augmented" in batch:
             out["augmented"] = torch.from_numpy(np.array(batch["augmented"], dtype=bool))
         return out
+
+
+def model_input(batch: dict[str, Any]) -> Any:
+    """The tensor a detector takes from a batch: ``feats`` for cached-feature sources, else ``wave``."""
+    return batch["feats"] if "feats" in batch else batch["wave"]
+
+
+# ----------------------------------------------------------------------------- proportional batches
+
+def batch_compositions(shares: Sequence[float], batch_size: int) -> Iterator[list[int]]:
+    """Rows per source of batch 0, 1, 2, ...: a smooth weighted round-robin over batch slots.
+
+    Each slot goes to the source whose running credit (``share`` added per slot) is largest, which
+    then pays one slot. So after ``n`` slots every source has between ``n * share - 1`` and
+    ``n * share + 1`` of them, and over a whole batch each source gets ``floor`` or ``ceil`` of
+    ``batch_size * share`` up to that carried remainder (exactly that for shares that are
+    multiples of ``1 / batch_size``).
+
+    Raises:
+        DataError: for shares that are negative or do not sum to a positive number.
+    """
+    if batch_size <= 0:
+        raise DataError(f"train.batch_size must be positive, got {batch_size}")
+    total = float(sum(shares))
+    if not shares or total <= 0 or any(s < 0 for s in shares):
+        raise DataError(f"proportional batches need shares >= 0 with a positive sum, got {list(shares)}")
+    w = [s / total for s in shares]
+    credit = [0.0] * len(w)
+    while True:
+        counts = [0] * len(w)
+        for _ in range(batch_size):
+            credit = [c + x for c, x in zip(credit, w)]
+            i = max(range(len(w)), key=lambda j: (credit[j], -j))
+            credit[i] -= 1.0
+            counts[i] += 1
+        yield counts
+
+
+def iter_proportional(streams: Sequence[Iterator[dict[str, np.ndarray]]], shares: Sequence[float],
+                      batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Compose batches of ``batch_size`` rows from per-source streams of numpy batches.
+
+    Batch ``k`` takes ``batch_compositions(shares, batch_size)[k][i]`` rows from stream ``i`` (in
+    stream order), rows of source 0 first. Stops at the first batch a stream cannot fill.
+    """
+    buffers: list[list[dict[str, np.ndarray]]] = [[] for _ in streams]
+    held = [0] * len(streams)
+
+    def fill(i: int, n: int) -> bool:
+        while held[i] < n:
+            chunk = next(streams[i], None)
+            if chunk is None:
+                return False
+            if len(chunk["label"]):
+                buffers[i].append(chunk)
+                held[i] += len(chunk["label"])
+        return True
+
+    def take(i: int, n: int) -> dict[str, np.ndarray]:
+        merged = {k: np.concatenate([c[k] for c in buffers[i]]) for k in buffers[i][0]}
+        rest = {k: v[n:] for k, v in merged.items()}
+        buffers[i] = [rest] if held[i] > n else []
+        held[i] -= n
+        return {k: v[:n] for k, v in merged.items()}
+
+    for counts in batch_compositions(shares, batch_size):
+        if not all(fill(i, n) for i, n in enumerate(counts)):
+            return
+        parts = [take(i, n) for i, n in enumerate(counts) if n]
+        yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def iter_train_batches(shards: dict[str, Any], *, shares: Sequence[float] | None, batch_size: int,
+                       shuffle_buffer: int, shuffle_seed: int) -> Iterator[dict[str, Any]]:
+    """A worker's training batches for one epoch (batch contract), from its dataset shards.
+
+    Args:
+        shards: ``ray.train.get_dataset_shard(name)`` per name of :attr:`TrainPipeline.datasets`.
+        shares: :attr:`TrainPipeline.shares` (None: the one mixed pipeline ``"train"``).
+        batch_size, shuffle_buffer, shuffle_seed: as ``iter_torch_batches`` (last partial batch dropped).
+    """
+    collate = BatchCollate()
+    if shares is None:
+        yield from shards["train"].iter_torch_batches(batch_size=batch_size, collate_fn=collate, drop_last=True,
+                                                      local_shuffle_buffer_size=shuffle_buffer,
+                                                      local_shuffle_seed=shuffle_seed)
+        return
+    names = [f"train_{i}" for i in range(len(shares))]
+    streams = [iter(shards[n].iter_batches(batch_size=batch_size, batch_format="numpy",
+                                           local_shuffle_buffer_size=shuffle_buffer,
+                                           local_shuffle_seed=shuffle_seed + i)) for i, n in enumerate(names)]
+    for batch in iter_proportional(streams, shares, batch_size):
+        yield collate(batch)

@@ -34,8 +34,9 @@ def make_source(root, name, seconds_and_labels, seed):
     return out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sources(tmp_path_factory):
+    """Two small shard folders, A (12 rows) and B (6 rows, weight 3): shared with test_data_ray.py."""
     root = tmp_path_factory.mktemp("data")
     a = make_source(root, "a", [(0.3 + 0.4 * i, "bonafide" if i % 3 == 0 else "spoof") for i in range(12)], 1)
     b = make_source(root, "b", [(0.2 + 0.5 * i, "bonafide" if i % 2 else "spoof") for i in range(6)], 2)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spoofdet import data
-from tests.test_data import T, all_rows, make_source
+from tests.test_data import T, all_rows, sources  # noqa: F401 - the shared shard fixture
 
 pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray")
@@ -17,14 +17,6 @@ def cluster():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data_ray")
-    a = make_source(root, "a", [(0.3 + 0.4 * i, "bonafide" if i % 3 == 0 else "spoof") for i in range(12)], 1)
-    b = make_source(root, "b", [(0.2 + 0.5 * i, "bonafide" if i % 2 else "spoof") for i in range(6)], 2)
-    return [data.Source(str(a), name="A"), data.Source(str(b), name="B", weight=3.0)]
 
 
 def epoch_examples(pipeline, epoch, batch_size=5):

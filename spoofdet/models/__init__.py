@@ -154,8 +154,9 @@ def build_model(
     Args:
         frontend: A front-end name (``"tiny"``, ``"xlsr_300m"``, ``"xlsr_300m_random"``, ...), a
             local ``save_pretrained`` directory (see :func:`spoofdet.models.frontend.load_frontend`),
-            or an already built module with an ``out_dim`` attribute (then the other front-end
-            options must stay at their defaults).
+            an already built module with an ``out_dim`` attribute (then the other front-end
+            options must stay at their defaults), or ``"cached"``: an identity front-end over
+            cached features ``feats[B, T, D]`` (``frontend_kwargs={"out_dim": D}``).
         head: A key of :data:`HEADS`.
         frontend_layer: ``None`` (last hidden state), an int k (output of layer k, e.g. 5 as in
             Codecfake) or ``"weighted"`` (learnable softmax-weighted sum of all layers).
@@ -185,6 +186,16 @@ def build_model(
             raise ValueError(f"head {head!r} is unknown; valid heads: {', '.join(sorted(HEADS))}")
         from spoofdet.models.frontend import load_frontend
 
+        if frontend == "cached":  # features computed once by data_prep.features (cached.py)
+            if frontend_layer is not None or freeze != "none" or gradient_checkpointing:
+                raise ValueError("frontend 'cached' reads features computed beforehand: leave frontend_layer, freeze "
+                                 "and gradient_checkpointing at their defaults (the layer is in features.json)")
+            if set(frontend_kwargs or {}) != {"out_dim"}:
+                raise ValueError("frontend 'cached' needs frontend_kwargs={'out_dim': D} (features.json 'dim')")
+            from spoofdet.models.cached import CachedFeatures
+
+            fe = CachedFeatures(frontend_kwargs["out_dim"])
+            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
         if frontend == "logspec":  # parameter-free spectrogram front-end (frontend_spec.py)
             if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
                 raise ValueError("frontend 'logspec' has no layers or weights: leave frontend_layer, freeze, "
