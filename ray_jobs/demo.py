@@ -10,13 +10,20 @@ No download, no GPU, no cluster. On a Ray started in-process it:
 3. shards each into Parquet with Ray Data (``spoofdet prepare``), quarantining the broken files;
    2019 LA per split (``shards/asvspoof2019-la/{train,dev,eval}``), the others whole;
 4. trains ``ray_jobs/configs/demo.yaml`` (log-spectrogram front-end + Nes2Net-X head) with
-   Ray Train, 2 workers, DeepSpeed on CPU, MLflow tracking and registration (``ray_jobs.train``).
+   Ray Train, 2 workers, DeepSpeed on CPU, MLflow tracking and registration (``ray_jobs.train``);
+5. evaluates the registered, calibrated version on the 2019 LA eval shards with Ray Data
+   (``spoofdet score``: score file, metrics JSON, DET and histogram PNGs, an MLflow evaluation run);
+6. promotes it (``spoofdet promote``): the first version becomes ``@champion``; a later version
+   (``make demo`` again) replaces it only if its EER is lower, otherwise the refusal is printed.
+
+It ends by printing the champion, its metrics and where the run, model, scores and plots are.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import sys
 import time
@@ -74,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    shards, trained = {}, None
+    shards, trained, evaluation, promotion = {}, None, None, None
     try:
         for name, info in corpora.items():
             for split in TRAIN_SPLITS if name == TRAIN_CORPUS else (None,):
@@ -96,16 +103,76 @@ def main(argv: list[str] | None = None) -> int:
                 if train.main(argv) != 0:
                     return 1
             trained = json.loads((out / "train" / "demo" / "final" / "summary.json").read_text())
+
+            # 5.-6. evaluate the registered model on the 2019 LA eval shards, then promote it
+            if trained.get("registered"):
+                evaluation, promotion = evaluate_and_promote(trained, shard_root / "eval", out)
     finally:
         ray.shutdown()
 
     elapsed = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({"corpora": summaries, "shards": shards, "train": trained, "seconds": round(elapsed, 2)}))
+        print(json.dumps({"corpora": summaries, "shards": shards, "train": trained, "evaluation": evaluation,
+                          "promotion": promotion, "seconds": round(elapsed, 2)}))
     else:
         print(f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, shards in {out / 'shards'}"
               + (f", run in {out / 'train' / 'demo'}" if trained else ""))
+        if promotion:
+            print(champion_report(trained, evaluation, promotion))
     return 0
+
+
+def _job(main, argv: list[str]) -> tuple[int, dict]:
+    """Run a job's ``main(argv + ["--json"])``, returning its exit code and its one JSON object."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main([*argv, "--json"])
+    return rc, json.loads(buf.getvalue() or "null")
+
+
+def evaluate_and_promote(trained: dict, eval_shards: Path, out: Path) -> tuple[dict, dict]:
+    """Steps 5-6: ``spoofdet score`` then ``spoofdet promote`` of the version just registered."""
+    from ray_jobs import evaluate, promote
+
+    name, version, uri = trained["registered"]["name"], str(trained["registered"]["version"]), trained["tracking_uri"]
+    common = ["--eval-set", str(eval_shards), "--tracking-uri", uri]
+    print(f"[demo] evaluating: spoofdet score --model models:/{name}/{version} {' '.join(common)}", file=sys.stderr)
+    rc, evaluation = _job(evaluate.main, ["--model", f"models:/{name}/{version}", *common, "--out", str(out / "eval")])
+    if rc != 0:
+        raise RuntimeError(f"evaluation of models:/{name}/{version} failed (exit code {rc}); see the messages above")
+    print(f"[demo] promoting: spoofdet promote --name {name} --version {version} {' '.join(common)}", file=sys.stderr)
+    rc, promotion = _job(promote.main, ["--name", name, "--version", version, *common, "--out", str(out / "promote")])
+    if rc not in (0, promote.EXIT_REFUSED):
+        raise RuntimeError(f"promotion of {name} v{version} failed (exit code {rc}); see the messages above")
+    return evaluation, promotion
+
+
+def champion_report(trained: dict, evaluation: dict, promotion: dict) -> str:
+    """What `make demo` ends with: the champion, its metrics, and where everything is."""
+    name, uri = promotion["name"], trained["tracking_uri"]
+    champion = promotion["champion"] if promotion["result"] == "refused" else promotion["candidate"]
+    verdict = {"first champion": "the first version, so it becomes champion",
+               "promoted": f"it beat v{promotion['champion']}, so it becomes champion",
+               "already champion": "it already was champion",
+               "refused": f"it did not beat v{champion} on {promotion['metric']}, so v{champion} stays champion"}
+    calibrated = (promotion["evaluations"].get(f"v{champion}") or {}).get("calibrated", evaluation["calibrated"])
+    lines = [f"[demo] v{promotion['candidate']} of {name}: {verdict[promotion['result']]}",
+             f"[demo] champion: models:/{name}@champion = v{champion}"
+             + (" (calibrated: scores are LLRs, decision threshold -0.642)" if calibrated else " (not calibrated)")]
+    sets = (promotion["evaluations"].get(f"v{champion}") or {}).get("sets") or {
+        r["eval_set"]: r["metrics"] for r in evaluation["sets"]}
+    for set_name, m in sets.items():
+        act = "" if m["act_dcf"] is None else f", actDCF {m['act_dcf']:.4f}, Cllr {m['cllr']:.4f}"
+        lines.append(f"[demo]   {set_name} ({promotion['protocol']}): EER {m['eer']:.2f} %, minDCF {m['min_dcf']:.4f}{act}")
+    s = evaluation["sets"][0]
+    lines += [f"[demo] MLflow store {uri}: training run {trained['mlflow_run_id']}, evaluation run "
+              f"{evaluation['mlflow']['run_id']}, model {trained['model_uri']}",
+              f"[demo] browse it: mlflow ui --backend-store-uri {uri}",
+              f"[demo] scores of v{promotion['candidate']}: {s['scores']}; plots: {s.get('det_png')}, {s.get('hist_png')}; "
+              f"metrics: {Path(s['scores']).with_name('metrics.json')}",
+              f"[demo] promotion record: {promotion['record']}",
+              f"[demo] score your own audio: spoofdet predict FOLDER --model models:/{name}@champion --tracking-uri {uri}"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

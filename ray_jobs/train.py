@@ -36,6 +36,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,24 @@ def effective_lr(cfg: TrainJobConfig) -> tuple[float, int]:
     return cfg.optim.lr * factor, global_batch
 
 
+def unreadable_sources(cfg: TrainJobConfig) -> list[str]:
+    """The recipe's local shard folders that are no longer complete here (a lost mount, a deleted folder)."""
+    sources = [(f"data.train[{i}]", s) for i, s in enumerate(cfg.data.train)]
+    sources += [("data.dev", cfg.data.dev)] if cfg.data.dev else []
+    return [f"{where}.shards={src.shards}" for where, src in sources if "://" not in src.shards
+            and not ((Path(src.shards) / "metadata.parquet").is_file() and (Path(src.shards) / "shards").is_dir())]
+
+
 def model_kwargs(cfg: TrainJobConfig) -> dict[str, Any]:
     m = cfg.model
-    return {"frontend": m.frontend, "head": m.head, "frontend_layer": m.frontend_layer, "freeze": m.freeze,
-            "gradient_checkpointing": m.gradient_checkpointing, "n_logits": m.n_logits,
-            "head_kwargs": dict(m.head_kwargs)}
+    kw = {"frontend": m.frontend, "head": m.head, "frontend_layer": m.frontend_layer, "freeze": m.freeze,
+          "gradient_checkpointing": m.gradient_checkpointing, "n_logits": m.n_logits,
+          "head_kwargs": dict(m.head_kwargs)}
+    if m.frontend == "cached":  # head only, over data_prep.features output (identity front-end of its dim)
+        from spoofdet.feature_cache import read_info
+
+        kw["frontend_kwargs"] = {"out_dim": int(read_info(cfg.data.train[0].shards)["dim"])}
+    return kw
 
 
 # ----------------------------------------------------------------------------- the worker
@@ -110,31 +124,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return per.sum() / w.sum() if reduction == "mean" else per.sum()
 
     def step_sam(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """SAM (Codecfake's CSAM with its domain-proportional batches): ascend, then descend."""
-        loss = loss_fn(net(wave), label)
-        loss.backward()
-        params = [p for p in plain.parameters() if p.grad is not None]
-        norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2) + 1e-12
-        eps = [cfg.optim.sam_rho * p.grad / norm for p in params]
-        bns = [m for m in plain.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        moms = [m.momentum for m in bns]
-        with torch.no_grad():
-            for p, e in zip(params, eps):
-                p.add_(e)
-        for m in bns:
-            m.momentum = 0.0  # no running-stat update from the perturbed pass
-        optimizer.zero_grad()
-        loss_fn(net(wave), label).backward()
-        for m, mom in zip(bns, moms):
-            m.momentum = mom
-        with torch.no_grad():
-            for p, e in zip(params, eps):
-                p.sub_(e)
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(plain.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad()
-        return loss
+        """SAM (Codecfake's CSAM with data.proportional_batches): ascend, then descend (spoofdet.sam)."""
+        from spoofdet.sam import sam_step
+
+        return sam_step(plain, lambda: loss_fn(net(wave), label), optimizer, rho=cfg.optim.sam_rho,
+                        grad_clip=cfg.optim.grad_clip)
 
     state = {"epoch": 0, "step": 0, "history": [], "best": None, "bad_epochs": 0, "mlflow_run_id": config["run_id"]}
     checkpoint = ray.train.get_checkpoint()
@@ -173,7 +167,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with torch.no_grad():
             for batch in data.iter_eval_part(dev_source, rank, world, batch_size=cfg.train.dev_batch_size,
                                              recipe=dev_recipe, max_batches=cfg.train.max_dev_batches):
-                wave, label = batch["wave"].to(device), batch["label"].to(device)
+                wave, label = data.model_input(batch).to(device), batch["label"].to(device)
                 logits = net(wave.to(torch.bfloat16) if bf16 else wave)
                 num += float(loss_fn(logits, label, reduction="sum"))
                 den += float(class_w[label].sum())
@@ -188,7 +182,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return {"dev_loss": loss, "dev_eer": 100.0 * eer, "dev_min_dcf": min_dcf(s[y == 1], s[y == 0])[0],
                 "dev_threshold": float(threshold), "dev_n": int(len(s))}
 
-    train_iter = ray.train.get_dataset_shard("train")
+    shards = {name: ray.train.get_dataset_shard(name) for name in config["datasets"]}
     stop = False
     for epoch in range(state["epoch"], cfg.train.epochs):
         if rank == 0:
@@ -199,10 +193,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             dist.barrier()  # every rank starts reading only once the clock shows this epoch
         net.train()
         t_window, n_window, loss_sum, n_steps = time.perf_counter(), 0, 0.0, 0
-        for i, batch in enumerate(train_iter.iter_torch_batches(
-                batch_size=cfg.train.batch_size, collate_fn=data.BatchCollate(), drop_last=True,
-                local_shuffle_buffer_size=cfg.data.shuffle_buffer, local_shuffle_seed=cfg.seed + 1000 * epoch + rank)):
-            wave, label = batch["wave"].to(device), batch["label"].to(device)
+        for i, batch in enumerate(data.iter_train_batches(
+                shards, shares=config["shares"], batch_size=cfg.train.batch_size,
+                shuffle_buffer=cfg.data.shuffle_buffer, shuffle_seed=cfg.seed + 1000 * epoch + rank)):
+            wave, label = data.model_input(batch).to(device), batch["label"].to(device)
             if cfg.optim.sam_rho > 0:
                 loss = step_sam(wave, label)
             elif cfg.deepspeed.enabled:
@@ -268,7 +262,7 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
     from spoofdet.metrics import act_dcf, cllr, compute_eer, min_dcf
     from spoofdet.models import build_model
     from spoofdet.models.checkpoints import average_state_dicts, load_state_dict_strict
-    from spoofdet.tracking import frontend_for_rebuild, log_detector
+    from spoofdet.tracking import frontend_for_rebuild, log_detector, using_tracking_uri
 
     ranked = [(c, m) for c, m in result.best_checkpoints if cfg.train.select in m or cfg.data.dev is None]
     if cfg.data.dev is not None:
@@ -296,7 +290,7 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
         with torch.no_grad():
             for batch in data.iter_eval_part(data.Source(cfg.data.dev.shards), 0, 1, batch_size=cfg.train.dev_batch_size,
                                              recipe=recipe, max_batches=cfg.train.max_dev_batches):
-                scores += model.score(batch["wave"]).tolist()
+                scores += model.score(data.model_input(batch)).tolist()
                 labels += batch["label"].tolist()
         s, y = np.asarray(scores), np.asarray(labels)
         eer, thr = compute_eer(s[y == 1], s[y == 0])
@@ -310,19 +304,30 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
                            final_dev_act_dcf=act_dcf(llr[y == 1], llr[y == 0]), final_dev_cllr=cllr(llr[y == 1], llr[y == 0]))
         except CalibrationError as exc:
             print(f"no calibration stored: {exc}", file=sys.stderr)
-    mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("final_dev")})
-        mlflow.log_param("averaged_epochs", ",".join(str(e) for e in summary["averaged_epochs"]))
-    rebuild = dict(model_kwargs(cfg), frontend=frontend_for_rebuild(cfg.model.frontend))
-    info = log_detector(run_id=run_id, uri=uri, weights=str(out / "model.pt"), model_config=rebuild,
-                        input_example=np.zeros((1, cfg.data.num_samples), dtype=np.float32),
-                        register_as=cfg.mlflow.register_as, calibration=summary.get("calibration"),
-                        metadata={"train_sources": [s.shards for s in cfg.data.train],
-                                  "num_samples": cfg.data.num_samples})
-    summary["model_uri"] = info.model_uri
-    if cfg.mlflow.register_as:
-        summary["registered"] = {"name": cfg.mlflow.register_as, "version": info.registered_model_version}
+    with using_tracking_uri(uri):  # restores MLFLOW_TRACKING_URI afterwards (see spoofdet.tracking)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("final_dev")})
+            mlflow.set_tag("final.averaged_epochs", ",".join(str(e) for e in summary["averaged_epochs"]))  # a tag: a resumed run may average others
+        rebuild = dict(model_kwargs(cfg), frontend=frontend_for_rebuild(cfg.model.frontend))
+        weights, extra = out / "model.pt", {}
+        if cfg.model.frontend == "cached":  # register the waveform model: recorded front-end (frozen) + trained head
+            from spoofdet.feature_cache import read_info
+            from spoofdet.models.cached import waveform_detector
+
+            _, rebuild, full = waveform_detector(cfg.data.train[0].shards, averaged, head=cfg.model.head,
+                                                 n_logits=cfg.model.n_logits, head_kwargs=dict(cfg.model.head_kwargs))
+            weights = out / "detector.pt"
+            torch.save(full, weights)
+            extra = {"trained_on": "cached features", "features": read_info(cfg.data.train[0].shards)}
+            summary["waveform_model"] = str(weights)  # final_model holds the head-only average
+        info = log_detector(run_id=run_id, uri=uri, weights=str(weights), model_config=rebuild,
+                            input_example=np.zeros((1, cfg.data.num_samples), dtype=np.float32),
+                            register_as=cfg.mlflow.register_as, calibration=summary.get("calibration"),
+                            metadata={"train_sources": [s.shards for s in cfg.data.train],
+                                      "num_samples": cfg.data.num_samples, **extra})
+        summary["model_uri"] = info.model_uri
+        if cfg.mlflow.register_as:
+            summary["registered"] = {"name": cfg.mlflow.register_as, "version": info.registered_model_version}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -355,14 +360,16 @@ def main(argv: list[str] | None = None) -> int:
 
     storage = storage_root(args.storage, cfg)
     uri = tracking_uri(cfg.mlflow.tracking_uri, storage)
-    if not ray.is_initialized():
-        ray.init(runtime_env={"env_vars": {k: v for k, v in os.environ.items()
-                                           if k.startswith(("RAY_TRAIN_", "SPOOFDET_"))}})
+    if not ray.is_initialized():  # under `ray job submit` the job's runtime_env already reaches every worker,
+        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # and Ray refuses to set its env keys a second time
+        ray.init(runtime_env=None if in_job else {"env_vars": {k: v for k, v in os.environ.items()
+                                                               if k.startswith(("RAY_TRAIN_", "SPOOFDET_"))}})
     d = cfg.data
     pipeline = data.build_train_dataset(
         [data.Source(s.shards, name=s.name, weight=s.weight) for s in d.train], num_samples=d.num_samples,
         crop=d.crop, rawboost_algo=d.rawboost.algo, rawboost_p=d.rawboost.p, rawboost=d.rawboost.params,
-        seed=cfg.seed, mix=d.mix, class_balance=d.class_balance, epoch_size=d.epoch_size, batch_rows=d.batch_rows)
+        seed=cfg.seed, mix=d.mix, class_balance=d.class_balance, epoch_size=d.epoch_size, batch_rows=d.batch_rows,
+        proportional_batches=d.proportional_batches)
 
     run_id = attach_run(uri=uri, experiment=cfg.mlflow.experiment, storage=storage, name=cfg.name,
                         tags={"spoofdet.config": str(args.config)})
@@ -389,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         resources["GPU"] = cfg.scaling.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "clock": pipeline.clock, "run_id": run_id, "tracking_uri": uri},
+        train_loop_config={"cfg": cfg, "clock": pipeline.clock, "run_id": run_id, "tracking_uri": uri,
+                           "datasets": list(pipeline.datasets), "shares": pipeline.shares},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=cfg.name, storage_path=storage,
@@ -398,10 +406,21 @@ def main(argv: list[str] | None = None) -> int:
                                  checkpoint_score_attribute=cfg.train.select if d.dev else "epoch",
                                  checkpoint_score_order=SELECT_MODE[cfg.train.select] if d.dev else "max"),
                              failure_config=FailureConfig(max_failures=cfg.run.max_failures)),
-        datasets={"train": pipeline.dataset},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        datasets=pipeline.datasets,
+        dataset_config=DataConfig(datasets_to_split=list(pipeline.datasets)),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception:
+        gone = unreadable_sources(cfg)
+        if not gone:
+            raise
+        traceback.print_exc()  # Ray's account first; the diagnosis last, where a reader of the job logs looks
+        print(f"train: error: run {cfg.name} stopped because its shards are no longer readable: {'; '.join(gone)} "
+              f"(an unmounted or deleted folder?). No model was logged or registered. Make the shards readable "
+              f"on every node again and resubmit the same command: the run resumes from its last checkpoint in "
+              f"{storage}/{cfg.name}, in MLflow run {run_id}.", file=sys.stderr)
+        return 1
     summary = finish(result, cfg, run_id=run_id, uri=uri, storage=storage)
     if args.json:
         print(json.dumps(summary, indent=2))

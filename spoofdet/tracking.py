@@ -15,8 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,9 @@ def log_evaluation(ref: Any, results: list[dict[str, Any]], out: str | os.PathLi
     model (nested under it), else in ``spoofdet-eval``. Metrics ``<set>.<length>.<metric>``, linked
     to the logged model when its id is known; every file under ``out`` as artifacts under
     ``eval/<length>``. A registered version also gets one tag per set, ``eval.<set>.<length>``: a
-    JSON object with the metrics, the rows evaluated and the evaluation run id.
+    JSON object with the metrics, the rows evaluated (``selection``), ``score_type``, the window
+    and hop, the set's ``fingerprint`` (``spoofdet.eval_sets.fingerprint``) and the evaluation run
+    id; ``spoofdet promote`` reuses it instead of scoring the same version on the same set again.
 
     Args:
         ref: the resolved model (:class:`spoofdet.registry.ModelRef`) with a ``tracking_uri``.
@@ -146,7 +150,9 @@ def log_evaluation(ref: Any, results: list[dict[str, Any]], out: str | os.PathLi
     if ref.kind == "registry":
         for r in results:
             if r["metrics"]:
-                record = {k: r["metrics"].get(k) for k in keys} | {"selection": r["selection"], "run_id": run_id}
+                record = {k: r["metrics"].get(k) for k in keys} | {
+                    "selection": r["selection"], "score_type": r["score_type"], "window": r["protocol"]["window"],
+                    "hop": r["protocol"]["hop"], "fingerprint": r.get("fingerprint"), "run_id": run_id}
                 client.set_model_version_tag(ref.name, ref.version, f"eval.{r['eval_set']}.{length}", json.dumps(record))
     return {"tracking_uri": ref.tracking_uri, "experiment_id": exp_id, "run_id": run_id}
 
@@ -219,7 +225,6 @@ def log_detector(*, run_id: str, uri: str, weights: str, model_config: dict[str,
 
     from spoofdet.metrics import ASVSPOOF5_COSTS
 
-    mlflow.set_tracking_uri(uri)
     work = Path(weights).parent
     cfg_path = work / "model_config.json"
     cfg_path.write_text(json.dumps(model_config, indent=2))
@@ -248,7 +253,7 @@ def log_detector(*, run_id: str, uri: str, weights: str, model_config: dict[str,
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
     package = str(Path(__file__).resolve().parent)
-    with mlflow.start_run(run_id=run_id):
+    with using_tracking_uri(uri), mlflow.start_run(run_id=run_id):
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts=artifacts,
             input_example=input_example, signature=signature, code_paths=[package], registered_model_name=register_as,
@@ -265,3 +270,21 @@ def _requirements() -> list[str]:
         except Exception:  # pragma: no cover - all are dependencies
             pins.append(dist)
     return pins
+
+
+@contextlib.contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for a block, then restore what was there.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into ``os.environ`` (so child
+    processes inherit it); without the restore, a second run in the same process, or any job
+    started from it, would silently log into the first run's store.
+    """
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)

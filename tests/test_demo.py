@@ -1,6 +1,7 @@
 """`make demo` end to end: synthetic corpora -> manifests -> shards -> 2-worker DeepSpeed training -> MLflow."""
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -30,3 +31,17 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert train["registered"]["name"] == "spoofdet-demo" and train["calibration"]
     assert train["final_dev_n"] == summary["shards"][f"{demo.TRAIN_CORPUS}/dev"]["rows_written"]
     assert train["final_dev_eer"] < 42.0, train  # chance is 50 %; measured ~31 % with the shipped recipe
+
+    # 5.-6. the registered, calibrated version is evaluated on the 2019 LA eval shards and becomes champion
+    evaluation, promotion = summary["evaluation"], summary["promotion"]
+    assert evaluation["calibrated"] and evaluation["model"]["version"] == str(train["registered"]["version"])
+    la19 = evaluation["sets"][0]
+    assert la19["n_scored"] == summary["shards"][f"{demo.TRAIN_CORPUS}/eval"]["rows_written"]
+    assert la19["metrics"]["act_dcf"] is not None and la19["protocol"]["length"] == "4s"
+    assert all(Path(la19[k]).is_file() for k in ("scores", "det_png", "hist_png"))
+    assert promotion["result"] == "first champion" and promotion["candidate"] == evaluation["model"]["version"]
+    assert promotion["evaluations"][f"v{promotion['candidate']}"]["reused"]  # promote reused the evaluation's tags
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=train["tracking_uri"])
+    assert str(client.get_model_version_by_alias("spoofdet-demo", "champion").version) == promotion["candidate"]

@@ -1,0 +1,205 @@
+"""Promote a registered model version to ``@champion`` only if it beats the current champion.
+
+Submit to a cluster::
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python -m ray_jobs.promote --name xlsr-aasist --version 7 \\
+        --eval-set /mnt/shards/asvspoof2021-la /mnt/shards/in-the-wild --metric eer --margin 0.1 \\
+        --actors 4 --gpus-per-actor 1 --json
+
+Run here, or through the CLI::
+
+    spoofdet promote --name spoofdet-demo --version 2 --eval-set runs/demo/shards/asvspoof2019-la/eval \\
+        --tracking-uri sqlite:///runs/demo/train/mlflow.db
+
+What happens, top to bottom:
+1. The candidate version and the version ``@champion`` points at are looked up (aliases, not the
+   deprecated stages). No champion yet: the candidate is evaluated and becomes champion.
+   The candidate already champion: nothing to do.
+2. Both are evaluated on the same eval sets under the same protocol by ``ray_jobs.evaluate``
+   (score files, metrics, plots, an MLflow evaluation run each, ``eval.*`` version tags). A version
+   whose ``eval.<set>.<length>`` tags already hold an evaluation of every set with the same rows
+   (fingerprint), rows evaluated, window and hop is not scored again (versions are immutable);
+   ``--fresh`` re-scores anyway. The record says which evaluation run each number comes from.
+3. The score of a version is the mean of ``--metric`` over the eval sets (EER in %, minDCF, actDCF
+   or Cllr; lower is better). The candidate is promoted only if ``candidate < champion - margin``.
+   actDCF and Cllr need calibrated versions on both sides.
+4. The comparison is recorded as version tags on both (``promotion.*`` on the candidate,
+   ``promotion.last_challenge`` on the champion, ``promotion.replaced_by`` on a replaced one) and in
+   ``OUT/promotion.json``; the alias moves only on promotion.
+
+Exit codes: 0 promoted, first champion or already champion; 3 refused (the candidate is not
+better by the margin; the alias is unchanged); 2 bad input; 1 unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray_jobs.evaluate import add_scoring_arguments, run_evaluation, scoring_options
+from spoofdet.eval_sets import LLR_METRICS, METRICS, parse_eval_sets
+
+EXIT_REFUSED = 3
+
+
+def mean_metric(summary: dict[str, Any], metric: str) -> float:
+    """Mean of ``metric`` over the eval sets of an evaluation summary (every set must have it)."""
+    values = []
+    for r in summary["sets"]:
+        value = (r["metrics"] or {}).get(metric)
+        if value is None:
+            raise ValueError(f"eval set {r['eval_set']} has no {metric} for {summary['model']['uri']}: it needs labels "
+                             "of both classes" + (" and a calibrated model" if metric in LLR_METRICS else ""))
+        values.append(float(value))
+    return sum(values) / len(values)
+
+
+def recorded_evaluation(ref: Any, sets: list[Any], wanted: dict[str, dict[str, Any]], length: str) -> dict[str, Any] | None:
+    """The evaluation of ``ref`` on every set as recorded in its version tags, or None if any set lacks a match."""
+    from spoofdet.registry import version_tags
+
+    tags, results = version_tags(ref.name, ref.version, ref.tracking_uri), []
+    for es in sets:
+        rec = json.loads(tags.get(f"eval.{es.name}.{length}", "null"))
+        if not rec or any(rec.get(k) != v for k, v in wanted[es.name].items()):
+            return None
+        results.append({"eval_set": es.name, "selection": rec["selection"], "metrics": rec, "run_id": rec["run_id"]})
+    return {"model": ref.to_dict(), "calibrated": all(r["metrics"]["score_type"] == "llr" for r in results),
+            "sets": results, "out": None, "reused": True,
+            "mlflow": {"run_id": ",".join(sorted({r["run_id"] for r in results}))}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="spoofdet promote", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True, help="registered model name")
+    ap.add_argument("--version", required=True, help="candidate version")
+    ap.add_argument("--eval-set", required=True, nargs="+", action="extend", metavar="[NAME=]SHARDS",
+                    help="labelled shard folder(s) from `spoofdet prepare`")
+    ap.add_argument("--metric", choices=METRICS, default="eer", help="what to compare, lower is better (default eer)")
+    ap.add_argument("--margin", type=float, default=0.0, help="required improvement, in the metric's units (EER: "
+                    "percentage points; default 0: strictly better)")
+    ap.add_argument("--out", default=None, help="output folder (default runs/promote/<name>)")
+    ap.add_argument("--fresh", action="store_true", help="score both versions even if their eval.* tags already "
+                    "hold an evaluation on the same sets and protocol")
+    add_scoring_arguments(ap)
+    args = ap.parse_args(argv)
+
+    # 1. look up candidate and champion (before Ray is touched)
+    from spoofdet.registry import CHAMPION, default_tracking_uri, resolve_model, set_version_tags
+
+    try:
+        opts = scoring_options(args)
+        sets = parse_eval_sets(args.eval_set)
+        if any(s.kind != "shards" for s in sets):
+            raise ValueError("--eval-set: promotion needs labelled shard folders (from `spoofdet prepare`), "
+                             "not audio folders")
+        if args.margin < 0:
+            raise ValueError(f"--margin must be >= 0, got {args.margin}")
+        uri = default_tracking_uri(args.tracking_uri)
+        candidate = resolve_model(f"models:/{args.name}/{args.version}", uri)
+        try:
+            champion = resolve_model(f"models:/{args.name}@{CHAMPION}", uri)
+        except ValueError:
+            champion = None
+    except ValueError as exc:
+        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("runs/promote") / args.name)
+    record: dict[str, Any] = {"name": args.name, "candidate": candidate.version, "champion": champion and champion.version,
+                              "metric": args.metric, "margin": args.margin, "protocol": args.length,
+                              "eval_sets": [s.name for s in sets], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if champion is not None and champion.version == candidate.version:
+        record.update(result="already champion", evaluations={})
+        return report(record, out, args.json)
+
+    # 2. evaluate both on the same sets, same protocol (reusing recorded evaluations of these exact sets)
+    from spoofdet import eval_sets
+    from spoofdet.scoring import WINDOW
+
+    started = False
+    try:
+        wanted = {}
+        for es in sets:
+            meta = eval_sets.read_metadata(es)
+            wanted[es.name] = {"fingerprint": eval_sets.fingerprint(meta),
+                               "selection": eval_sets.select_rows(meta, args.phase)[1],
+                               "window": WINDOW, "hop": args.hop if args.length == "full" else None}
+        refs = [r for r in (candidate, champion) if r is not None]
+        evaluations = {f"v{r.version}": None if args.fresh else recorded_evaluation(r, sets, wanted, args.length)
+                       for r in refs}
+        todo = [r for r in refs if evaluations[f"v{r.version}"] is None]
+        if todo:
+            import ray
+
+            started = not ray.is_initialized()
+            if started:
+                ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        for r in todo:
+            evaluations[f"v{r.version}"] = run_evaluation(r, sets, length=args.length, hop=args.hop, phase=args.phase,
+                                                          out=out / f"v{r.version}", opts=opts)
+        record["evaluations"] = {k: {"out": v["out"], "mlflow_run_id": v["mlflow"]["run_id"],
+                                     "reused": v.get("reused", False), "calibrated": v["calibrated"],
+                                     "sets": {r["eval_set"]: r["metrics"] and {m: r["metrics"][m] for m in METRICS}
+                                              for r in v["sets"]}} for k, v in evaluations.items()}
+        # 3. decide
+        if args.metric in LLR_METRICS:
+            uncal = [k for k, v in evaluations.items() if not v["calibrated"]]
+            if uncal:
+                raise ValueError(f"--metric {args.metric} needs calibrated LLR scores but {', '.join(uncal)} of "
+                                 f"{args.name} store no calibration; compare on eer or min_dcf")
+        record["candidate_score"] = mean_metric(evaluations[f"v{candidate.version}"], args.metric)
+        if champion is None:
+            record["result"] = "first champion"
+        else:
+            record["champion_score"] = mean_metric(evaluations[f"v{champion.version}"], args.metric)
+            better = record["candidate_score"] < record["champion_score"] - args.margin
+            record["result"] = "promoted" if better else "refused"
+    except ValueError as exc:
+        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+    # 4. record on both versions; move the alias only on promotion
+    from mlflow.tracking import MlflowClient
+
+    keys = ("result", "metric", "margin", "protocol", "candidate_score", "champion_score", "time")
+    tags = {f"promotion.{k}": record[k] for k in keys if record.get(k) is not None}
+    tags.update({"promotion.compared_with": record["champion"] or "", "promotion.eval_sets": ",".join(record["eval_sets"])})
+    set_version_tags(args.name, candidate.version, tags, uri)
+    if champion is not None:
+        challenge = {k: record.get(k) for k in ("candidate", *keys)}
+        set_version_tags(args.name, champion.version, {"promotion.last_challenge": json.dumps(challenge)}, uri)
+    if record["result"] in ("promoted", "first champion"):
+        MlflowClient(tracking_uri=uri).set_registered_model_alias(args.name, CHAMPION, candidate.version)
+        if champion is not None:
+            set_version_tags(args.name, champion.version, {"promotion.replaced_by": candidate.version}, uri)
+    return report(record, out, args.json)
+
+
+def report(record: dict[str, Any], out: Path, as_json: bool) -> int:
+    """Write OUT/promotion.json, print the decision, return the exit code."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "promotion.json").write_text(json.dumps(record, indent=2, allow_nan=False))
+    record["record"] = str(out / "promotion.json")
+    if as_json:
+        print(json.dumps(record, allow_nan=False))
+    else:
+        name, cand, champ, m = record["name"], record["candidate"], record["champion"], record["metric"]
+        scores = (f" ({m} {record['candidate_score']:.4g} vs {record['champion_score']:.4g}, margin {record['margin']:g})"
+                  if "champion_score" in record else "")
+        print({"promoted": f"PROMOTED: {name} v{cand} is now @champion, replacing v{champ}{scores}",
+               "refused": f"REFUSED: {name} v{cand} is not better than @champion v{champ}{scores}; alias unchanged",
+               "first champion": f"{name} v{cand} is the first @champion ({m} {record.get('candidate_score', 0):.4g})",
+               "already champion": f"{name} v{cand} is already @champion; nothing to do"}[record["result"]])
+        print(f"record: {out / 'promotion.json'}")
+    return EXIT_REFUSED if record["result"] == "refused" else 0

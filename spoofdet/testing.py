@@ -1,0 +1,127 @@
+"""Test helpers: a two-class audio corpus that any detector separates, and tiny detectors to score it.
+
+* :func:`write_tone_noise_corpus`: bona fide clips are band-limited noise, spoof clips are pure
+  tones (very different spectra, so even a random-init detector's scores split by class; which
+  class scores higher depends on the random weights, see :func:`orientation`). Some clips are
+  long, and their content changes after the first 4 s, so ``--length full`` and ``4s`` disagree
+  on them. A ``manifest.csv`` (``spoofdet.corpora.csv_manifest`` layout) lists them.
+* :func:`write_detector_dir`: a random-init ``tiny`` front-end + AASIST detector saved like a
+  train run's ``final/`` folder, with an optional calibration of any slope (a negative slope
+  inverts the scores, a zero slope makes them constant: handy for models of known quality).
+* :func:`register_detector`: log such a folder as a registered MLflow model version.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+#: The model section of the tiny detector (what ``model_config.json`` holds).
+TINY_MODEL = {"frontend": "tiny", "head": "aasist"}
+
+
+def tone_or_noise(kind: str, seconds: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """``noise``: smoothed white noise; ``tone``: a sine of random pitch; both at about -12 dBFS."""
+    n = int(seconds * sr)
+    if kind == "noise":
+        x = np.convolve(rng.standard_normal(n + 8), np.ones(8) / 8, mode="valid")[:n]
+    elif kind == "tone":
+        x = np.sin(2 * np.pi * rng.uniform(180, 900) * np.arange(n) / sr + rng.uniform(0, 6.3))
+    else:
+        raise ValueError(f"kind must be 'noise' or 'tone', got {kind!r}")
+    return (0.25 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
+
+
+def write_tone_noise_corpus(root: str | Path, *, per_class: int = 6, long_every: int = 3, long_seconds: float = 10.0,
+                            seed: int = 0) -> dict[str, Any]:
+    """Write ``per_class`` bona fide (noise) and spoof (tone) WAVs at 16 kHz plus ``manifest.csv``.
+
+    Every ``long_every``-th clip of each class lasts ``long_seconds`` and switches to the other
+    class' signal after 4.04 s; the others last 1.5-3.5 s.
+
+    Returns:
+        ``root``, ``manifest`` (path), ``rows``, ``long`` (utt_ids of the long clips).
+    """
+    root = Path(root)
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows, long_ids = [], []
+    for label, kind, other in (("bonafide", "noise", "tone"), ("spoof", "tone", "noise")):
+        for i in range(per_class):
+            utt = f"{label}_{i:02d}"
+            if long_every and i % long_every == 0:
+                head = tone_or_noise(kind, 64_600 / 16_000, 16_000, rng)
+                wave = np.concatenate([head, tone_or_noise(other, long_seconds - head.size / 16_000, 16_000, rng)])
+                long_ids.append(utt)
+            else:
+                wave = tone_or_noise(kind, rng.uniform(1.5, 3.5), 16_000, rng)
+            sf.write(root / "audio" / f"{utt}.wav", wave, 16_000, subtype="PCM_16")
+            rows.append({"path": f"audio/{utt}.wav", "label": label, "utt_id": utt, "subset": "eval",
+                         "attack": "tone" if label == "spoof" else ""})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return {"root": str(root), "manifest": str(root / "manifest.csv"), "rows": len(rows), "long": long_ids}
+
+
+def write_detector_dir(folder: str | Path, *, seed: int = 0, slope: float | None = None, offset: float = 0.0) -> Path:
+    """Save a random-init tiny detector as a ``final/``-style folder (``model.pt``, ``model_config.json``).
+
+    Args:
+        folder: where to write.
+        seed: torch seed of the random weights.
+        slope, offset: write ``calibration.json`` with ``LLR = slope * score + offset`` (None: no calibration).
+    """
+    import torch
+
+    from spoofdet.calibration import Calibration
+    from spoofdet.models import build_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = build_model(**TINY_MODEL).eval()
+    torch.save(model.state_dict(), folder / "model.pt")
+    (folder / "model_config.json").write_text(json.dumps(TINY_MODEL))
+    if slope is not None:
+        Calibration(float(slope), float(offset), 0.5, 1, 1).save(folder / "calibration.json")
+    return folder
+
+
+def orientation(folder: str | Path, corpus: dict[str, Any]) -> float:
+    """+1 if the detector in ``folder`` scores the corpus' bona fide clips higher on average, else -1."""
+    from spoofdet.audio import load_16k
+    from spoofdet.registry import load_detector
+    from spoofdet.scoring import clip_windows, score_waves
+
+    det = load_detector(str(folder))
+    means = {}
+    for label in ("bonafide", "spoof"):
+        paths = sorted(Path(corpus["root"], "audio").glob(f"{label}_*.wav"))
+        waves = [clip_windows(load_16k(str(p))[0], "4s")[0] for p in paths]
+        means[label] = float(np.mean(score_waves(det.model, np.stack(waves))))
+    return 1.0 if means["bonafide"] > means["spoof"] else -1.0
+
+
+def register_detector(folder: str | Path, *, tracking_uri: str, name: str, experiment: str = "spoofdet-test") -> str:
+    """Log ``folder`` (from :func:`write_detector_dir`) in a new run and register it; returns the version."""
+    from mlflow.tracking import MlflowClient
+
+    from spoofdet.tracking import experiment_for, log_detector
+
+    folder = Path(folder)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.create_run(experiment_for(client, experiment, tracking_uri), run_name=f"{name}-{folder.name}")
+    cal = folder / "calibration.json"
+    info = log_detector(run_id=run.info.run_id, uri=tracking_uri, weights=str(folder / "model.pt"),
+                        model_config=dict(TINY_MODEL), input_example=np.zeros((1, 16_000), np.float32),
+                        register_as=name, calibration=str(cal) if cal.is_file() else None,
+                        metadata={"train_sources": ["synthetic tone/noise"], "num_samples": 16_000})
+    client.set_terminated(run.info.run_id)
+    return str(info.registered_model_version)
