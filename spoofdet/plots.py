@@ -6,8 +6,10 @@ Ray workers and CI). Both functions write a PNG and return its path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,17 @@ from spoofdet.metrics import compute_det_curve, compute_eer
 #: DET axis ticks (percent), as in the NIST/ASVspoof DET plots.
 _TICKS = (0.1, 0.5, 2, 5, 10, 20, 40, 60, 80, 95, 99.5)
 
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as PNG (creating the folder) and free it."""
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 def _pyplot():
     import matplotlib
@@ -51,12 +64,7 @@ def plot_det(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np
     ax.set_title(title, fontsize=9)
     ax.grid(True, lw=0.3)
     ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_histogram(scores: Sequence[float] | np.ndarray, path: str | Path, *, labels: Sequence[int] | None = None,
@@ -88,9 +96,4 @@ def plot_histogram(scores: Sequence[float] | np.ndarray, path: str | Path, *, la
     ax.set_ylabel("clips")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
