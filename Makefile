@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m ray_jobs.demo
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=20
 
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests -m "not integration"

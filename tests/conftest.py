@@ -4,6 +4,7 @@ a user's clone that has no ../shared) and synthetic corpora written once per ses
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPOOFDET_SHARED", REPO.parent / "shared"))
 SHARED_2019 = SHARED / "data" / "asvspoof2019_la"
 PROTOCOL_NAMES = ("ASVspoof2019.LA.cm.train.trn.txt", "ASVspoof2019.LA.cm.dev.trl.txt", "ASVspoof2019.LA.cm.eval.trl.txt")
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_leak():
+    """Fail (and clean up after) any test that leaves MLFLOW_TRACKING_URI changed: ``mlflow.set_tracking_uri``
+    writes it into ``os.environ``, and every later run, Ray job or head started from this process would then
+    log into that test's store (the cause of a red CI once)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    if after != before:
+        if "mlflow" in sys.modules:
+            sys.modules["mlflow"].set_tracking_uri(before)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+        pytest.fail(f"this test left MLFLOW_TRACKING_URI={after!r} (was {before!r}); "
+                    "use spoofdet.tracking.using_tracking_uri or monkeypatch")
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from spoofdet.corpora import prepare
 from spoofdet.models import build_model
 from spoofdet.models.frontend import load_frontend, num_frames
 from spoofdet.synthetic import write_corpus
+from spoofdet.tracking import using_tracking_uri
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,13 +197,13 @@ def test_extract_features_then_train_the_head_with_csam_and_register(tmp_path, m
     assert sorted(summary["averaged_epochs"]) == [0, 1] and summary["registered"]["name"] == "cached-head"
     assert "final_dev_eer" in summary and summary["final_dev_n"] == info["a"]["rows"]
     assert Path(summary["waveform_model"]).is_file()
-    mlflow.set_tracking_uri(f"sqlite:///{storage / 'mlflow.db'}")
-    client = mlflow.tracking.MlflowClient()
-    steps = client.get_metric_history(summary["mlflow_run_id"], "steps")
-    rows = info["a"]["rows"] + info["b"]["rows"]
-    assert [int(m.value) for m in steps] == [rows // 4, 2 * (rows // 4)]  # every proportional batch filled
-    uri = f"models:/cached-head/{summary['registered']['version']}"
-    meta = mlflow.models.get_model_info(uri).metadata
-    assert meta["trained_on"] == "cached features" and meta["features"]["layer"] == 2
-    scores = mlflow.pyfunc.load_model(uri).predict(np.zeros((2, N), dtype=np.float32))
-    assert scores.shape == (2,) and np.isfinite(scores).all()
+    with using_tracking_uri(f"sqlite:///{storage / 'mlflow.db'}"):  # nothing leaks into later tests
+        client = mlflow.tracking.MlflowClient()
+        steps = client.get_metric_history(summary["mlflow_run_id"], "steps")
+        rows = info["a"]["rows"] + info["b"]["rows"]
+        assert [int(m.value) for m in steps] == [rows // 4, 2 * (rows // 4)]  # every proportional batch filled
+        uri = f"models:/cached-head/{summary['registered']['version']}"
+        meta = mlflow.models.get_model_info(uri).metadata
+        assert meta["trained_on"] == "cached features" and meta["features"]["layer"] == 2
+        scores = mlflow.pyfunc.load_model(uri).predict(np.zeros((2, N), dtype=np.float32))
+        assert scores.shape == (2,) and np.isfinite(scores).all()

@@ -81,7 +81,7 @@ class LocalCluster:
         self.base = base
         self.token = secrets.token_hex(32)
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("RAY_AUTH", "RAY_ADDRESS", "RAY_JOB", "RAY_TRAIN_"))}
+               if not k.startswith(("RAY_AUTH", "RAY_ADDRESS", "RAY_JOB", "RAY_TRAIN_", "MLFLOW_", "SPOOFDET_STORAGE"))}
         env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                     # a SIGKILLed node is declared dead after ~5 s instead of ~20 s
