@@ -3,6 +3,9 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
+# --no-compile: Python writes bytecode for the modules actually imported; compiling every file of
+# torch, ray and mlflow up front took most of the install time on 2 cores.
+PIP := $(BIN)/pip install -q --no-compile
 
 .PHONY: demo test unit install install-test clean help
 
@@ -16,15 +19,16 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build on a CPU machine.
-	$(BIN)/pip install -q $(TORCH)
+	$(PIP) $(TORCH)
 
 $(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH) -e ".[all]"
+	$(PIP) $(TORCH) -e ".[all]"
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install -q $(TORCH) -e ".[test]"
-	touch $@
+# the test extra includes [all]: one resolver run, and it also satisfies `make demo`
+$(VENV)/.installed-test: $(BIN)/python pyproject.toml
+	$(PIP) $(TORCH) -e ".[test]"
+	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

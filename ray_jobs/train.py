@@ -103,6 +103,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.deepspeed.enabled:
         import deepspeed
 
+        if device.type == "cpu":
+            # DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce op on first use (~35 s,
+            # and it needs a C++ compiler on every node); gloo's allreduce is what the CPU path needs.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         ds_config = {"train_micro_batch_size_per_gpu": cfg.train.batch_size, "gradient_accumulation_steps": 1,
                      "zero_optimization": {"stage": cfg.deepspeed.zero_stage}, "bf16": {"enabled": bf16},
                      "fp16": {"enabled": cfg.deepspeed.precision == "fp16"},

@@ -1,4 +1,7 @@
-"""The train job end to end on a local Ray cluster: 2 workers, DeepSpeed on CPU, MLflow, faults, resume."""
+"""A worker killed mid-run: the 2-worker DeepSpeed run resumes from its last checkpoint, in one MLflow run.
+
+The clean 2-worker run (params, per-epoch metrics, ZeRO parts per rank, registration) is checked by
+tests/test_demo.py; resubmitting a stopped job with the same name by tests/test_submit.py."""
 
 import json
 import os
@@ -51,59 +54,10 @@ def mlflow_runs(storage):
     return client, client.search_runs([exp.experiment_id])
 
 
-@pytest.fixture()
-def local_ray(monkeypatch):
-    for k, v in ENV.items():
-        monkeypatch.setenv(k, v)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_two_worker_deepspeed_run_is_tracked_registered_and_resumable(local_ray, shards, tmp_path):
-    from ray_jobs import train
-
-    storage = tmp_path / "runs"
-    argv = ["--config", str(DEMO), "--storage", str(storage), "--json",
-            *overrides(shards, **{"train.epochs": 2, "train.average_best": 2})]
-    assert train.main(argv) == 0
-    summary = json.loads((storage / "demo" / "final" / "summary.json").read_text())
-    import pyarrow.parquet as pq
-
-    dev_rows = pq.read_metadata(shards["dev"] / "metadata.parquet").num_rows
-    assert sorted(summary["averaged_epochs"]) == [0, 1] and summary["final_dev_n"] == dev_rows
-    assert summary["registered"] == {"name": "spoofdet-demo", "version": 1}
-
-    client, runs = mlflow_runs(storage)
-    assert len(runs) == 1 and runs[0].info.run_id == summary["mlflow_run_id"]
-    params = runs[0].data.params
-    assert params["derived.world_size"] == "2" and params["derived.global_batch_size"] == "8"
-    assert params["data.rawboost.algo"] == "5" and params["data.rawboost.resolved.snr_min"] == "10.0"
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "dev_eer")] == [0, 1]
-    assert client.get_metric_history(runs[0].info.run_id, "clips_per_s")
-    ckpts = sorted(p for p in (storage / "demo").glob("checkpoint_*") if p.is_dir())
-    state = json.loads((ckpts[-1] / "state.json").read_text())
-    assert state["mlflow_run_id"] == summary["mlflow_run_id"] and state["epoch"] == 1
-    assert any(p.name.startswith("zero_pp_rank_1") for p in (ckpts[-1] / "ds").iterdir())  # rank 1 saved its part
-
-    model = mlflow.pyfunc.load_model(f"models:/spoofdet-demo/1")
-    import numpy as np
-
-    scores = model.predict(np.zeros((2, 16000), dtype=np.float32))
-    assert scores.shape == (2,) and np.isfinite(scores).all()
-
-    # re-submitting the same run name with more epochs resumes at epoch 2, in the same MLflow run
-    assert train.main(argv + ["train.epochs=3"]) == 0
-    client, runs = mlflow_runs(storage)
-    assert len(runs) == 1
-    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "dev_eer")] == [0, 1, 2]
-    assert [int(m.value) for m in client.get_metric_history(runs[0].info.run_id, "epoch_started")] == [0, 1, 2]
-
-
 def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
     storage = tmp_path / "runs"
     cmd = [sys.executable, "-m", "ray_jobs.train", "--config", str(DEMO), "--storage", str(storage),
-           *overrides(shards, **{"train.epochs": 4, "train.average_best": 2, "run.max_failures": 2})]
+           *overrides(shards, **{"train.epochs": 3, "train.average_best": 2, "run.max_failures": 2})]
     env = {**os.environ, **ENV}
     killed = []
 
@@ -128,8 +82,8 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
     client, runs = mlflow_runs(storage)
     assert len(runs) == 1
     run_id = runs[0].info.run_id
-    assert [m.step for m in client.get_metric_history(run_id, "dev_eer")] == [0, 1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run_id, "dev_eer")] == [0, 1, 2]
     started = [int(m.value) for m in sorted(client.get_metric_history(run_id, "epoch_started"), key=lambda m: m.timestamp)]
     assert started[0] == 0 and started.count(0) == 1  # the checkpointed epoch 0 is never redone
-    assert len(started) > 4  # the killed epoch was started twice
+    assert len(started) > 3  # the killed epoch was started twice
     assert json.loads((storage / "demo" / "final" / "summary.json").read_text())["mlflow_run_id"] == run_id
