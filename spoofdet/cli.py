@@ -287,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_predict_parser(sub)
     sub.add_parser(
+        "features", add_help=False,
+        help="run a frozen front-end once over shards and cache one layer's features (Codecfake's trick); "
+        "see 'spoofdet features --help'",
+        description="Same as python -m data_prep.features",
+    )
+    sub.add_parser(
         "promote", add_help=False,
         help="move @champion to a model version only if it beats the champion; see 'spoofdet promote --help'",
         description="Same as python -m ray_jobs.promote",
@@ -306,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         from ray_jobs.evaluate import main as score_main
 
         return score_main(argv[1:])
+    if argv[:1] == ["features"]:
+        from data_prep.features import main as features_main
+
+        return features_main(argv[1:], prog="spoofdet features")
     if argv[:1] == ["promote"]:
         from ray_jobs.promote import main as promote_main
 

@@ -54,3 +54,14 @@ def test_console_script_help():
     for corpus in ("asvspoof2019-la", "asvspoof2021-la", "asvspoof2021-df", "in-the-wild", "codecfake", "folder", "csv"):
         assert corpus in out
     assert "--no-audio-check" in out and "phase: eval, progress or hidden" in out
+
+
+def test_job_subcommands_hand_over_their_arguments(tmp_path, capsys):
+    """`spoofdet features` is the feature-cache job: its own help, and its errors name the input."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["features", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: spoofdet features") and "--layer" in out and "--num-gpus" in out
+    assert main(["features", "--shards", str(tmp_path / "nowhere"), "--out", str(tmp_path / "f"), "--frontend", "tiny"]) == 2
+    assert "nowhere" in capsys.readouterr().err
