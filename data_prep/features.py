@@ -157,8 +157,8 @@ def run(shards: str, out: str, *, frontend: str, layer: int = 5, num_samples: in
     return info
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m data_prep.features") -> int:
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="spoofdet features", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", required=True, help="shard folder written by `spoofdet prepare --out`")
     ap.add_argument("--out", required=True, help="feature folder to write")
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m data_prep.feature
                    dtype=args.dtype, batch_size=args.batch_size, concurrency=args.concurrency,
                    num_gpus=args.num_gpus, seed=args.seed)
     except ValueError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"spoofdet features: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=2))
     return 0

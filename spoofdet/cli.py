@@ -8,18 +8,21 @@
                       [--asv-scores FILE [--asv-key FILE]] [--score-layout L] [--fuse mean] [--json]
     spoofdet score --model URI --eval-set [NAME=]PATH [...] [--length 4s|full] [--out DIR] [--json]
     spoofdet predict PATH [PATH ...] --model URI [--out scores.csv] [--length full|4s] [--json]
+    spoofdet features --shards DIR --out DIR --frontend NAME [--layer 5] [--num-gpus G] [--concurrency N]
     spoofdet promote --name NAME --version V --eval-set SHARDS [...] [--metric eer] [--margin 0.0] [--json]
 
 Human-readable output goes to stdout; with ``--json`` stdout holds exactly one JSON object and
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
 file and line), 1 anything unexpected; ``spoofdet promote`` also 3 (refused: the candidate is
-not better than the champion). ``train``, ``score`` and ``promote`` are the Ray jobs of
-``ray_jobs/`` (imported only when called); ``predict`` never imports Ray.
+not better than the champion). ``train``, ``score``, ``features`` and ``promote`` are the Ray
+jobs of ``ray_jobs/`` and ``data_prep/features.py`` (``JOB_COMMANDS``; imported only when
+called); ``predict`` never imports Ray.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -300,26 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# subcommands that are whole jobs: ``spoofdet CMD ARGS`` runs ``python -m MODULE ARGS`` in-process
+JOB_COMMANDS = {"train": "ray_jobs.train", "score": "ray_jobs.evaluate", "features": "data_prep.features",
+                "promote": "ray_jobs.promote"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from spoofdet.corpora import ManifestError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:  # the train job owns its arguments (config + key=value overrides)
-        from ray_jobs.train import main as train_main
-
-        return train_main(argv[1:])
-    if argv[:1] == ["score"]:  # the Ray jobs own their arguments
-        from ray_jobs.evaluate import main as score_main
-
-        return score_main(argv[1:])
-    if argv[:1] == ["features"]:
-        from data_prep.features import main as features_main
-
-        return features_main(argv[1:], prog="spoofdet features")
-    if argv[:1] == ["promote"]:
-        from ray_jobs.promote import main as promote_main
-
-        return promote_main(argv[1:])
+    if argv[:1] and argv[0] in JOB_COMMANDS:  # the jobs own their arguments (train: config + key=value overrides)
+        return importlib.import_module(JOB_COMMANDS[argv[0]]).main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
