@@ -125,3 +125,83 @@ def register_detector(folder: str | Path, *, tracking_uri: str, name: str, exper
                         metadata={"train_sources": ["synthetic tone/noise"], "num_samples": 16_000})
     client.set_terminated(run.info.run_id)
     return str(info.registered_model_version)
+
+
+# ---- seed checkpoints with random tensors (import and equivalence tests) ---------------------
+
+def read_layout(path: str | Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """A checkpoint layout file: one ``key<TAB>shape<TAB>dtype`` line per tensor (``#`` comments,
+    a ``key shape dtype`` header and blank lines skipped); shapes as ``(1, 2)``, ``[1, 2]`` or ``1x2``."""
+    import re
+
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise ValueError(f"{path}:{n}: expected key<TAB>shape<TAB>dtype, got {line!r}")
+        key, shape, dtype = (p.strip() for p in parts)
+        if key == "key":
+            continue
+        dims = tuple(int(d) for d in re.findall(r"\d+", shape))
+        rows.append((key, dims, dtype.replace("torch.", "")))
+    return rows
+
+
+def random_tensor(key: str, shape: tuple[int, ...], dtype: str = "float32", seed: int = 0) -> Any:
+    """A deterministic random tensor for ``key`` (the same on every machine and in any key order).
+
+    Floating tensors: N(0, 1) / sqrt(fan_in) for 2-d and larger (fan_in = product of the trailing
+    dimensions), so deep stacks keep activations of order one; 1-d tensors are ``1 + 0.1 N`` for
+    names ending in ``weight`` or ``running_var`` (norm scales, variances stay positive) and
+    ``0.1 N`` otherwise; scalars N(0, 1) * 0.1. Integer tensors (``num_batches_tracked``) are 1.
+    """
+    import zlib
+
+    import torch
+
+    dt = getattr(torch, dtype)
+    if not dt.is_floating_point:
+        return torch.ones(shape, dtype=dt)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(key.encode()))
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    if len(shape) >= 2:
+        fan_in = int(np.prod(shape[1:]))
+        x = x / np.sqrt(max(fan_in, 1))
+    elif len(shape) == 1:
+        x = (1.0 if key.endswith(("weight", "running_var")) else 0.0) + 0.1 * x
+    else:
+        x = 0.1 * x
+    return x.to(dt)
+
+
+def random_state_dict(layout: list[tuple[str, tuple[int, ...], str]], seed: int = 0) -> Any:
+    """An ``OrderedDict`` with :func:`random_tensor` for each ``(key, shape, dtype)`` of ``layout``."""
+    from collections import OrderedDict
+
+    return OrderedDict((k, random_tensor(k, tuple(s), d, seed)) for k, s, d in layout)
+
+
+def layout_of(state_dict: Any) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(key, shape, dtype)`` of each tensor of a state dict, in order."""
+    return [(k, tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in state_dict.items()]
+
+
+def random_feats(batch: int, frames: int, dim: int, seed: int = 0) -> Any:
+    """Deterministic N(0, 1) features ``float32[batch, frames, dim]`` (seed equivalence inputs)."""
+    import torch
+
+    g = torch.Generator().manual_seed(10_007 * seed + 31 * frames + dim)
+    return torch.randn(batch, frames, dim, generator=g, dtype=torch.float64).float()
+
+
+def random_waves(batch: int, samples: int, seed: int = 0) -> Any:
+    """Deterministic waveforms ``float32[batch, samples]`` in [-0.5, 0.5] (noise plus a tone)."""
+    import torch
+
+    g = torch.Generator().manual_seed(7_919 * seed + samples)
+    t = torch.arange(samples, dtype=torch.float64) / 16_000
+    x = 0.2 * torch.randn(batch, samples, generator=g, dtype=torch.float64)
+    x = x + 0.2 * torch.sin(2 * np.pi * 220.0 * (1 + torch.arange(batch, dtype=torch.float64))[:, None] * t)
+    return x.clamp(-0.5, 0.5).float()

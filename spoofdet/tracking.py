@@ -197,8 +197,11 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         return scores.astype(np.float32)
 
 
-def frontend_for_rebuild(frontend: str) -> str:
-    """The front-end name a registered model is rebuilt with: same shape, random init, no download."""
+def frontend_for_rebuild(frontend: Any) -> Any:
+    """The front-end name a registered model is rebuilt with: same shape, random init, no download
+    (a config dict, as ``spoofdet import`` writes, is already that)."""
+    if not isinstance(frontend, str):
+        return frontend
     return {"xlsr_300m": "xlsr_300m_random"}.get(frontend, frontend)
 
 

@@ -26,6 +26,9 @@ name           module                                        size on 1024-d feat
 ``xlsr_mamba`` :mod:`spoofdet.models.mamba` ``XLSRMamba``    see that module (~1.94M in the seed)
 ``fake_mamba`` :mod:`spoofdet.models.mamba` ``FakeMamba``    see that module (~2.34M in the seed)
 ``nes2net_x``  :mod:`spoofdet.models.nes2net`                511,014 (1 logit), 512,039 (2)
+``sls``        :mod:`spoofdet.models.sls` (reads all layers)  23,399,429
+``aasist_raw`` :mod:`spoofdet.models.aasist_raw` (waveform)   297,866 (AASIST), 85,306 (AASIST-L)
+``lcnn``       :mod:`spoofdet.models.lcnn`                    see that module (Codecfake)
 =============  ============================================  ====================================
 
 Importing this package needs torch only; ``transformers`` is imported when a front-end is built.
@@ -104,13 +107,42 @@ def _nes2net_x() -> type[nn.Module]:
     return Nes2NetX
 
 
+def _sls() -> type[nn.Module]:
+    from spoofdet.models.sls import SLS
+    return SLS
+
+
+def _aasist_raw() -> type[nn.Module]:
+    from spoofdet.models.aasist_raw import RawAASIST
+    return RawAASIST
+
+
+def _lcnn() -> type[nn.Module]:
+    from spoofdet.models.lcnn import LCNN
+    return LCNN
+
+
 #: Head name -> a function returning the head class (imported when called, never at import time).
 HEADS: dict[str, Callable[[], type[nn.Module]]] = {
     "aasist": _aasist,
     "xlsr_mamba": _xlsr_mamba,
     "fake_mamba": _fake_mamba,
     "nes2net_x": _nes2net_x,
+    "sls": _sls,
+    "aasist_raw": _aasist_raw,
+    "lcnn": _lcnn,
 }
+
+
+def _parameter_free_frontends() -> dict[str, type[nn.Module]]:
+    from spoofdet.models import frontend_spec
+
+    return {"logspec": frontend_spec.LogSpectrogram, "waveform": frontend_spec.Waveform,
+            "codecfake_mel": frontend_spec.CodecfakeMel}
+
+
+#: Front-ends without weights, built by name (spoofdet.models.frontend_spec).
+PARAMETER_FREE_FRONTENDS: tuple[str, ...] = ("logspec", "waveform", "codecfake_mel")
 
 
 def build_head(name: str, in_dim: int, n_logits: int = 2, **kwargs: Any) -> nn.Module:
@@ -139,7 +171,7 @@ def build_head(name: str, in_dim: int, n_logits: int = 2, **kwargs: Any) -> nn.M
 
 
 def build_model(
-    frontend: str | os.PathLike | nn.Module = "xlsr_300m",
+    frontend: str | os.PathLike | nn.Module | Mapping[str, Any] = "xlsr_300m",
     head: str = "aasist",
     *,
     frontend_layer: int | str | None = None,
@@ -155,17 +187,21 @@ def build_model(
         frontend: A front-end name (``"tiny"``, ``"xlsr_300m"``, ``"xlsr_300m_random"``, ...), a
             local ``save_pretrained`` directory (see :func:`spoofdet.models.frontend.load_frontend`),
             an already built module with an ``out_dim`` attribute (then the other front-end
-            options must stay at their defaults), or ``"cached"``: an identity front-end over
-            cached features ``feats[B, T, D]`` (``frontend_kwargs={"out_dim": D}``).
+            options must stay at their defaults), ``"cached"``: an identity front-end over
+            cached features ``feats[B, T, D]`` (``frontend_kwargs={"out_dim": D}``), a
+            parameter-free front-end (:data:`PARAMETER_FREE_FRONTENDS`: ``logspec``,
+            ``waveform`` for heads that read raw audio, ``codecfake_mel``), or a transformers
+            config dict (random init of that shape; ``spoofdet import`` writes these).
         head: A key of :data:`HEADS`.
         frontend_layer: ``None`` (last hidden state), an int k (output of layer k, e.g. 5 as in
-            Codecfake) or ``"weighted"`` (learnable softmax-weighted sum of all layers).
+            Codecfake), ``"all"`` (every layer's output, ``[B, L, T, D]``, for SLS) or
+            ``"weighted"`` (learnable softmax-weighted sum of all layers).
         freeze: ``"none"`` (full fine-tuning, as the seeds), ``"all"`` or ``"feature_encoder"``.
         gradient_checkpointing: Recompute front-end layer activations in backward.
         n_logits: 2 or 1.
         head_kwargs: Extra arguments of the head class.
         frontend_kwargs: Extra arguments of ``load_frontend`` (``spec_augment``, ``layerdrop``,
-            ``config_overrides``).
+            ``config_overrides``, ``normalize``).
 
     Returns:
         The detector, in train mode.
@@ -196,14 +232,12 @@ def build_model(
 
             fe = CachedFeatures(frontend_kwargs["out_dim"])
             return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
-        if frontend == "logspec":  # parameter-free spectrogram front-end (frontend_spec.py)
+        if isinstance(frontend, str) and frontend in PARAMETER_FREE_FRONTENDS:  # frontend_spec.py
             if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
-                raise ValueError("frontend 'logspec' has no layers or weights: leave frontend_layer, freeze, "
+                raise ValueError(f"frontend {frontend!r} has no layers or weights: leave frontend_layer, freeze, "
                                  "gradient_checkpointing and frontend_kwargs at their defaults")
-            from spoofdet.models.frontend_spec import LogSpectrogram
-
-            return Detector(LogSpectrogram(), build_head(head, LogSpectrogram.out_dim, n_logits=n_logits,
-                                                         **dict(head_kwargs or {})))
+            fe = _parameter_free_frontends()[frontend]()
+            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
         fe = load_frontend(frontend, layer=frontend_layer, freeze=freeze,
                            gradient_checkpointing=gradient_checkpointing, **dict(frontend_kwargs or {}))
     return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))

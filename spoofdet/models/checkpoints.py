@@ -30,14 +30,17 @@ from __future__ import annotations
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
     "load_state_dict_strict", "average_state_dicts", "convert_fairseq_wav2vec2", "to_fairseq_wav2vec2",
-    "FAIRSEQ_PRETRAINING_ONLY",
+    "FAIRSEQ_PRETRAINING_ONLY", "SEEDS", "SeedSpec", "SeedCheckpointError", "read_seed_checkpoint",
+    "convert_seed_state_dict",
 ]
 
 log = logging.getLogger(__name__)
@@ -244,3 +247,215 @@ def to_fairseq_wav2vec2(state_dict: Mapping[str, Tensor]) -> OrderedDict[str, Te
     if unknown:
         raise ValueError("not transformers Wav2Vec2Model keys:" + _listing("unknown keys", unknown))
     return out
+
+
+# ---- published seed checkpoints -> spoofdet -------------------------------------------------
+#
+# One SeedSpec per seed system. ``rules`` rename the seed's back-end keys (after a DataParallel
+# ``module.`` prefix and, for fine-tuned SSL seeds, the ``ssl_model.model.`` front-end are split
+# off) into the spoofdet head's keys: regular expressions matched against the whole key, the first
+# that matches wins, its replacement may use groups (``\1``). ``fix`` then reshapes tensors where
+# the two layouts differ in shape. A key that no rule matches, or a tensor the head expects that
+# the file lacks, stops the import with both lists (:func:`convert_seed_state_dict`).
+
+#: Where the front-end of a seed comes from.
+#:   ``fairseq``: the file holds the fine-tuned fairseq XLS-R under ``ssl_model.model.``;
+#:   ``pretrained``: the file holds only the head, which runs on a public pre-trained SSL model
+#:   (``spoofdet import --frontend``); any other value is a parameter-free front-end name of
+#:   :func:`spoofdet.models.build_model` (``waveform``, ``codecfake_mel``).
+SEED_FRONTEND_KINDS = ("fairseq", "pretrained")
+FAIRSEQ_PREFIX = "ssl_model.model."
+
+
+@dataclass(frozen=True)
+class SeedSpec:
+    """How a seed's published checkpoint becomes a spoofdet detector.
+
+    Attributes:
+        title: The system as its authors name it.
+        repository: Where the seed's code and checkpoints are published.
+        head: A key of :data:`spoofdet.models.HEADS`.
+        in_dim: Feature size the head reads.
+        frontend: ``fairseq``, ``pretrained`` or a parameter-free front-end name (see above).
+        model: Further :func:`spoofdet.models.build_model` keyword arguments (``head_kwargs``,
+            ``frontend_layer``, ``frontend_kwargs``) that make the detector compute what the
+            seed computes.
+        rules: ``(seed key regex, spoofdet key)`` pairs, first match wins.
+        n_logits: 1 or 2; None: read off the file (``out_key``'s first dimension).
+        out_key: spoofdet key of the output layer's weight (its bias is ``out_key`` with ``bias``).
+        bonafide_index: The seed's output index of the bona fide class (0 for Codecfake): with 0,
+            the two output rows are swapped at import so that index 1 is bona fide in spoofdet.
+        fix: Optional function applied to the renamed head state dict (reshapes).
+        convention: The seed's own label and score convention, in words.
+        score: What the imported model's score is, in words.
+        published: Published results of the seed's checkpoints (seeds.md section 7), by file.
+        num_samples: The seed's evaluation input length in samples.
+    """
+
+    title: str
+    repository: str
+    head: str
+    in_dim: int
+    frontend: str
+    rules: tuple[tuple[str, str], ...]
+    out_key: str
+    model: Mapping[str, Any] = field(default_factory=dict)
+    n_logits: int | None = 2
+    bonafide_index: int = 1
+    fix: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+    convention: str = "1 = bona fide; score = logit[:, 1]"
+    score: str = "logit[:, 1] - logit[:, 0], higher = more bona fide"
+    published: Mapping[str, str] = field(default_factory=dict)
+    num_samples: int = 64_600
+
+
+# Filled per seed below (each block names the seed file it was read off).
+SEEDS: dict[str, SeedSpec] = {}
+
+
+class SeedCheckpointError(ValueError):
+    """A seed checkpoint cannot be read or does not match its seed's layout; the message says why."""
+
+
+def _state_dict_of(obj: Any, where: str) -> OrderedDict[str, Tensor]:
+    """The tensors of a loaded checkpoint: a state dict, or one under a usual container key."""
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, Tensor) for v in obj.values()):
+            return OrderedDict((str(k), v) for k, v in obj.items())
+        for key in ("state_dict", "model_state_dict", "model", "module"):
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+                return OrderedDict((str(k), v) for k, v in inner.items())
+    raise SeedCheckpointError(f"{where}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors), "
+                              "nor a 'state_dict'/'model' entry holding one")
+
+
+def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
+    """The tensors of a published checkpoint file, read without running any code from it.
+
+    A ``torch.save(model.state_dict())`` file (or a dict holding one under ``state_dict`` /
+    ``model``) is read with ``torch.load(weights_only=True)``. A whole pickled module
+    (``torch.save(model)``, Codecfake's ``anti-spoofing_feat_model.pt``) is read by a restricted
+    unpickler (:mod:`spoofdet.models.safe_unpickle`) that rebuilds only tensors and the module
+    tree's parameters and buffers; no class or function named in the file is imported or called.
+
+    Raises:
+        SeedCheckpointError: the file is missing, unreadable, or holds no state dict.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise SeedCheckpointError(f"{p}: no such file; pass the published .pth/.pt checkpoint")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as first:  # noqa: BLE001 - weights_only refuses pickled modules: try the restricted reader
+        from spoofdet.models.safe_unpickle import PickleRefused, read_pickled_module
+
+        try:
+            return read_pickled_module(p)
+        except PickleRefused as exc:
+            raise SeedCheckpointError(f"{p}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - name both failures: the file is neither kind
+            raise SeedCheckpointError(f"{p}: not a readable PyTorch checkpoint (as a state dict: {first}; "
+                                      f"as a pickled module: {type(exc).__name__}: {exc})") from None
+    return _state_dict_of(obj, str(p))
+
+
+def _seed(seed: str) -> SeedSpec:
+    if seed not in SEEDS:
+        raise SeedCheckpointError(f"seed {seed!r} is unknown; known seeds: {', '.join(sorted(SEEDS))}")
+    return SEEDS[seed]
+
+
+def seed_n_logits(head_state: Mapping[str, Tensor], seed: str) -> int:
+    """Output size of the converted head: the spec's, else read off the output layer."""
+    spec = _seed(seed)
+    if spec.n_logits is not None:
+        return spec.n_logits
+    if spec.out_key not in head_state:
+        raise SeedCheckpointError(f"seed {seed}: the file has no output layer {spec.out_key!r} to read n_logits from")
+    return int(head_state[spec.out_key].shape[0])
+
+
+def build_seed_head(seed: str, n_logits: int) -> nn.Module:
+    """The spoofdet head a converted ``seed`` state dict loads into (random init)."""
+    from spoofdet.models import build_head
+
+    spec = _seed(seed)
+    return build_head(spec.head, spec.in_dim, n_logits=n_logits, **dict(spec.model.get("head_kwargs", {})))
+
+
+def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
+                            ) -> tuple[OrderedDict[str, Tensor], OrderedDict[str, Tensor] | None]:
+    """Map a seed checkpoint's keys onto spoofdet's: ``(head_state_dict, frontend_state_dict | None)``.
+
+    Steps: strip a DataParallel ``module.`` prefix; for fine-tuned SSL seeds convert the
+    ``ssl_model.model.*`` fairseq front-end into ``transformers.Wav2Vec2Model`` keys
+    (:func:`convert_fairseq_wav2vec2`); rename the back-end keys by the seed's rules; apply its
+    reshapes; put the bona fide logit at index 1 (seeds with ``bonafide_index`` 0); check the
+    result against the spoofdet head exactly.
+
+    Args:
+        state_dict: The checkpoint (:func:`read_seed_checkpoint`).
+        seed: A key of :data:`SEEDS`.
+
+    Returns:
+        The head state dict (loads strictly into ``build_seed_head(seed, n_logits)``) and the
+        front-end state dict (None unless the seed's file holds its front-end).
+
+    Raises:
+        SeedCheckpointError: Listing both the file's keys that map to nothing and the tensors the
+            spoofdet head expects that the file lacks (and any shape mismatch).
+    """
+    spec = _seed(seed)
+    sd = OrderedDict(state_dict)
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = OrderedDict((k[len("module."):], v) for k, v in sd.items())
+    frontend = None
+    if spec.frontend == "fairseq":
+        fe = OrderedDict((k, v) for k, v in sd.items() if k.startswith(FAIRSEQ_PREFIX))
+        if not fe:
+            raise SeedCheckpointError(f"seed {seed}: the file holds no '{FAIRSEQ_PREFIX}*' tensors, so not the fine-tuned "
+                                      f"XLS-R that every {spec.title} checkpoint saves; is this the right file and seed?")
+        try:
+            frontend = convert_fairseq_wav2vec2(fe, prefix=FAIRSEQ_PREFIX)
+        except ValueError as exc:
+            raise SeedCheckpointError(f"seed {seed}: front-end: {exc}") from None
+        sd = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(FAIRSEQ_PREFIX))
+    rules = [(re.compile(pattern), target) for pattern, target in spec.rules]
+    head: OrderedDict[str, Tensor] = OrderedDict()
+    source: dict[str, str] = {}
+    unmapped = []
+    for key, value in sd.items():
+        for pattern, target in rules:
+            m = pattern.fullmatch(key)
+            if m:
+                new = m.expand(target)
+                if new in head:
+                    raise SeedCheckpointError(f"seed {seed}: {source[new]!r} and {key!r} both map to {new!r}")
+                head[new], source[new] = value, key
+                break
+        else:
+            unmapped.append(key)
+    if spec.fix is not None:
+        head = OrderedDict(spec.fix(head))
+    n_logits = seed_n_logits(head, seed)
+    if spec.bonafide_index == 0 and n_logits == 2:
+        bias = spec.out_key.rsplit(".", 1)[0] + ".bias"
+        for k in (spec.out_key, bias):
+            if k in head:
+                head[k] = head[k].flip(0).contiguous()  # the seed's (bona fide, spoof) -> spoofdet's (spoof, bona fide)
+    expected = build_seed_head(seed, n_logits).state_dict()
+    missing = [k for k in expected if k not in head]
+    extra = unmapped + [f"{source[k]} (as {k})" for k in head if k not in expected]
+    shapes = [f"{source[k]} {tuple(head[k].shape)} vs spoofdet {k} {tuple(v.shape)}"
+              for k, v in expected.items() if k in head and tuple(head[k].shape) != tuple(v.shape)]
+    if missing or extra or shapes:
+        raise SeedCheckpointError(
+            f"the file does not match the {spec.title} layout (seed {seed!r}):"
+            + _listing("keys in the file that map to nothing", extra)
+            + _listing("tensors the model needs that the file lacks", missing)
+            + _listing("shape mismatches", shapes)
+            + "\n  (is it a checkpoint of this seed? see `spoofdet import --help` for the seed names)")
+    return OrderedDict((k, head[k]) for k in expected), frontend

@@ -22,6 +22,8 @@ Which features (``layer``), always from ONE forward pass:
 * ``k`` (int, 0..L): the output of the first k transformer layers, before any final LayerNorm
   (``hidden_states[k]``; k = 0 is the encoder input after the positional convolution). Codecfake
   uses k = 5. The layers above k are removed from the model at construction, so they cost nothing.
+* ``"all"``: the outputs of the L transformer layers, stacked: ``feats[B, L, T, D]`` (fairseq's
+  ``layer_results``, before the final LayerNorm, which is removed), as SLS reads them.
 * ``"weighted"``: a learnable softmax-weighted sum of L + 1 hidden states: the encoder input,
   the outputs of layers 1..L-1, and the last hidden state (layer L after the final LayerNorm of
   pre-LN models, as for ``None``); the weights start uniform.
@@ -149,12 +151,13 @@ class SSLFrontend(nn.Module):
     """
 
     def __init__(self, model: PreTrainedModel, layer: int | str | None = None, freeze: str = "none",
-                 gradient_checkpointing: bool = False, spec_augment: bool = False, layerdrop: float = 0.0) -> None:
+                 gradient_checkpointing: bool = False, spec_augment: bool = False, layerdrop: float = 0.0,
+                 normalize: bool = False) -> None:
         super().__init__()
         total = model.config.num_hidden_layers
-        if not (layer is None or layer == "weighted" or (isinstance(layer, int) and not isinstance(layer, bool)
-                                                          and 0 <= layer <= total)):
-            raise ValueError(f"frontend_layer must be None, 'weighted' or an int in [0, {total}], got {layer!r}")
+        if not (layer in (None, "weighted", "all") or (isinstance(layer, int) and not isinstance(layer, bool)
+                                                       and 0 <= layer <= total)):
+            raise ValueError(f"frontend_layer must be None, 'weighted', 'all' or an int in [0, {total}], got {layer!r}")
         if freeze not in FREEZE_MODES:
             raise ValueError(f"freeze must be one of {FREEZE_MODES}, got {freeze!r}")
         if gradient_checkpointing and freeze == "all":
@@ -164,6 +167,7 @@ class SSLFrontend(nn.Module):
         self.out_dim: int = model.config.hidden_size
         self.layer = layer
         self.freeze = freeze
+        self.normalize = normalize
         model.config.apply_spec_augment = spec_augment
         model.config.layerdrop = layerdrop
         if not spec_augment and getattr(model, "masked_spec_embed", None) is not None:
@@ -176,6 +180,8 @@ class SSLFrontend(nn.Module):
             model.config.num_hidden_layers = layer
             if model.config.do_stable_layer_norm:
                 model.encoder.layer_norm = nn.Identity()
+        if layer == "all" and model.config.do_stable_layer_norm:
+            model.encoder.layer_norm = nn.Identity()  # "all" returns the L layer outputs, none of them normed
         self.layer_weights = nn.Parameter(torch.zeros(total + 1)) if layer == "weighted" else None
         if freeze == "all":
             model.requires_grad_(False)
@@ -196,10 +202,15 @@ class SSLFrontend(nn.Module):
         """wave (B, N) float at 16 kHz, N >= 400 -> feats (B, T, out_dim)."""
         if wave.dim() != 2 or wave.shape[1] < 400:
             raise ValueError(f"wave must be (batch, samples >= 400), got {tuple(wave.shape)}")
+        if self.normalize:  # Wav2Vec2FeatureExtractor(do_normalize=True): per clip, population variance
+            wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(wave.var(dim=1, keepdim=True, unbiased=False)
+                                                                        + 1e-7)
         weighted = self.layer == "weighted"
         grad = contextlib.nullcontext() if self.freeze != "all" else torch.no_grad()
         with grad:
-            out = self.model(wave, output_hidden_states=weighted)
+            out = self.model(wave, output_hidden_states=weighted or self.layer == "all")
+        if self.layer == "all":  # (B, L, T, D): the output of each transformer layer, before any final norm
+            return torch.stack(out.hidden_states[1:], dim=1)
         if not weighted:
             return out.last_hidden_state
         # The last entry is the final (normed) output, so that the final LayerNorm of pre-LN models
@@ -226,9 +237,10 @@ def _load_pretrained(source: str, overrides: Mapping[str, Any]) -> PreTrainedMod
     return model
 
 
-def load_frontend(name_or_dir: str | os.PathLike, layer: int | str | None = None, freeze: str = "none",
-                  gradient_checkpointing: bool = False, spec_augment: bool = False, layerdrop: float = 0.0,
-                  config_overrides: Mapping[str, Any] | None = None) -> SSLFrontend:
+def load_frontend(name_or_dir: str | os.PathLike | Mapping[str, Any], layer: int | str | None = None,
+                  freeze: str = "none", gradient_checkpointing: bool = False, spec_augment: bool = False,
+                  layerdrop: float = 0.0, config_overrides: Mapping[str, Any] | None = None,
+                  normalize: bool = False) -> SSLFrontend:
     """Build a front-end by name, hub id or local directory (see the module docstring).
 
     Args:
@@ -243,6 +255,8 @@ def load_frontend(name_or_dir: str | os.PathLike, layer: int | str | None = None
         layerdrop: LayerDrop probability in train mode (0 in the seeds, see the module docstring).
         config_overrides: Config fields to change before the model is built, e.g.
             ``{"hidden_dropout": 0.0}``.
+        normalize: Normalise each clip to zero mean and unit variance first, as the HF
+            ``Wav2Vec2FeatureExtractor`` of XLS-R does (Codecfake); the fairseq seeds do not.
 
     Returns:
         The :class:`SSLFrontend`, in train mode (as any new ``nn.Module``).
@@ -251,6 +265,14 @@ def load_frontend(name_or_dir: str | os.PathLike, layer: int | str | None = None
         ValueError: For an unknown name, a bad option, or a checkpoint that does not fill the model.
     """
     overrides = dict(config_overrides or {})
+    if isinstance(name_or_dir, Mapping):  # a config (``PretrainedConfig.to_dict()``): same shape, random init
+        config = AutoConfig.for_model(**{**dict(name_or_dir), **overrides})
+        if config.model_type not in _MODEL_CLASSES:
+            raise ValueError(f"frontend config of model_type {config.model_type!r}; supported: {sorted(_MODEL_CLASSES)}")
+        model = _MODEL_CLASSES[config.model_type](config)
+        model.train()
+        return SSLFrontend(model, layer=layer, freeze=freeze, gradient_checkpointing=gradient_checkpointing,
+                           spec_augment=spec_augment, layerdrop=layerdrop, normalize=normalize)
     name = os.fspath(name_or_dir)
     if name in RANDOM_INIT:
         config = RANDOM_INIT[name]()
@@ -264,4 +286,4 @@ def load_frontend(name_or_dir: str | os.PathLike, layer: int | str | None = None
                          "nor a local directory with a config.json; pass one of those")
     model.train()
     return SSLFrontend(model, layer=layer, freeze=freeze, gradient_checkpointing=gradient_checkpointing,
-                       spec_augment=spec_augment, layerdrop=layerdrop)
+                       spec_augment=spec_augment, layerdrop=layerdrop, normalize=normalize)

@@ -36,3 +36,17 @@ class LogSpectrogram(nn.Module):
         power = torch.fft.rfft(frames, n=N_FFT).abs().pow(2)
         feats = torch.log(power[..., :-1] + 1e-6)
         return feats - feats.mean(dim=(1, 2), keepdim=True)
+
+
+class Waveform(nn.Module):
+    """``wave[B, N] -> wave[B, N, 1]``: no front-end, for heads that read raw audio (raw AASIST)."""
+
+    out_dim = 1
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if wave.dim() != 2:
+            raise ValueError(f"wave must be (batch, samples), got {tuple(wave.shape)}")
+        return wave.unsqueeze(-1)
+
+
+# ---- Codecfake's mel front-end (CodecfakeMel) goes below this line ----
