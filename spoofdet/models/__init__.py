@@ -134,15 +134,15 @@ HEADS: dict[str, Callable[[], type[nn.Module]]] = {
 }
 
 
-def _parameter_free_frontends() -> dict[str, type[nn.Module]]:
+#: Front-ends without weights: name -> class name in spoofdet.models.frontend_spec.
+PARAMETER_FREE_FRONTENDS: dict[str, str] = {"logspec": "LogSpectrogram", "waveform": "Waveform",
+                                            "codecfake_mel": "CodecfakeMel"}
+
+
+def _parameter_free_frontend(name: str) -> nn.Module:
     from spoofdet.models import frontend_spec
 
-    return {"logspec": frontend_spec.LogSpectrogram, "waveform": frontend_spec.Waveform,
-            "codecfake_mel": frontend_spec.CodecfakeMel}
-
-
-#: Front-ends without weights, built by name (spoofdet.models.frontend_spec).
-PARAMETER_FREE_FRONTENDS: tuple[str, ...] = ("logspec", "waveform", "codecfake_mel")
+    return getattr(frontend_spec, PARAMETER_FREE_FRONTENDS[name])()
 
 
 def build_head(name: str, in_dim: int, n_logits: int = 2, **kwargs: Any) -> nn.Module:
@@ -236,7 +236,7 @@ def build_model(
             if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
                 raise ValueError(f"frontend {frontend!r} has no layers or weights: leave frontend_layer, freeze, "
                                  "gradient_checkpointing and frontend_kwargs at their defaults")
-            fe = _parameter_free_frontends()[frontend]()
+            fe = _parameter_free_frontend(frontend)
             return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
         fe = load_frontend(frontend, layer=frontend_layer, freeze=freeze,
                            gradient_checkpointing=gradient_checkpointing, **dict(frontend_kwargs or {}))
