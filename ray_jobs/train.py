@@ -70,6 +70,8 @@ def model_kwargs(cfg: TrainJobConfig) -> dict[str, Any]:
     kw = {"frontend": m.frontend, "head": m.head, "frontend_layer": m.frontend_layer, "freeze": m.freeze,
           "gradient_checkpointing": m.gradient_checkpointing, "n_logits": m.n_logits,
           "head_kwargs": dict(m.head_kwargs)}
+    if m.frontend_kwargs:
+        kw["frontend_kwargs"] = dict(m.frontend_kwargs)
     if m.frontend == "cached":  # head only, over data_prep.features output (identity front-end of its dim)
         from spoofdet.feature_cache import read_info
 
@@ -95,7 +97,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = build_model(**model_kwargs(cfg)).to(device)
+    model = build_model(**model_kwargs(cfg))
+    if cfg.model.init_from:  # a published seed checkpoint (converted), a spoofdet model or state dict
+        from spoofdet.models.checkpoints import load_state_dict_strict
+        from spoofdet.seed_import import init_state_dict
+
+        load_state_dict_strict(model, init_state_dict(cfg.model.init_from, model, head=cfg.model.head,
+                                                      seed=cfg.model.init_seed, tracking_uri=cfg.mlflow.tracking_uri))
+    model = model.to(device)
     lr, global_batch = effective_lr(cfg)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
                                  betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)

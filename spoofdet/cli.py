@@ -10,6 +10,7 @@
     spoofdet predict PATH [PATH ...] --model URI [--out scores.csv] [--length full|4s] [--json]
     spoofdet features --shards DIR --out DIR --frontend NAME [--layer 5] [--num-gpus G] [--concurrency N]
     spoofdet promote --name NAME --version V --eval-set SHARDS [...] [--metric eer] [--margin 0.0] [--json]
+    spoofdet import SEED --checkpoint FILE.pth [--frontend NAME|DIR] [--out DIR] [--register-as NAME] [--json]
 
 Human-readable output goes to stdout; with ``--json`` stdout holds exactly one JSON object and
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
@@ -296,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Same as python -m data_prep.features",
     )
     sub.add_parser(
+        "import", add_help=False,
+        help="turn a seed system's published checkpoint (.pth) into a spoofdet model folder or registered "
+        "version; see 'spoofdet import --help'",
+        description="Same as python -m spoofdet.seed_import",
+    )
+    sub.add_parser(
         "promote", add_help=False,
         help="move @champion to a model version only if it beats the champion; see 'spoofdet promote --help'",
         description="Same as python -m ray_jobs.promote",
@@ -305,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # subcommands that are whole jobs: ``spoofdet CMD ARGS`` runs ``python -m MODULE ARGS`` in-process
 JOB_COMMANDS = {"train": "ray_jobs.train", "score": "ray_jobs.evaluate", "features": "data_prep.features",
-                "promote": "ray_jobs.promote"}
+                "promote": "ray_jobs.promote", "import": "spoofdet.seed_import"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,9 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     n_logits: int = 2
     head_kwargs: dict[str, Any] = field(default_factory=dict)
+    frontend_kwargs: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # FILE.pth (spoofdet or a seed's published checkpoint) | models:/... | DIR
+    init_seed: str | None = None  # which seed's layout init_from is in (default: found by trying)
 
 
 @dataclass
@@ -357,8 +360,10 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
         problems.append(f"model.freeze: {m.freeze!r} is not one of {', '.join(FREEZE)}")
     if m.n_logits not in (1, 2):
         problems.append(f"model.n_logits: 1 or 2, got {m.n_logits}")
-    if isinstance(m.frontend_layer, str) and m.frontend_layer != "weighted":
-        problems.append(f"model.frontend_layer: an integer layer index, 'weighted' or null, got {m.frontend_layer!r}")
+    if isinstance(m.frontend_layer, str) and m.frontend_layer not in ("weighted", "all"):
+        problems.append(f"model.frontend_layer: an integer layer index, 'weighted', 'all' or null, "
+                        f"got {m.frontend_layer!r}")
+    _check_init(m, problems, check_paths)
     if o.lr <= 0:
         problems.append(f"optim.lr: must be positive, got {o.lr}")
     if o.weight_decay < 0:
@@ -451,7 +456,31 @@ def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -
 
 def head_names() -> list[str]:
     """Valid ``model.head`` values (kept here so validating a config does not import torch)."""
-    return ["aasist", "xlsr_mamba", "fake_mamba", "nes2net_x"]
+    return ["aasist", "xlsr_mamba", "fake_mamba", "nes2net_x", "sls", "aasist_raw", "lcnn"]
+
+
+def _check_init(m: ModelConfig, problems: list[str], check_paths: bool) -> None:
+    """``model.init_from`` / ``model.init_seed``: the source exists and the seed fits the head."""
+    if m.init_seed is not None:
+        from spoofdet.models.checkpoints import SEEDS  # only when a seed is named: it imports torch
+
+        if m.init_from is None:
+            problems.append("model.init_seed: set model.init_from to the seed's checkpoint file too")
+        if m.init_seed not in SEEDS:
+            problems.append(f"model.init_seed: {m.init_seed!r} is not one of {', '.join(sorted(SEEDS))}")
+        elif SEEDS[m.init_seed].head != m.head:
+            problems.append(f"model.init_seed: {m.init_seed} checkpoints hold a {SEEDS[m.init_seed].head!r} head, "
+                            f"but model.head is {m.head!r}; set model.head={SEEDS[m.init_seed].head}")
+    if m.init_from is None or not check_paths or m.init_from.startswith(("models:/", "runs:/")) \
+            or "://" in m.init_from:
+        return
+    path = resolve_path(m.init_from)
+    if path.is_dir() and not (path / "model.pt").is_file() and not (path / "MLmodel").is_file():
+        problems.append(f"model.init_from: {path} is a folder without model.pt or MLmodel; give a model folder, "
+                        "a checkpoint file or models:/NAME/VERSION")
+    elif not path.exists():
+        problems.append(f"model.init_from: {path} does not exist; give a checkpoint file (.pth), a model folder "
+                        "or models:/NAME/VERSION")
 
 
 def resolve_path(path: str) -> Path:

@@ -9,6 +9,9 @@
   train run's ``final/`` folder, with an optional calibration of any slope (a negative slope
   inverts the scores, a zero slope makes them constant: handy for models of known quality).
 * :func:`register_detector`: log such a folder as a registered MLflow model version.
+* :func:`tiny_fairseq_state_dict` and :func:`tiny_fairseq_config`: a tiny fairseq-named wav2vec
+  2.0 state dict (the front-end part of an SSL seed checkpoint) and the transformers config it
+  loads into after conversion.
 """
 
 from __future__ import annotations
@@ -205,3 +208,99 @@ def random_waves(batch: int, samples: int, seed: int = 0) -> Any:
     x = 0.2 * torch.randn(batch, samples, generator=g, dtype=torch.float64)
     x = x + 0.2 * torch.sin(2 * np.pi * 220.0 * (1 + torch.arange(batch, dtype=torch.float64))[:, None] * t)
     return x.clamp(-0.5, 0.5).float()
+
+
+# ---- a tiny fairseq wav2vec 2.0 (what the SSL seeds save under ssl_model.model.*) ------------
+
+#: Shape of the model of :func:`tiny_fairseq_state_dict`: a conv encoder of 7 layers of
+#: ``conv_dim`` channels with the XLS-R kernels and strides (layer-norm mode), ``dim``-wide
+#: pre-LN transformer of ``layers`` layers, ``heads`` heads, FFN ``ffn``, and a positional
+#: convolution of ``pos_kernel`` taps in ``pos_groups`` groups.
+TINY_FAIRSEQ: dict[str, Any] = {
+    "conv_dim": 32, "kernels": (10, 3, 3, 3, 3, 2, 2), "strides": (5, 2, 2, 2, 2, 2, 2),
+    "dim": 64, "heads": 2, "ffn": 128, "layers": 2, "pos_kernel": 16, "pos_groups": 4,
+}
+
+
+def tiny_fairseq_state_dict(seed: int = 0) -> dict[str, Any]:
+    """A random state dict named and shaped as fairseq's ``Wav2Vec2Model`` of :data:`TINY_FAIRSEQ`.
+
+    Written from fairseq's module tree (layer_norm extractor mode, ``layer_norm_first=True``,
+    torch ``weight_norm`` on ``pos_conv``: ``weight_g``/``weight_v``), NOT derived from the rules
+    of :func:`spoofdet.models.checkpoints.convert_fairseq_wav2vec2` that it tests. Holds the
+    pretraining-only tensors too (quantizer, project_q, final_proj: 7 tensors), as
+    ``xlsr2_300m.pt`` and the seed checkpoints do. Prefix the keys with ``ssl_model.model.`` for
+    the front-end part of a seed checkpoint.
+    """
+    import math
+
+    import torch
+
+    t = TINY_FAIRSEQ
+    c, d, ffn, pos_k, pos_g = t["conv_dim"], t["dim"], t["ffn"], t["pos_kernel"], t["pos_groups"]
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int, scale: float = 0.2, offset: float = 0.0) -> Any:
+        return offset + scale * torch.randn(*shape, generator=g)
+
+    sd = {"mask_emb": r(d)}
+    c_in = 1
+    for i, k in enumerate(TINY_FAIRSEQ["kernels"]):
+        # ConvFeatureExtractionModel block: Sequential(Conv1d, Dropout, Sequential(TransposeLast,
+        # Fp32LayerNorm, TransposeLast), GELU) -> conv at .0, layer norm at .2.1
+        scale = 1 / math.sqrt(c_in * k)
+        sd[f"feature_extractor.conv_layers.{i}.0.weight"] = r(c, c_in, k, scale=scale)
+        sd[f"feature_extractor.conv_layers.{i}.0.bias"] = r(c, scale=0.1)
+        sd[f"feature_extractor.conv_layers.{i}.2.1.weight"] = r(c, offset=1.0)
+        sd[f"feature_extractor.conv_layers.{i}.2.1.bias"] = r(c, scale=0.1)
+        c_in = c
+    sd["layer_norm.weight"] = r(c, offset=1.0)
+    sd["layer_norm.bias"] = r(c, scale=0.1)
+    sd["post_extract_proj.weight"] = r(d, c, scale=1 / math.sqrt(c))
+    sd["post_extract_proj.bias"] = r(d, scale=0.1)
+    # pos_conv = Sequential(weight_norm(Conv1d(d, d, K, padding=K // 2, groups=G), dim=2),
+    #                       SamePad, GELU)
+    sd["encoder.pos_conv.0.bias"] = r(d, scale=0.1)
+    sd["encoder.pos_conv.0.weight_g"] = r(1, 1, pos_k, scale=0.1, offset=1.0)
+    sd["encoder.pos_conv.0.weight_v"] = r(d, d // pos_g, pos_k)
+    for i in range(TINY_FAIRSEQ["layers"]):
+        p = f"encoder.layers.{i}."
+        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            sd[p + f"self_attn.{proj}.weight"] = r(d, d, scale=1 / math.sqrt(d))
+            sd[p + f"self_attn.{proj}.bias"] = r(d, scale=0.1)
+        sd[p + "self_attn_layer_norm.weight"] = r(d, offset=1.0)
+        sd[p + "self_attn_layer_norm.bias"] = r(d, scale=0.1)
+        sd[p + "fc1.weight"] = r(ffn, d, scale=1 / math.sqrt(d))
+        sd[p + "fc1.bias"] = r(ffn, scale=0.1)
+        sd[p + "fc2.weight"] = r(d, ffn, scale=1 / math.sqrt(ffn))
+        sd[p + "fc2.bias"] = r(d, scale=0.1)
+        sd[p + "final_layer_norm.weight"] = r(d, offset=1.0)
+        sd[p + "final_layer_norm.bias"] = r(d, scale=0.1)
+    sd["encoder.layer_norm.weight"] = r(d, offset=1.0)
+    sd["encoder.layer_norm.bias"] = r(d, scale=0.1)
+    # pretraining-only parts (GumbelVectorQuantizer, project_q, final_proj)
+    sd["quantizer.vars"] = r(1, 2 * 8, 8)
+    sd["quantizer.weight_proj.weight"] = r(2 * 8, c)
+    sd["quantizer.weight_proj.bias"] = r(2 * 8)
+    sd["project_q.weight"] = r(16, 16)
+    sd["project_q.bias"] = r(16)
+    sd["final_proj.weight"] = r(16, d)
+    sd["final_proj.bias"] = r(16)
+    return sd
+
+
+def tiny_fairseq_config() -> Any:
+    """The ``transformers.Wav2Vec2Config`` of :data:`TINY_FAIRSEQ`: a ``Wav2Vec2Model(config)``
+    loads ``convert_fairseq_wav2vec2(tiny_fairseq_state_dict())`` strictly (pre-LN, layer-norm
+    conv encoder; ``mask_time_prob`` > 0 so that the model has the ``mask_emb`` vector)."""
+    from transformers import Wav2Vec2Config
+
+    t = TINY_FAIRSEQ
+    return Wav2Vec2Config(
+        hidden_size=t["dim"], num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
+        intermediate_size=t["ffn"], conv_dim=(t["conv_dim"],) * len(t["kernels"]),
+        conv_kernel=t["kernels"], conv_stride=t["strides"], conv_bias=True,
+        feat_extract_norm="layer", do_stable_layer_norm=True,
+        num_conv_pos_embeddings=t["pos_kernel"], num_conv_pos_embedding_groups=t["pos_groups"],
+        mask_time_prob=0.05, layerdrop=0.0, vocab_size=4,
+    )

@@ -4,7 +4,6 @@ wav2vec2 -> transformers conversion checked against an independent fairseq-style
 from __future__ import annotations
 
 import logging
-import math
 
 import pytest
 import torch
@@ -13,6 +12,7 @@ from torch import nn
 
 from spoofdet.models.checkpoints import (average_state_dicts, convert_fairseq_wav2vec2, load_state_dict_strict,
                                          to_fairseq_wav2vec2)
+from spoofdet.testing import TINY_FAIRSEQ, tiny_fairseq_config, tiny_fairseq_state_dict
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -97,66 +97,14 @@ def test_average_of_one_is_identity_and_errors_name_the_key():
 
 
 # ---- fairseq wav2vec2 conversion ----------------------------------------------------------------
-# The tiny model: conv encoder of 7 layers (32 channels, XLS-R kernels/strides, layer-norm mode),
-# d = 64, 2 heads, FFN 128, 2 pre-LN layers, positional conv of 16 taps in 4 groups.
+# The tiny model (spoofdet.testing.TINY_FAIRSEQ): conv encoder of 7 layers (32 channels, XLS-R
+# kernels/strides, layer-norm mode), d = 64, 2 heads, FFN 128, 2 pre-LN layers, positional conv of
+# 16 taps in 4 groups. Its fairseq-named state dict, tiny_fairseq_state_dict, is written from
+# fairseq's module tree, not from the conversion rules under test.
 
-CONV = 32
-KERNELS = (10, 3, 3, 3, 3, 2, 2)
-STRIDES = (5, 2, 2, 2, 2, 2, 2)
-D, HEADS, FFN, LAYERS, POS_K, POS_G = 64, 2, 128, 2, 16, 4
-
-
-def _fairseq_state_dict(seed: int) -> dict[str, torch.Tensor]:
-    """A random state dict named and shaped as fairseq's ``Wav2Vec2Model`` (layer_norm extractor
-    mode, layer_norm_first=True, torch weight_norm on pos_conv), written from fairseq's module tree
-    -- NOT derived from the conversion rules under test."""
-    g = torch.Generator().manual_seed(seed)
-
-    def r(*shape, scale=0.2, offset=0.0):
-        return offset + scale * torch.randn(*shape, generator=g)
-
-    sd = {"mask_emb": r(D)}
-    c_in = 1
-    for i, k in enumerate(KERNELS):
-        # ConvFeatureExtractionModel block: Sequential(Conv1d, Dropout, Sequential(TransposeLast,
-        # Fp32LayerNorm, TransposeLast), GELU) -> conv at .0, layer norm at .2.1
-        sd[f"feature_extractor.conv_layers.{i}.0.weight"] = r(CONV, c_in, k, scale=1 / math.sqrt(c_in * k))
-        sd[f"feature_extractor.conv_layers.{i}.0.bias"] = r(CONV, scale=0.1)
-        sd[f"feature_extractor.conv_layers.{i}.2.1.weight"] = r(CONV, offset=1.0)
-        sd[f"feature_extractor.conv_layers.{i}.2.1.bias"] = r(CONV, scale=0.1)
-        c_in = CONV
-    sd["layer_norm.weight"] = r(CONV, offset=1.0)
-    sd["layer_norm.bias"] = r(CONV, scale=0.1)
-    sd["post_extract_proj.weight"] = r(D, CONV, scale=1 / math.sqrt(CONV))
-    sd["post_extract_proj.bias"] = r(D, scale=0.1)
-    # pos_conv = Sequential(weight_norm(Conv1d(D, D, K, padding=K // 2, groups=G), dim=2), SamePad, GELU)
-    sd["encoder.pos_conv.0.bias"] = r(D, scale=0.1)
-    sd["encoder.pos_conv.0.weight_g"] = r(1, 1, POS_K, scale=0.1, offset=1.0)
-    sd["encoder.pos_conv.0.weight_v"] = r(D, D // POS_G, POS_K)
-    for i in range(LAYERS):
-        p = f"encoder.layers.{i}."
-        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            sd[p + f"self_attn.{proj}.weight"] = r(D, D, scale=1 / math.sqrt(D))
-            sd[p + f"self_attn.{proj}.bias"] = r(D, scale=0.1)
-        sd[p + "self_attn_layer_norm.weight"] = r(D, offset=1.0)
-        sd[p + "self_attn_layer_norm.bias"] = r(D, scale=0.1)
-        sd[p + "fc1.weight"] = r(FFN, D, scale=1 / math.sqrt(D))
-        sd[p + "fc1.bias"] = r(FFN, scale=0.1)
-        sd[p + "fc2.weight"] = r(D, FFN, scale=1 / math.sqrt(FFN))
-        sd[p + "fc2.bias"] = r(D, scale=0.1)
-        sd[p + "final_layer_norm.weight"] = r(D, offset=1.0)
-        sd[p + "final_layer_norm.bias"] = r(D, scale=0.1)
-    sd["encoder.layer_norm.weight"] = r(D, offset=1.0)
-    sd["encoder.layer_norm.bias"] = r(D, scale=0.1)
-    # pretraining-only parts (GumbelVectorQuantizer, project_q, final_proj)
-    sd["quantizer.vars"] = r(1, 2 * 8, 8)
-    sd["quantizer.weight_proj.weight"] = r(2 * 8, CONV)
-    sd["quantizer.weight_proj.bias"] = r(2 * 8)
-    sd["project_q.weight"] = r(16, 16)
-    sd["project_q.bias"] = r(16)
-    sd["final_proj.weight"] = r(16, D)
-    sd["final_proj.bias"] = r(16)
-    return sd
+CONV, KERNELS, STRIDES = TINY_FAIRSEQ["conv_dim"], TINY_FAIRSEQ["kernels"], TINY_FAIRSEQ["strides"]
+D, HEADS, FFN, LAYERS = TINY_FAIRSEQ["dim"], TINY_FAIRSEQ["heads"], TINY_FAIRSEQ["ffn"], TINY_FAIRSEQ["layers"]
+POS_K, POS_G = TINY_FAIRSEQ["pos_kernel"], TINY_FAIRSEQ["pos_groups"]
 
 
 def _fairseq_forward(sd: dict[str, torch.Tensor], wave: torch.Tensor) -> torch.Tensor:
@@ -200,14 +148,16 @@ def hf_tiny():
     from spoofdet.models.frontend import tiny_config
 
     from transformers import Wav2Vec2Model
-    config = tiny_config("wav2vec2")
-    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.conv_dim[0],
-            config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups) == (D, LAYERS, FFN, CONV, POS_K, POS_G)
+    config = tiny_fairseq_config()
+    shape = (D, LAYERS, FFN, CONV, POS_K, POS_G)
+    for c in (config, tiny_config("wav2vec2")):  # the "tiny" front-end has the same shape
+        assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.conv_dim[0],
+                c.num_conv_pos_embeddings, c.num_conv_pos_embedding_groups) == shape
     return lambda: Wav2Vec2Model(config).eval()
 
 
 def test_converted_fairseq_dict_loads_strictly_and_matches_fairseq_forward(hf_tiny, caplog):
-    fs = _fairseq_state_dict(seed=0)
+    fs = tiny_fairseq_state_dict(seed=0)
     with caplog.at_level(logging.WARNING, logger="spoofdet.models.checkpoints"):
         hf = convert_fairseq_wav2vec2(fs)
     assert "dropped 7 pretraining-only tensors" in caplog.text and "quantizer.vars" in caplog.text
@@ -227,7 +177,7 @@ def test_converted_fairseq_dict_loads_strictly_and_matches_fairseq_forward(hf_ti
 
 
 def test_round_trips(hf_tiny):
-    fs = _fairseq_state_dict(seed=2)
+    fs = tiny_fairseq_state_dict(seed=2)
     back = to_fairseq_wav2vec2(convert_fairseq_wav2vec2(fs))
     encoder_keys = [k for k in fs if not k.startswith(("quantizer.", "project_q.", "final_proj."))]
     assert list(back) == encoder_keys
@@ -238,7 +188,7 @@ def test_round_trips(hf_tiny):
 
 
 def test_seed_checkpoint_prefix_and_new_weight_norm_names(hf_tiny):
-    fs = _fairseq_state_dict(seed=3)
+    fs = tiny_fairseq_state_dict(seed=3)
     renamed = {}
     for k, v in fs.items():
         k = k.replace("pos_conv.0.weight_g", "pos_conv.0.parametrizations.weight.original0")
@@ -256,9 +206,9 @@ def test_group_norm_extractor_names():
 
 
 def test_unknown_keys_are_refused():
-    fs = _fairseq_state_dict(seed=4)
+    fs = tiny_fairseq_state_dict(seed=4)
     fs["encoder.layers.0.self_attn.rel_pos_bias.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"unknown keys \(1\): encoder.layers.0.self_attn.rel_pos_bias.weight"):
         convert_fairseq_wav2vec2(fs)
     with pytest.raises(ValueError, match="prefix"):
-        convert_fairseq_wav2vec2(_fairseq_state_dict(seed=4), prefix="w2v_encoder.w2v_model.")
+        convert_fairseq_wav2vec2(tiny_fairseq_state_dict(seed=4), prefix="w2v_encoder.w2v_model.")

@@ -221,10 +221,54 @@ def test_forward_backward_reaches_every_parameter(head):
     model = tiny(head).train()
     logits = model(torch.randn(3, 17, 12))
     F.cross_entropy(logits, torch.tensor([0, 1, 1])).backward()
+    # XLSR-Mamba's default final_norm="seed" never uses the last block of each stack (as the
+    # seed): those get exact zero gradients (DDP needs one for every parameter), all else trains.
+    dead = ("forward_layers.1.", "backward_layers.1.") if head is XLSRMamba else ()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        # The seed's final norm skipped the last block of each stack; here it must be trained.
-        assert p.grad.abs().sum() > 0, name
+        if name.startswith(dead):
+            assert (p.grad == 0).all(), name
+        else:
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_xlsr_mamba_last_block_norm_trains_every_block():
+    torch.manual_seed(0)
+    model = XLSRMamba(in_dim=12, d_model=8, n_layers=4, d_state=4, final_norm="last_block").train()
+    F.cross_entropy(model(torch.randn(3, 17, 12)), torch.tensor([0, 1, 1])).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_xlsr_mamba_seed_norm_is_the_seeds_formula():
+    """final_norm="seed", written out: RMSNorm(x + residual before the last block) per stack,
+    with the un-flipped x added to the backward stack's time-reversed stream."""
+    torch.manual_seed(0)
+    model = XLSRMamba(in_dim=12, d_model=8, n_layers=6, d_state=4).double().eval()
+    feats = torch.randn(2, 9, 12, dtype=torch.float64)
+    x = model.act(model.bn(model.proj(feats).unsqueeze(1)).squeeze(1))
+
+    def stream(layers: torch.nn.ModuleList, inp: torch.Tensor) -> torch.Tensor:
+        hidden, residual = inp, None
+        for layer in layers[:-1]:                  # the last block's output is never added
+            hidden, residual = layer(hidden, residual)
+        return residual + hidden
+
+    fwd = model.norm_f(x + stream(model.forward_layers, x))
+    bwd = model.norm_f(x + stream(model.backward_layers, x.flip(1)))   # x NOT flipped back
+    pool = [(torch.softmax(lin(h), 1) * h).sum(1) for lin, h in ((model.forward_pool, fwd),
+                                                                  (model.backward_pool, bwd))]
+    want = model.classifier(model.fc(torch.cat(pool, -1)))
+    with torch.no_grad():
+        torch.testing.assert_close(model(feats), want, rtol=1e-10, atol=1e-12)
+        other = XLSRMamba(in_dim=12, d_model=8, n_layers=6, d_state=4, final_norm="last_block")
+        other.load_state_dict(model.state_dict())   # same parameters, another computation
+        assert (other.double().eval()(feats) - want).abs().max() > 1e-3
+
+
+def test_xlsr_mamba_final_norm_is_checked():
+    with pytest.raises(ValueError, match="final_norm='fixed'.*'seed', 'last_block'"):
+        XLSRMamba(final_norm="fixed")
 
 
 # Logits of tiny(head) (seed 0, eval) for torch.randn(2, 7, 12) drawn right after the model.

@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from spoofdet.config import head_names
 from spoofdet.models import HEADS, Detector, build_head, build_model, score_from_logits
 from spoofdet.models.aasist import AASIST
 from spoofdet.models.frontend import CONV_KERNEL, CONV_STRIDE, load_frontend, num_frames, xlsr_300m_config
@@ -285,7 +286,8 @@ def test_pinned_outputs(name):
 # ---- builder and score --------------------------------------------------------------------------
 
 def test_heads_dict_is_explicit():
-    assert set(HEADS) == {"aasist", "xlsr_mamba", "fake_mamba", "nes2net_x"}
+    assert set(HEADS) == {"aasist", "xlsr_mamba", "fake_mamba", "nes2net_x", "sls", "aasist_raw", "lcnn"}
+    assert set(head_names()) == set(HEADS)  # the config's copy (validation without torch) agrees
 
 
 def test_unknown_head_lists_valid_names():

@@ -43,24 +43,34 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Detector", "HEADS", "build_head", "build_model", "score_from_logits"]
+__all__ = ["Detector", "HEADS", "PARAMETER_FREE_FRONTENDS", "SCORE_RULES", "build_head", "build_model",
+           "score_from_logits"]
 
 
-def score_from_logits(logits: Tensor) -> Tensor:
+#: How a detector turns logits into a score (``build_model(score=...)``): ``logodds`` (spoofdet's
+#: default) or ``bonafide_logit`` (``logits[:, 1]`` alone: what the SSL seeds and clovaai's AASIST
+#: write to their score files, so imported checkpoints rank clips exactly as published).
+SCORE_RULES: tuple[str, ...] = ("logodds", "bonafide_logit")
+
+
+def score_from_logits(logits: Tensor, rule: str = "logodds") -> Tensor:
     """Detector score per utterance, higher = more bona fide.
 
     Args:
         logits: (B, 2) with the bona fide logit at index 1, or (B, 1).
+        rule: ``logodds`` or ``bonafide_logit`` (:data:`SCORE_RULES`); one logit is its own score.
 
     Returns:
         (B,) ``logits[:, 1] - logits[:, 0]`` (the log-odds of a softmax, bona fide vs spoof) for
-        two logits, ``logits[:, 0]`` for one.
+        two logits, or ``logits[:, 1]`` with ``rule="bonafide_logit"``; ``logits[:, 0]`` for one.
 
     Raises:
-        ValueError: For any other shape.
+        ValueError: For any other shape or rule.
     """
+    if rule not in SCORE_RULES:
+        raise ValueError(f"score rule must be one of {SCORE_RULES}, got {rule!r}")
     if logits.dim() == 2 and logits.shape[1] == 2:
-        return logits[:, 1] - logits[:, 0]
+        return logits[:, 1] if rule == "bonafide_logit" else logits[:, 1] - logits[:, 0]
     if logits.dim() == 2 and logits.shape[1] == 1:
         return logits[:, 0]
     raise ValueError(f"logits must be (batch, 1) or (batch, 2), got {tuple(logits.shape)}")
@@ -74,17 +84,20 @@ class Detector(nn.Module):
         head: Maps ``feats[B, T, D]`` to ``logits[B, n_logits]``.
     """
 
-    def __init__(self, frontend: nn.Module, head: nn.Module) -> None:
+    def __init__(self, frontend: nn.Module, head: nn.Module, score_rule: str = "logodds") -> None:
         super().__init__()
+        if score_rule not in SCORE_RULES:
+            raise ValueError(f"score must be one of {SCORE_RULES}, got {score_rule!r}")
         self.frontend = frontend
         self.head = head
+        self.score_rule = score_rule
 
     def forward(self, wave: Tensor) -> Tensor:
         return self.head(self.frontend(wave))
 
     def score(self, wave: Tensor) -> Tensor:
         """(B,) scores, higher = more bona fide (no ``no_grad`` here: wrap the call for inference)."""
-        return score_from_logits(self(wave))
+        return score_from_logits(self(wave), self.score_rule)
 
 
 def _aasist() -> type[nn.Module]:
@@ -180,6 +193,7 @@ def build_model(
     n_logits: int = 2,
     head_kwargs: Mapping[str, Any] | None = None,
     frontend_kwargs: Mapping[str, Any] | None = None,
+    score: str = "logodds",
 ) -> Detector:
     """Build a :class:`Detector` from flat keyword arguments (a config's ``model:`` section).
 
@@ -202,6 +216,7 @@ def build_model(
         head_kwargs: Extra arguments of the head class.
         frontend_kwargs: Extra arguments of ``load_frontend`` (``spec_augment``, ``layerdrop``,
             ``config_overrides``, ``normalize``).
+        score: How :meth:`Detector.score` reads the logits (:data:`SCORE_RULES`).
 
     Returns:
         The detector, in train mode.
@@ -231,13 +246,13 @@ def build_model(
             from spoofdet.models.cached import CachedFeatures
 
             fe = CachedFeatures(frontend_kwargs["out_dim"])
-            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
+            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score)
         if isinstance(frontend, str) and frontend in PARAMETER_FREE_FRONTENDS:  # frontend_spec.py
             if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
                 raise ValueError(f"frontend {frontend!r} has no layers or weights: leave frontend_layer, freeze, "
                                  "gradient_checkpointing and frontend_kwargs at their defaults")
             fe = _parameter_free_frontend(frontend)
-            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
+            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score)
         fe = load_frontend(frontend, layer=frontend_layer, freeze=freeze,
                            gradient_checkpointing=gradient_checkpointing, **dict(frontend_kwargs or {}))
-    return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})))
+    return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score)

@@ -14,6 +14,8 @@ statistics separate the synthetic classes. Real recipes use XLS-R.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -50,3 +52,62 @@ class Waveform(nn.Module):
 
 
 # ---- Codecfake's mel front-end (CodecfakeMel) goes below this line ----
+
+MEL_N_FFT, MEL_HOP, MEL_BANDS, MEL_RATE = 512, 128, 80, 16_000
+
+
+def htk_mel_filterbank(n_freqs: int = MEL_N_FFT // 2 + 1, n_mels: int = MEL_BANDS,
+                       sample_rate: int = MEL_RATE) -> Tensor:
+    """Triangular mel filters ``float32[n_freqs, n_mels]``: HTK mel scale, 0 Hz to Nyquist, peak 1,
+    no area normalisation (``torchaudio.functional.melscale_fbanks(..., norm=None, mel_scale="htk")``).
+
+    Filter m rises linearly from edge m to edge m+1 and falls to edge m+2; the n_mels + 2 edges
+    are spaced evenly on the mel scale ``2595 log10(1 + f / 700)``. Computed in float32 in the
+    order torchaudio computes it (only the top edge's mel value in float64), so that the filters
+    agree bit for bit; in float64 they would differ by up to 5e-6.
+    """
+    freqs = torch.linspace(0.0, sample_rate // 2, n_freqs)  # FFT bin centres, float32
+    top = 2595.0 * math.log10(1.0 + (sample_rate // 2) / 700.0)
+    edges = 700.0 * (10.0 ** (torch.linspace(0.0, top, n_mels + 2) / 2595.0) - 1.0)
+    width = edges[1:] - edges[:-1]
+    offset = edges[None, :] - freqs[:, None]  # (n_freqs, n_mels + 2)
+    rising = (-1.0 * offset[:, :-2]) / width[:-1]
+    falling = offset[:, 2:] / width[1:]
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+
+class CodecfakeMel(nn.Module):
+    """Codecfake's mel-LCNN input: ``wave[B, N] -> mel power[B, T, 80]``, T = 1 + N // 128 (505).
+
+    What Codecfake computed for its published mel-LCNN files (80 bands; the only 80-band mel code
+    in the repository is ``preprocess.py``'s commented block,
+    ``torchaudio.transforms.MelSpectrogram(n_mels=80, n_fft=512, hop_length=128,
+    sample_rate=16000)`` on the 64,600-sample clip), written out with torchaudio's defaults:
+
+    * STFT: 512-point FFT, 512-sample periodic Hann window, hop 128, centred (the clip is
+      reflect-padded by 256 on both sides), 257 one-sided bins;
+    * power spectrum ``|X|^2`` (no log, no normalisation);
+    * 80 triangular filters on the HTK mel scale, 0 to 8,000 Hz, peak 1, no Slaney area norm
+      (:func:`htk_mel_filterbank`).
+
+    The repository's ``feature_extraction.Melspec`` (librosa, 128 Slaney-normed bands) is not
+    what the files were trained on: 128 bands would not give their ``Linear(4960, 160)``.
+    Agrees with torchaudio 2.11's ``MelSpectrogram`` (tests pin its output on random waves).
+    The output is time-major, (B, T, 80), which ``LCNN(time_axis="height")`` reads as Codecfake's
+    (B, 1, 505, 80) image.
+    """
+
+    out_dim = MEL_BANDS
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("window", torch.hann_window(MEL_N_FFT), persistent=False)
+        self.register_buffer("filters", htk_mel_filterbank(), persistent=False)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if wave.dim() != 2 or wave.shape[1] <= MEL_N_FFT // 2:
+            raise ValueError(f"wave must be (batch, samples > {MEL_N_FFT // 2}), got {tuple(wave.shape)}")
+        spec = torch.stft(wave.float(), MEL_N_FFT, hop_length=MEL_HOP, win_length=MEL_N_FFT, window=self.window,
+                          center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
+        power = spec.abs().pow(2)  # (B, 257, T)
+        return power.transpose(1, 2) @ self.filters  # (B, T, 80)

@@ -5,11 +5,11 @@ Both heads map ``feats[B, T, D] -> logits[B, n_logits]`` for any T >= 1 and star
 
 * :class:`XLSRMamba` (Xiao & Das, 2025): dropout, then two independent stacks of
   ``n_layers / 2`` pre-norm Mamba blocks (:class:`MambaBlock`: add -> RMSNorm -> mixer, the
-  residual stream kept in fp32), one on x and one on x reversed in time; a final RMSNorm; an
-  attention pooling per direction; concat -> Linear ``2d -> d`` -> dropout -> Linear
-  ``d -> n_logits``. **1,936,950** parameters with the defaults on 1024-d features, as in the
-  seed: 147,600 projection + 2 BatchNorm + 12 x (145,440 mixer + 144 norm) + 144 final norm +
-  2 x 145 pooling + 41,616 + 290.
+  residual stream kept in fp32), one on x and one on x reversed in time; ONE final RMSNorm
+  (``norm_f``) applied to each direction (see below); an attention pooling per direction;
+  concat -> Linear ``2d -> d`` -> dropout -> Linear ``d -> n_logits``. **1,936,950** parameters
+  with the defaults on 1024-d features, as in the seed: 147,600 projection + 2 BatchNorm + 12 x
+  (145,440 mixer + 144 norm) + 144 final norm + 2 x 145 pooling + 41,616 + 290.
 * :class:`FakeMamba` (Xuan et al., 2025): seven :class:`PNBiMambaBlock` (LayerNorm -> one
   Mamba mixer run on x and on x reversed, sharing its weights -> LayerNorm of the sum -> FFN
   ``d -> 4d -> GELU -> d`` plus the block input), attention pooling, Linear ``d -> n_logits``.
@@ -17,16 +17,23 @@ Both heads map ``feats[B, T, D] -> logits[B, n_logits]`` for any T >= 1 and star
   (2,188,368, the seed's "2.19M encoder") + 147,600 projection + 2 BatchNorm + 145 pooling +
   290 classifier. The seed notes' "~2.34M" is this figure rounded.
 
-Differences from the seed code, on purpose:
+XLSR-Mamba's final norm (``final_norm``). The seed (swagshaw/XLSR-Mamba ``mamba_blocks.py``,
+``MixerModel.forward``, bidirectional branch) ends each stack with mamba-ssm's fused add+norm
+called as ``rms_norm_fn(hidden_states, ..., residual=f_residual)`` (and ``b_residual``), where
+``hidden_states`` is the stack *input* (the dropped-out x, not flipped for either direction) and
+the residual is the stream the last block returned, i.e. before that block's mixer output is
+added. So the seed computes ``RMSNorm(x + x + h_1 + ... + h_{n-1})`` forward and, at position t
+of the reversed stream, ``RMSNorm(x[t] + x[T-1-t] + ...)`` backward; the last block of each stack
+never reaches the classifier. ``final_norm="seed"`` (the default) computes exactly that, so the
+published checkpoints score as published; it skips the two dead blocks (same output, less work)
+and ties their parameters into the logits with weight 0 while gradients are on, so that DDP sees
+every parameter used. ``final_norm="last_block"`` is mamba-ssm's ``MixerModel`` behaviour,
+``RMSNorm(residual + last block output)`` per stack in its own time order: every block counts,
+for training new models only (a seed checkpoint loads, but computes something else). Both modes
+use one ``norm_f`` for the two directions, as the seed does.
 
-* XLSR-Mamba's final norm. With mamba-ssm's fused add+norm the seed normalises
-  ``stack_input + residual``, where ``residual`` is the stream *before* the last block's mixer
-  output is added, so the last block of each stack never reaches the classifier. Here the norm
-  reads ``residual + last_block_output`` (mamba-ssm's ``MixerModel`` behaviour, what the seed
-  meant). No parameter changes. There is ONE final RMSNorm (``norm_f``), applied to each
-  direction: that is what the seed's count of 1,936,950 implies (a norm per direction would give
-  1,937,094) and how a public re-implementation loads the released checkpoint.
-* Fake-Mamba runs its shared mixer once on the batch ``[x; reversed x]`` instead of twice.
+Fake-Mamba runs its shared mixer once on the batch ``[x; reversed x]`` instead of twice (same
+result).
 
 The mixer (:class:`MambaMixer`) is Mamba v1 with mamba-ssm's ``Mamba`` layout, parameter names
 and initialisation (145,440 parameters at d_model 144), so mamba-ssm state dicts load. On CUDA
@@ -77,8 +84,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FakeMamba", "MambaBlock", "MambaMixer", "PNBiMambaBlock", "XLSRMamba", "mamba_kernels_status",
-           "selective_scan", "selective_scan_sequential"]
+__all__ = ["FakeMamba", "MambaBlock", "MambaMixer", "PNBiMambaBlock", "XLSRMamba", "XLSR_MAMBA_FINAL_NORMS",
+           "mamba_kernels_status", "selective_scan", "selective_scan_sequential"]
 
 logger = logging.getLogger(__name__)
 
@@ -481,13 +488,17 @@ def _check_common(in_dim: int, d_model: int, d_state: int, d_conv: int, n_logits
         _positive_int(name, value)
 
 
+#: ``final_norm`` values of :class:`XLSRMamba` (see the module docstring).
+XLSR_MAMBA_FINAL_NORMS = ("seed", "last_block")
+
+
 class XLSRMamba(nn.Module):
     """XLSR-Mamba's "DuaBiMamba" back-end, ``feats[B, T, in_dim] -> logits[B, n_logits]``.
 
     See the module docstring for the data flow, the parameter count (1,936,950 with the
-    defaults) and the final-norm fix. As in mamba-ssm's ``MixerModel`` (which the seed's stacks
-    follow; their init was not checked), each out_proj weight is scaled by
-    ``1 / sqrt(n_layers / 2)`` at init, mamba-ssm's "rescale prenorm residual".
+    defaults) and the two ``final_norm`` modes. As in mamba-ssm's ``MixerModel`` (which the
+    seed's stacks follow), each out_proj weight is scaled by ``1 / sqrt(n_layers / 2)`` at init,
+    mamba-ssm's "rescale prenorm residual".
 
     Args:
         in_dim: Feature size of the front-end.
@@ -498,20 +509,30 @@ class XLSRMamba(nn.Module):
         expand: Mixer expansion.
         n_logits: Output size (index 1 = bona fide for 2).
         dropout: After the input SELU and after the ``2d -> d`` layer.
+        final_norm: ``"seed"`` (default): what the seed computes, ``RMSNorm(x + residual)`` with
+            the residual stream before the last block's output is added, so the last block of
+            each stack is not run (its parameters stay, so seed checkpoints load, and get zero
+            gradients); ``"last_block"``: ``RMSNorm(residual + last block output)``, every block
+            counts (mamba-ssm's ``MixerModel``). Same parameters in both modes.
 
     Raises:
         ValueError: for an invalid argument (named).
     """
 
     def __init__(self, in_dim: int = 1024, d_model: int = 144, n_layers: int = 12, d_state: int = 16,
-                 d_conv: int = 4, expand: float = 2, n_logits: int = 2, dropout: float = 0.1) -> None:
+                 d_conv: int = 4, expand: float = 2, n_logits: int = 2, dropout: float = 0.1,
+                 final_norm: str = "seed") -> None:
         super().__init__()
         _check_common(in_dim, d_model, d_state, d_conv, n_logits)
         if _positive_int("n_layers", n_layers) % 2:
             raise ValueError(f"n_layers={n_layers!r}: must be even (half the blocks read each direction)")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout!r}: must be in [0, 1)")
+        if final_norm not in XLSR_MAMBA_FINAL_NORMS:
+            raise ValueError(f"final_norm={final_norm!r}: must be one of {XLSR_MAMBA_FINAL_NORMS} "
+                             "('seed' computes what the published XLSR-Mamba computes)")
         self.in_dim = in_dim
+        self.final_norm = final_norm
         self.proj = nn.Linear(in_dim, d_model)
         self.bn = nn.BatchNorm2d(1)
         self.act = nn.SELU()
@@ -529,19 +550,44 @@ class XLSRMamba(nn.Module):
             for layer in (*self.forward_layers, *self.backward_layers):
                 layer.mixer.out_proj.weight.div_(math.sqrt(n_layers // 2))
 
-    def _stack(self, layers: nn.ModuleList, x: Tensor) -> Tensor:
+    def _stream(self, layers: nn.ModuleList, x: Tensor) -> Tensor:
+        """The residual stream after the stack: ``x`` plus the output of every block run (all of
+        them for "last_block"; all but the last for "seed", whose last output is never used)."""
+        run = layers if self.final_norm == "last_block" else layers[:-1]
         hidden, residual = x, None
-        for layer in layers:
+        for layer in run:
             hidden, residual = layer(hidden, residual)
-        return self.norm_f((residual + hidden).to(self.norm_f.weight.dtype))
+        return hidden if residual is None else residual + hidden
+
+    def _norm(self, stream: Tensor, x: Tensor) -> Tensor:
+        # "seed": mamba-ssm's fused add+norm called with the stack *input* as hidden_states, i.e.
+        # RMSNorm(x + stream). For both directions x is the un-flipped input, so the backward
+        # stream (reversed time) at position t is added to x at t, not at T - 1 - t.
+        if self.final_norm == "seed":
+            stream = x + stream
+        return self.norm_f(stream.to(self.norm_f.weight.dtype))
+
+    def _zero_grad_to_unused(self, logits: Tensor) -> Tensor:
+        """``logits`` unchanged, with the blocks "seed" never runs tied in with weight 0, so that
+        they get (zero) gradients: DDP raises on parameters that get none."""
+        if self.final_norm != "seed" or not torch.is_grad_enabled():
+            return logits
+        unused = [p for stack in (self.forward_layers, self.backward_layers) for p in stack[-1].parameters()
+                  if p.requires_grad]
+        if not unused:
+            return logits
+        # One element per tensor (a sum of whole tensors could overflow and turn 0 * inf into NaN).
+        tie = torch.stack([p.reshape(-1)[0].to(logits.dtype) for p in unused]).sum()
+        return logits + 0.0 * tie
 
     def forward(self, feats: Tensor) -> Tensor:
         """(B, T, in_dim) -> (B, n_logits); raises ValueError for another shape."""
         _check_feats(feats, self.in_dim)
         x = self.dropout(self.act(self.bn(self.proj(feats).unsqueeze(1)).squeeze(1)))
-        fwd = _attention_pool(self.forward_pool, self._stack(self.forward_layers, x))
-        bwd = _attention_pool(self.backward_pool, self._stack(self.backward_layers, x.flip(1)))
-        return self.classifier(self.fc_dropout(self.fc(torch.cat([fwd, bwd], dim=-1))))
+        fwd = self._norm(self._stream(self.forward_layers, x), x)
+        bwd = self._norm(self._stream(self.backward_layers, x.flip(1)), x)
+        pooled = torch.cat([_attention_pool(self.forward_pool, fwd), _attention_pool(self.backward_pool, bwd)], -1)
+        return self._zero_grad_to_unused(self.classifier(self.fc_dropout(self.fc(pooled))))
 
 
 class PNBiMambaBlock(nn.Module):

@@ -1,0 +1,215 @@
+"""`spoofdet import` and `model.init_from`: a seed checkpoint becomes a model folder every consumer
+loads (score, predict, pyfunc), refusals name both key lists, recipes start from seed files.
+
+The checkpoints are random tensors in the exact layout of the seed's file (read off the seed's
+model code into tests/data/seed_layouts/), so these tests need no download and no ../shared.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spoofdet.cli import main as cli_main
+from spoofdet.models import build_model
+from spoofdet.models.checkpoints import SEEDS, load_state_dict_strict
+from spoofdet.seed_import import SeedImportError, import_checkpoint, init_state_dict, seed_detector
+from spoofdet.testing import random_state_dict, random_waves, read_layout
+
+LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"
+
+
+def _seed_file(tmp_path: Path, layout: str, *, seed: int = 0, prefix: str = "") -> Path:
+    sd = random_state_dict(read_layout(LAYOUTS / f"{layout}.tsv"), seed=seed)
+    path = tmp_path / f"{layout}-{seed}.pth"
+    torch.save({prefix + k: v for k, v in sd.items()}, path)
+    return path
+
+
+def test_import_writes_a_final_folder_that_rebuilds_exactly(tmp_path, capsys):
+    ckpt = _seed_file(tmp_path, "aasist")
+    out = tmp_path / "model"
+    assert cli_main(["import", "aasist", "--checkpoint", str(ckpt), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["parameters"] == 297_866 and summary["n_logits"] == 2
+    assert summary["rebuild_max_abs_diff"] <= 1e-6
+    assert {p.name for p in out.iterdir()} == {"model.pt", "model_config.json", "import.json"}
+    prov = json.loads((out / "import.json").read_text())
+    assert prov["seed"] == "aasist" and prov["source_file"] == ckpt.name and len(prov["sha256"]) == 64
+    assert prov["published"] == dict(SEEDS["aasist"].published) and "bona fide" in prov["score"]
+
+    # the folder is what a train run's final/ is: rebuilt from model_config.json, loaded strictly
+    from spoofdet.registry import load_detector
+
+    det = load_detector(str(out))
+    direct, _, _ = seed_detector("aasist", torch.load(ckpt, weights_only=True))
+    wave = random_waves(2, 64_600, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(det.model(wave), direct(wave), rtol=0, atol=0)
+        # the seed's score: the bona fide logit, index 1 (clovaai writes batch_out[:, 1])
+        torch.testing.assert_close(det.model.score(wave), direct(wave)[:, 1])
+
+
+def test_import_refuses_a_file_of_another_layout_listing_both(tmp_path, capsys):
+    sd = random_state_dict(read_layout(LAYOUTS / "aasist.tsv"))
+    sd["stray.weight"] = torch.zeros(3)
+    sd.pop(next(iter(sd)))
+    bad = tmp_path / "bad.pth"
+    torch.save(sd, bad)
+    assert cli_main(["import", "aasist", "--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "map to nothing" in err and "stray.weight" in err and "lacks" in err
+    assert not (tmp_path / "o" / "model.pt").exists()
+
+
+def test_import_errors_say_what_to_pass(tmp_path, capsys):
+    ckpt = _seed_file(tmp_path, "aasist")
+    assert cli_main(["import", "aasist", "--checkpoint", str(ckpt), "--frontend", "tiny",
+                     "--out", str(tmp_path / "o")]) == 2
+    assert "leave out --frontend" in capsys.readouterr().err
+    assert cli_main(["import", "aasist", "--checkpoint", str(tmp_path / "missing.pth")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["import", "no_such_seed", "--checkpoint", str(ckpt)])
+    assert exc.value.code == 2 and "xlsr_mamba" in capsys.readouterr().err
+    with pytest.raises(SeedImportError, match="--frontend xlsr_300m"):
+        seed_detector("codecfake_w2v2_aasist", {})  # a head-only file needs the pre-trained front-end
+
+
+def test_import_help_lists_every_seed(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["import", "--help"])
+    text = capsys.readouterr().out
+    for name in SEEDS:
+        assert name in text
+
+
+def test_a_file_with_code_is_never_run(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"w": torch.zeros(1), "x": Payload()}, path)
+    assert cli_main(["import", "aasist", "--checkpoint", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "system" in capsys.readouterr().err and not marker.exists()
+
+
+# ---- model.init_from ------------------------------------------------------------------------
+
+def test_init_from_converts_a_seed_checkpoint_into_the_recipe_model(tmp_path):
+    ckpt = _seed_file(tmp_path, "aasist", prefix="module.")  # a DataParallel-saved copy
+    model = build_model("waveform", "aasist_raw")
+    state = init_state_dict(str(ckpt), model, head="aasist_raw")
+    load_state_dict_strict(model, state)
+    direct, _, _ = seed_detector("aasist", torch.load(ckpt, weights_only=True))
+    wave = random_waves(1, 64_600)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(wave), direct(wave), rtol=0, atol=0)
+    # AASIST-L has the same keys but other shapes: named explicitly it is refused with the reason
+    with pytest.raises(SeedImportError, match="another shape|shape"):
+        init_state_dict(str(ckpt), model, head="aasist_raw", seed="aasist_l")
+
+
+def test_init_from_takes_spoofdet_models_too(tmp_path):
+    ckpt = _seed_file(tmp_path, "aasist")
+    folder = tmp_path / "imported"
+    import_checkpoint("aasist", ckpt, out=folder)
+    model = build_model("waveform", "aasist_raw")
+    from_folder = init_state_dict(str(folder), model, head="aasist_raw")
+    torch.save(from_folder, tmp_path / "plain.pt")
+    from_file = init_state_dict(str(tmp_path / "plain.pt"), model, head="aasist_raw")
+    assert all(torch.equal(from_folder[k], from_file[k]) for k in from_folder)
+    with pytest.raises(SeedImportError, match="tried"):
+        init_state_dict(str(ckpt), build_model("tiny", "aasist"), head="aasist")
+
+
+def test_recipe_validates_init_from(tmp_path):
+    from spoofdet.config import ConfigError, load_train_config
+
+    recipe = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "aasist_19la.yaml"
+    cfg = load_train_config(recipe, [f"model.init_from={tmp_path / 'x.pth'}", "model.init_seed=aasist"],
+                            check_paths=False)
+    assert cfg.model.init_seed == "aasist"
+    with pytest.raises(ConfigError) as exc:
+        load_train_config(recipe, [f"model.init_from={tmp_path / 'missing.pth'}", "model.init_seed=xlsr_mamba"],
+                          check_paths=True)
+    text = str(exc.value)
+    assert "model.init_from" in text and "does not exist" in text
+    assert "model.init_seed" in text and "set model.head=xlsr_mamba" in text
+
+
+# ---- import -> register -> score / predict / pyfunc -------------------------------------------
+
+@pytest.mark.integration
+def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    mlflow = pytest.importorskip("mlflow")
+    from data_prep import shard
+    from spoofdet.corpora import prepare
+    from spoofdet.testing import write_tone_noise_corpus
+
+    corpus = write_tone_noise_corpus(tmp_path / "corpus", per_class=4, long_every=0)
+    shards = tmp_path / "shards"
+    shard.run(prepare("csv", corpus["manifest"], check_audio=False).table, str(shards), corpus="csv",
+              shard_rows=4, executor="local", progress=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ckpt = _seed_file(tmp_path, "aasist")
+    folder = tmp_path / "imported"
+    assert cli_main(["import", "aasist", "--checkpoint", str(ckpt), "--out", str(folder), "--register-as",
+                     "aasist-published", "--tracking-uri", uri, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["registered"] == {"name": "aasist-published", "version": "1"}
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    mv = client.get_model_version("aasist-published", "1")
+    assert mv.tags["seed"] == "aasist" and mv.tags["source_file"] == ckpt.name
+    assert mv.tags["source_sha256"] == summary["sha256"] and "0.83" in mv.tags["published"]
+    assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
+
+    # in-process reference: the imported detector on the first 64,600 samples of each clip
+    from spoofdet.audio import load_16k
+    from spoofdet.registry import load_detector
+    from spoofdet.scoring import clip_windows, score_waves
+
+    det = load_detector(str(folder))
+    audio = sorted(Path(corpus["root"], "audio").glob("*.wav"))
+    expected = {p.stem: float(score_waves(det.model, clip_windows(load_16k(str(p))[0], "4s")).mean()) for p in audio}
+
+    # spoofdet score on shards, through the registry
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        assert cli_main(["score", "--model", "models:/aasist-published/1", "--eval-set", f"tones={shards}",
+                         "--tracking-uri", uri, "--out", str(tmp_path / "eval"), "--json"]) == 0
+    finally:
+        ray.shutdown()
+    tones = json.loads(capsys.readouterr().out)["sets"][0]
+    scored = dict(line.split() for line in Path(tones["scores"]).read_text().splitlines())
+    assert {k: float(v) for k, v in scored.items()} == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert tones["score_type"] == "raw"
+
+    # spoofdet predict on files with the folder itself
+    out_csv = tmp_path / "pred.csv"
+    assert cli_main(["predict", str(Path(corpus["root"], "audio")), "--model", str(folder), "--length", "4s",
+                     "--out", str(out_csv)]) == 0
+    rows = out_csv.read_text().splitlines()
+    header = rows[0].split(",")
+    got = {Path(r.split(",")[header.index("path")]).stem: float(r.split(",")[header.index("score")]) for r in rows[1:]}
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+    # the pyfunc (what `mlflow models serve` runs) gives the same scores
+    from spoofdet.tracking import using_tracking_uri
+
+    with using_tracking_uri(uri):
+        pyfunc = mlflow.pyfunc.load_model("models:/aasist-published/1")
+    waves = np.stack([clip_windows(load_16k(str(p))[0], "4s")[0] for p in audio[:2]])
+    served = pyfunc.predict(waves.astype(np.float32))
+    assert np.allclose(served, [expected[p.stem] for p in audio[:2]], rtol=1e-5, atol=1e-5)
+    meta = pyfunc.metadata.metadata
+    assert meta["imported"]["seed"] == "aasist" and meta["calibrated"] is False
