@@ -53,7 +53,7 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _fit_frontend(model: nn.Module, converted: dict[str, Tensor], seed: str) -> tuple[dict[str, Tensor], list[str]]:
+def _fit_frontend(model: nn.Module, converted: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
     """Keep the converted front-end tensors the truncated model has; list those its computation
     never reads (layers above the one the seed taps, the final LayerNorm of a layer read before it).
     Anything else missing or extra is left for the strict load to report."""
@@ -93,20 +93,26 @@ def seed_detector(seed: str, state_dict: dict[str, Tensor], *, frontend: str | o
         SeedCheckpointError: The file does not match the seed's layout (both key lists).
         SeedImportError: A missing or superfluous ``frontend``.
     """
-    from spoofdet.models.frontend import load_frontend
-
     if seed not in SEEDS:
         raise SeedImportError(f"seed {seed!r} is unknown; known seeds: {', '.join(sorted(SEEDS))}")
     spec = SEEDS[seed]
+    if spec.frontend == "pretrained" and frontend is None:
+        raise SeedImportError(f"seed {seed}: the file holds only the head ({spec.title}); it runs on a "
+                              "pre-trained XLS-R 300M: pass --frontend xlsr_300m (Hugging Face hub, "
+                              "downloaded once) or --frontend DIR (a save_pretrained folder)")
+    if spec.frontend not in ("fairseq", "pretrained") and frontend is not None:
+        raise SeedImportError(f"seed {seed}: its front-end ({spec.frontend}) has no weights; leave out --frontend")
     head_sd, fe_sd = convert_seed_state_dict(state_dict, seed=seed)
     n_logits = seed_n_logits(head_sd, seed)
     layer = spec.model.get("frontend_layer")
     fe_kwargs = dict(spec.model.get("frontend_kwargs", {}))
     head_kwargs = dict(spec.model.get("head_kwargs", {}))
     notes: dict[str, Any] = {}
+    if spec.frontend in ("fairseq", "pretrained"):
+        from spoofdet.models.frontend import load_frontend  # imports transformers (seconds): only when needed
     if spec.frontend == "fairseq":
         fe = load_frontend(os.fspath(frontend or DEFAULT_FAIRSEQ_ARCH), layer=layer, **fe_kwargs)
-        fe_state, unused = _fit_frontend(fe.model, fe_sd, seed)
+        fe_state, unused = _fit_frontend(fe.model, fe_sd)
         try:
             load_state_dict_strict(fe.model, fe_state)
         except ValueError as exc:
@@ -116,15 +122,9 @@ def seed_detector(seed: str, state_dict: dict[str, Tensor], *, frontend: str | o
         if unused:
             notes["frontend_tensors_never_read"] = unused
     elif spec.frontend == "pretrained":
-        if frontend is None:
-            raise SeedImportError(f"seed {seed}: the file holds only the head ({spec.title}); it runs on a "
-                                  "pre-trained XLS-R 300M: pass --frontend xlsr_300m (Hugging Face hub, "
-                                  "downloaded once) or --frontend DIR (a save_pretrained folder)")
         fe = load_frontend(os.fspath(frontend), layer=layer, **fe_kwargs)
         notes["frontend_source"] = os.fspath(frontend)
     else:
-        if frontend is not None:
-            raise SeedImportError(f"seed {seed}: its front-end ({spec.frontend}) has no weights; leave out --frontend")
         fe = None
     if fe is not None:
         fe.eval()
@@ -143,14 +143,23 @@ def seed_detector(seed: str, state_dict: dict[str, Tensor], *, frontend: str | o
 
 
 def _check_rebuild(detector: nn.Module, folder: Path, num_samples: int) -> float:
-    """Rebuild the written folder as every consumer does and compare outputs: max |difference|."""
+    """Rebuild the written folder as every consumer does and compare outputs: max |difference|.
+
+    A 1.5-s input where the model takes one (raw AASIST needs ~5 s of CPU for 4 s of audio),
+    else the seed's own length (SLS and the LCNNs have a fixed input size)."""
     from spoofdet.registry import load_detector
 
-    wave = torch.linspace(-1, 1, num_samples).sin().mul(0.3).unsqueeze(0)
-    with torch.no_grad():
-        before = detector(wave)
-        after = load_detector(str(folder)).model(wave)
-    return float((before - after).abs().max())
+    rebuilt = load_detector(str(folder)).model
+    for n in (24_000, num_samples):
+        wave = torch.linspace(-60, 60, n).sin().mul(0.3).unsqueeze(0)
+        try:
+            with torch.no_grad():
+                before = detector(wave)
+        except (ValueError, RuntimeError):
+            continue  # a fixed-length model: try the seed's length
+        with torch.no_grad():
+            return float((before - rebuilt(wave)).abs().max())
+    raise RuntimeError(f"the imported detector runs on neither 24,000 nor {num_samples:,} samples")
 
 
 def import_checkpoint(seed: str, checkpoint: str | os.PathLike, *, out: str | os.PathLike,
@@ -279,7 +288,7 @@ def init_state_dict(init_from: str, model: nn.Module, *, head: str, seed: str | 
         merged.update((f"head.{k}", v) for k, v in head_sd.items())
         if fe_sd is not None:
             fe_model = model.frontend.model
-            fe_sd, _ = _fit_frontend(fe_model, fe_sd, name)
+            fe_sd, _ = _fit_frontend(fe_model, fe_sd)
             merged.update((f"frontend.model.{k}", v) for k, v in fe_sd.items())
         if set(merged) == set(own) and all(merged[k].shape == own[k].shape for k in own):
             fits.append((name, merged))

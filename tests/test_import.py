@@ -47,7 +47,7 @@ def test_import_writes_a_final_folder_that_rebuilds_exactly(tmp_path, capsys):
 
     det = load_detector(str(out))
     direct, _, _ = seed_detector("aasist", torch.load(ckpt, weights_only=True))
-    wave = random_waves(2, 64_600, seed=3)
+    wave = random_waves(2, 16_000, seed=3)  # raw AASIST takes any length; 4 s cost ~5 s of CPU each
     with torch.no_grad():
         torch.testing.assert_close(det.model(wave), direct(wave), rtol=0, atol=0)
         # the seed's score: the bona fide logit, index 1 (clovaai writes batch_out[:, 1])
@@ -110,11 +110,11 @@ def test_init_from_converts_a_seed_checkpoint_into_the_recipe_model(tmp_path):
     state = init_state_dict(str(ckpt), model, head="aasist_raw")
     load_state_dict_strict(model, state)
     direct, _, _ = seed_detector("aasist", torch.load(ckpt, weights_only=True))
-    wave = random_waves(1, 64_600)
+    wave = random_waves(1, 16_000)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(wave), direct(wave), rtol=0, atol=0)
     # AASIST-L has the same keys but other shapes: named explicitly it is refused with the reason
-    with pytest.raises(SeedImportError, match="another shape|shape"):
+    with pytest.raises(SeedImportError, match="does not match the AASIST-L"):
         init_state_dict(str(ckpt), model, head="aasist_raw", seed="aasist_l")
 
 
@@ -191,7 +191,7 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
         ray.shutdown()
     tones = json.loads(capsys.readouterr().out)["sets"][0]
     scored = dict(line.split() for line in Path(tones["scores"]).read_text().splitlines())
-    assert {k: float(v) for k, v in scored.items()} == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert {k: float(v) for k, v in scored.items()} == pytest.approx(expected, rel=1e-4, abs=1e-5)  # other batching
     assert tones["score_type"] == "raw"
 
     # spoofdet predict on files with the folder itself
@@ -201,7 +201,7 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
     rows = out_csv.read_text().splitlines()
     header = rows[0].split(",")
     got = {Path(r.split(",")[header.index("path")]).stem: float(r.split(",")[header.index("score")]) for r in rows[1:]}
-    assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
     # the pyfunc (what `mlflow models serve` runs) gives the same scores
     from spoofdet.tracking import using_tracking_uri

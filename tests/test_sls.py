@@ -4,7 +4,8 @@ checkpoint converter, fixed-length refusal, and training end to end with a tiny 
 The pinned values were computed by the seed's ``model.py`` (QiShanZhang/SLSforASVspoof-2021-DF,
 commit c30d005) outside this repository: fairseq stubbed so that its SSL model returned the
 layer outputs below in fairseq's format (``layer_results = [(x[T, B, D], attn), ...]``), the
-back-end filled strictly with ``random_state_dict(layout, seed=0)``, eval mode, float32.
+back-end filled strictly with ``random_state_dict(layout, seed=0)``, eval mode, float32 (and
+again in float64).
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ from spoofdet.models import build_head, build_model
 from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
                                          convert_seed_state_dict, load_state_dict_strict)
 from spoofdet.models.sls import SLS
-from spoofdet.testing import random_feats, random_state_dict, random_waves, read_layout
-
-try:
-    from spoofdet.testing import tiny_fairseq_state_dict
-except ImportError:  # being moved to spoofdet.testing from tests/test_checkpoints.py
-    from test_checkpoints import _fairseq_state_dict as tiny_fairseq_state_dict
+from spoofdet.testing import (random_feats, random_state_dict, random_waves, read_layout,
+                              tiny_fairseq_state_dict)
 
 LAYOUT = Path(__file__).parent / "data" / "seed_layouts" / "sls.tsv"
 

@@ -566,7 +566,8 @@ def _nes2net_x_mix_vectors(head: dict[str, Tensor]) -> dict[str, Tensor]:
     as it is, so that the layout check names the key."""
     out: dict[str, Tensor] = OrderedDict()
     for key, value in head.items():
-        if _NES2NET_X_MIX.fullmatch(key) and value.dim() == 4 and tuple(value.shape[:3]) == (1, 1, 1):
+        seed_shaped = value.dim() == 4 and tuple(value.shape[:3]) == (1, 1, 1)
+        if _NES2NET_X_MIX.fullmatch(key) and seed_shaped:
             value = value.reshape(value.shape[3])
         out[key] = value
     return out
@@ -588,7 +589,8 @@ SEEDS["nes2net_x"] = SeedSpec(
     published={
         "DF single checkpoint (README Google Drive link, 1 logit)":
             "EER 2021 DF 1.65 % (mean 1.91 %); 2021 LA 1.73 % (mean 1.95 %) for single models",
-        "DF average of 5 checkpoints (README Google Drive link)": "EER 2021 DF 1.49 % (mean 1.78 %)",
+        "DF average of 5 checkpoints (README Google Drive link)":
+            "EER 2021 DF 1.49 % (mean 1.78 %)",
         "In-the-Wild checkpoint w/o validation augmentation (README link)":
             "EER 5.52 % (mean 6.60 %), full-length clips",
         "In-the-Wild checkpoint w/ validation augmentation (README link)":
@@ -608,7 +610,9 @@ SEEDS["nes2net_x"] = SeedSpec(
 _XLSR_MAMBA_RULES: tuple[tuple[str, str], ...] = (
     (r"LL\.(weight|bias)", r"proj.\1"),
     (r"first_bn\.(\w+)", r"bn.\1"),
-    (r"conformer\.((?:forward|backward)_layers\.\d+\.(?:mixer\.\w+(?:\.\w+)?|norm\.weight))", r"\1"),
+    # blocks keep their names: (forward|backward)_layers.<i>.mixer.* and .norm.weight
+    (r"conformer\.((?:forward|backward)_layers\.\d+\.(?:mixer\.\w+(?:\.\w+)?|norm\.weight))",
+     r"\1"),
     (r"conformer\.norm_f\.weight", "norm_f.weight"),
     (r"conformer\.f_attention_pool\.(weight|bias)", r"forward_pool.\1"),
     (r"conformer\.b_attention_pool\.(weight|bias)", r"backward_pool.\1"),
@@ -729,5 +733,109 @@ SEEDS["aasist_l"] = SeedSpec(
     convention="1 = bona fide; score = logit[:, 1]",
     published={"AASIST-L.pth (models/weights, README)":
                "2019 LA eval EER 0.99 %, min t-DCF 0.0309"},
+    num_samples=64_600,
+)
+
+
+# ---- seeds: codecfake_* (read off xieyuankun/Codecfake model.py) ----
+# Codecfake publishes whole pickled modules (torch.save(model), 'anti-spoofing_feat_model.pt'),
+# read by spoofdet.models.safe_unpickle without running them; 0 = real (CE weight [10, 1]), scored
+# by softmax[:, 0], so bonafide_index=0 swaps the two output rows at import and the imported
+# score, the log-odds, ranks clips as the seed's P(real) does.
+# W2VAASIST: the SSL-AASIST back-end with the same key names as SSL_Anti-spoofing's (LL,
+# first_bn1, encoder.<i>.0.*, GAT_layer_S/T, HtrgGAT_layer_ST<ij>, pool_*, out_layer) and the
+# same computation (graph-pool ratio 0.5 everywhere, temperatures 2, 2, 100), read on frozen
+# XLS-R 300M layer-5 features (HF Wav2Vec2FeatureExtractor: zero mean, unit variance per clip).
+# The vocoder-trained file was saved from nn.DataParallel ('module.' keys, stripped by the
+# converter). Layout: tests/data/seed_layouts/codecfake_w2v2_aasist.tsv.
+_CODECFAKE_EER = "EER %, recomputed from the repository's score files (seeds.md section 7): "
+
+SEEDS["codecfake_w2v2_aasist"] = SeedSpec(
+    title="Codecfake W2V2-AASIST (Xie et al., 2024)",
+    repository="https://github.com/xieyuankun/Codecfake",
+    head="aasist",
+    in_dim=1024,
+    frontend="pretrained",  # facebook/wav2vec2-xls-r-300m, frozen, hidden_states[5]
+    model={"frontend_layer": 5, "frontend_kwargs": {"normalize": True}},
+    rules=_SSL_AASIST_RULES,
+    out_key="out.weight",
+    n_logits=2,
+    bonafide_index=0,
+    convention="0 = real; score = softmax[:, 0] = P(real)",
+    score_rule="logodds",
+    published={
+        "codec_w2v2aasist (pretrained_model/codec_w2v2aasist, codec-trained)":
+            _CODECFAKE_EER + "C1 0.008, C2 0.023, C3 0.015, C4 0.015, C5 0.038, C6 0.106, A1 0.23, "
+            "A2 0.14, A3 33.8, ITW 9.61",
+        "vocoder_w2v2aasist (pretrained_model/vocoder_w2v2aasist, trained on 2019 LA)":
+            _CODECFAKE_EER + "C1 40.1, C2 42.9 (57.1 before a sign flip), C3 44.6, C4 33.6, "
+            "C5 39.2, C6 44.9, A1 0.23, A2 0.83, A3 45.7, ITW 23.7",
+        "cotrain_w2v2aasist_CSAM (pretrained_model/cotrain_w2v2aasist_CSAM)":
+            _CODECFAKE_EER + "C1 0.008, C2 0.023, C3 0.008, C4 0.008, C5 0.030, C6 0.030, A1 0.16, "
+            "A2 0.00, A3 32.4, ITW 4.69, 19LA eval 0.31",
+    },
+    num_samples=64_600,  # first 64,600 samples, repeat-padded when shorter
+)
+
+# LCNN (model.py `LCNN`, added after the pretrained files' commit): conv1..conv9 as Sequential
+# (conv, MaxFeatureMap2D, [MaxPool2d], [BatchNorm2d(affine=False)]), out = Sequential(Dropout,
+# Linear(flat, 160), MaxFeatureMap2D, Linear(80, enc_dim)), fc_mu. spoofdet's LCNN keeps every
+# name and index, so the rules keep the keys. enc_dim 256 (the published mel files; model.py
+# leaves it to the caller). W2V2-LCNN: Linear(24576, 160) on the (1, 1024, 201) layer-5 features,
+# as written in model.py; its checkpoints are not published (only score files).
+# Layouts: tests/data/seed_layouts/codecfake_w2v2_lcnn.tsv, codecfake_mel_lcnn.tsv.
+_CODECFAKE_LCNN_RULES: tuple[tuple[str, str], ...] = (
+    (r"(conv[1-9]\.\d\.(?:weight|bias|running_mean|running_var|num_batches_tracked))", r"\1"),
+    (r"(out\.[13]\.(?:weight|bias))", r"\1"),  # Linear(flat, 160), Linear(80, enc_dim)
+    (r"(fc_mu\.(?:weight|bias))", r"\1"),
+)
+
+SEEDS["codecfake_w2v2_lcnn"] = SeedSpec(
+    title="Codecfake W2V2-LCNN (Xie et al., 2024)",
+    repository="https://github.com/xieyuankun/Codecfake",
+    head="lcnn",
+    in_dim=1024,
+    frontend="pretrained",  # as codecfake_w2v2_aasist
+    model={"frontend_layer": 5, "frontend_kwargs": {"normalize": True},
+           # the seed's (1, 1024, 201) image: features along the height, time along the width
+           "head_kwargs": {"frames": 201, "enc_dim": 256, "time_axis": "width"}},
+    rules=_CODECFAKE_LCNN_RULES,
+    out_key="fc_mu.weight",
+    n_logits=2,
+    bonafide_index=0,
+    convention="0 = real; score = softmax[:, 0] = P(real)",
+    score_rule="logodds",
+    published={
+        "codec_w2v2lcnn (score files only, pretrained_model/codec_w2v2lcnn/result; no checkpoint)":
+            _CODECFAKE_EER + "C1 0.03, C2 0.15, C3 0.14, C4 0.11, C5 0.64, C6 2.19, A1 0.45, "
+            "A2 1.08, A3 37.1, ITW 4.98, 19LA eval 4.43",
+    },
+    num_samples=64_600,
+)
+
+# mel-LCNN: the published files hold Linear(4960, 160) = 32 x 31 x 5 for a (505 frames x 80
+# bands) image (Codecfake stores the mel (1, 80, 505) and its training loop transposes the last
+# two axes); the mel itself (torchaudio MelSpectrogram, 80 HTK bands, n_fft 512, hop 128, power,
+# no log) is computed outside the module: spoofdet's parameter-free front-end 'codecfake_mel'.
+SEEDS["codecfake_mel_lcnn"] = SeedSpec(
+    title="Codecfake mel-LCNN (Xie et al., 2024)",
+    repository="https://github.com/xieyuankun/Codecfake",
+    head="lcnn",
+    in_dim=80,
+    frontend="codecfake_mel",
+    # the seed's (1, 505, 80) image: time along the height, mel bands along the width
+    model={"head_kwargs": {"frames": 505, "enc_dim": 256, "time_axis": "height"}},
+    rules=_CODECFAKE_LCNN_RULES,
+    out_key="fc_mu.weight",
+    n_logits=2,
+    bonafide_index=0,
+    convention="0 = real; score = softmax[:, 0] = P(real)",
+    score_rule="logodds",
+    published={
+        "codec_mellcnn (pretrained_model/codec_mellcnn, codec-trained)":
+            "score files in the repository (result/*_result.txt); EERs not recomputed in seeds.md",
+        "vocoder_mellcnn (pretrained_model/vocoder_mellcnn, trained on 2019 LA)":
+            "score files in the repository (result/*_result.txt); EERs not recomputed in seeds.md",
+    },
     num_samples=64_600,
 )

@@ -107,7 +107,9 @@ class CodecfakeMel(nn.Module):
     def forward(self, wave: Tensor) -> Tensor:
         if wave.dim() != 2 or wave.shape[1] <= MEL_N_FFT // 2:
             raise ValueError(f"wave must be (batch, samples > {MEL_N_FFT // 2}), got {tuple(wave.shape)}")
-        spec = torch.stft(wave.float(), MEL_N_FFT, hop_length=MEL_HOP, win_length=MEL_N_FFT, window=self.window,
-                          center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True)
+        # float32 throughout (buffers too: a bf16 model casts them), output in the input's dtype
+        spec = torch.stft(wave.float(), MEL_N_FFT, hop_length=MEL_HOP, win_length=MEL_N_FFT,
+                          window=self.window.float(), center=True, pad_mode="reflect", normalized=False,
+                          onesided=True, return_complex=True)
         power = spec.abs().pow(2)  # (B, 257, T)
-        return power.transpose(1, 2) @ self.filters  # (B, T, 80)
+        return (power.transpose(1, 2) @ self.filters.float()).to(wave.dtype)  # (B, T, 80)

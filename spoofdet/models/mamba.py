@@ -572,8 +572,8 @@ class XLSRMamba(nn.Module):
         they get (zero) gradients: DDP raises on parameters that get none."""
         if self.final_norm != "seed" or not torch.is_grad_enabled():
             return logits
-        unused = [p for stack in (self.forward_layers, self.backward_layers) for p in stack[-1].parameters()
-                  if p.requires_grad]
+        last_blocks = (self.forward_layers[-1], self.backward_layers[-1])
+        unused = [p for block in last_blocks for p in block.parameters() if p.requires_grad]
         if not unused:
             return logits
         # One element per tensor (a sum of whole tensors could overflow and turn 0 * inf into NaN).
@@ -586,7 +586,8 @@ class XLSRMamba(nn.Module):
         x = self.dropout(self.act(self.bn(self.proj(feats).unsqueeze(1)).squeeze(1)))
         fwd = self._norm(self._stream(self.forward_layers, x), x)
         bwd = self._norm(self._stream(self.backward_layers, x.flip(1)), x)
-        pooled = torch.cat([_attention_pool(self.forward_pool, fwd), _attention_pool(self.backward_pool, bwd)], -1)
+        pooled = torch.cat([_attention_pool(self.forward_pool, fwd),
+                            _attention_pool(self.backward_pool, bwd)], dim=-1)
         return self._zero_grad_to_unused(self.classifier(self.fc_dropout(self.fc(pooled))))
 
 

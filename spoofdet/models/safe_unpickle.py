@@ -171,7 +171,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _StorageType(name, _STORAGE_DTYPES[name])
         key = (module, name)
         if key not in self._placeholders:  # one class per global, so identity checks in the pickle hold
-            self._placeholders[key] = _InertMeta(name, (_Inert,), {"pickled_global": f"{module}.{name}"})
+            shown = "builtins" if module == "__builtin__" else module  # protocol 2 spells it the Python 2 way
+            self._placeholders[key] = _InertMeta(name, (_Inert,), {"pickled_global": f"{shown}.{name}"})
         return self._placeholders[key]
 
     def persistent_load(self, pid: Any) -> _Storage:
