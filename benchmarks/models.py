@@ -93,6 +93,59 @@ def bench_heads(heads: list[str], batch: int, repeats: int) -> list[tuple[str, i
     return rows
 
 
+#: Seed systems benchmarked beside the heads: those whose input is not (B, 201, 1024) features of
+#: the last layer, or whose head has other settings (name -> what the timed module reads).
+NEW_SYSTEMS = ("sls", "aasist", "aasist_l", "codecfake_w2v2_aasist", "codecfake_w2v2_lcnn", "codecfake_mel_lcnn")
+
+
+def seed_system(name: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor, str]:
+    """(module, input, what the input is) for seed system ``name``: its head on what it reads, with
+    its parameter-free front-end in front where it has one (raw waveform, Codecfake's mel)."""
+    from spoofdet.models import build_model
+    from spoofdet.models.checkpoints import SEEDS, build_seed_head
+
+    spec = SEEDS[name]
+    g = torch.Generator().manual_seed(0)
+    if spec.frontend not in ("fairseq", "pretrained"):  # the whole system: waveform in
+        module = build_model(spec.frontend, spec.head, head_kwargs=dict(spec.model.get("head_kwargs", {})))
+        return module, 0.1 * torch.randn(batch, 64_600, generator=g), f"{spec.frontend} front-end + head, 64,600 samples"
+    module = build_seed_head(name, spec.n_logits or 2)
+    if spec.model.get("frontend_layer") == "all":
+        return module, torch.randn(batch, 24, FRAMES, DIM, generator=g), "24 layer outputs of 201 x 1024"
+    layer = spec.model.get("frontend_layer")
+    return module, torch.randn(batch, FRAMES, DIM, generator=g), f"201 x 1024 (layer {layer or 'last'})"
+
+
+def bench_systems(names: list[str], batch: int, wave_batch: int, repeats: int,
+                  wave_repeats: int) -> list[tuple[str, int, str, tuple[float, float], tuple[float, float]]]:
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        from spoofdet.models.checkpoints import SEEDS
+
+        wave = SEEDS[name].frontend not in ("fairseq", "pretrained")
+        b, r = (wave_batch, wave_repeats) if wave else (batch, repeats)
+        module, x, what = seed_system(name, b)
+        n = sum(p.numel() for p in module.parameters())
+        labels = torch.randint(0, 2, (b,))
+
+        def fwd() -> None:
+            with torch.inference_mode():
+                module(x)
+
+        def fwd_bwd() -> None:
+            module.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(module(x), labels).backward()
+
+        module.eval()
+        f = tuple(t / b for t in timed(fwd, r))
+        module.train()
+        fb = tuple(t / b for t in timed(fwd_bwd, r))
+        rows.append((name, n, what + f", B = {b}", f, fb))
+        print(f"system {name}: {n:,} params, fwd {_ms(f)} ms/clip, fwd+bwd {_ms(fb)} ms/clip (cpu / wall)", flush=True)
+    return rows
+
+
 def bench_rtf(heads: list[str], seconds: list[int], repeats: int) -> tuple[dict[str, list[tuple[float, float]]], int]:
     torch.manual_seed(0)
     frontend = load_frontend("xlsr_300m_random").eval()
@@ -164,17 +217,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per head / scan measurement")
     ap.add_argument("--rtf-repeats", type=int, default=3, help="timed repeats per detector and input length")
     ap.add_argument("--seconds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], help="detector input lengths")
+    ap.add_argument("--wave-batch", type=int, default=1, help="clips per batch for waveform-input systems (raw AASIST)")
+    ap.add_argument("--wave-repeats", type=int, default=3, help="timed repeats for waveform-input systems")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
     heads, skipped = available_heads()
     head_rows = bench_heads(heads, args.batch, args.repeats)
+    systems = bench_systems(list(NEW_SYSTEMS), args.batch, args.wave_batch, args.repeats, args.wave_repeats)
     scan = bench_scan(args.batch, args.repeats)
     rtf, n_front = bench_rtf(heads, args.seconds, args.rtf_repeats)
     total = time.perf_counter() - start
 
     head_table = "\n".join(f"| {n} | {p:,} | {_ms(f)} | {_ms(fb)} |" for n, p, f, fb in head_rows)
+    system_table = "\n".join(f"| `{n}` | {what} | {p:,} | {_ms(f)} | {_ms(fb)} |" for n, p, what, f, fb in systems)
     rtf_head = "| head | " + " | ".join(f"{s} s" for s in args.seconds) + " |\n|---|" + "---|" * len(args.seconds)
     rtf_table = "\n".join(f"| {n} | " + " | ".join(f"{c:.2f} / {w:.2f}" for c, w in rtf[n]) + " |" for n in heads)
     body = f"""## Models on CPU (`benchmarks/models.py`)
@@ -192,6 +249,18 @@ wall time shows what the load did. Total benchmark time {total:.0f} s.{(' ' + sk
 | head | parameters | forward ms/clip (eval), CPU / wall | forward + backward ms/clip (train), CPU / wall |
 |---|---|---|---|
 {head_table}
+
+### Seed systems added with `spoofdet import` (per 4.04-s clip; the SSL front-end excluded)
+
+Each system as `spoofdet import` builds it (`spoofdet.models.checkpoints.SEEDS`), on what it reads:
+SLS on all 24 layer outputs, Codecfake's heads on layer-5 features, and the waveform systems (raw
+AASIST / AASIST-L with their sinc front-end, mel-LCNN with its mel front-end) end to end from
+64,600 samples (B = {args.wave_batch}, {args.wave_repeats} repeats: raw AASIST convolves 70 filters over the full
+sample rate, which makes it the costliest model here on CPU).
+
+| system | input | parameters | forward ms/clip (eval), CPU / wall | forward + backward ms/clip (train), CPU / wall |
+|---|---|---|---|---|
+{system_table}
 
 ### Whole detector: real-time factor (compute time / audio time), batch 1, eval
 

@@ -25,7 +25,7 @@ from spoofdet.models.aasist_raw import AASIST_L, RawAASIST, sinc_filterbank
 from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
                                          convert_seed_state_dict, load_state_dict_strict,
                                          read_seed_checkpoint)
-from spoofdet.testing import random_state_dict, random_waves, read_layout
+from spoofdet.testing import layout_of, random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).parent / "data" / "seed_layouts"
 PUBLISHED = SHARED / "data" / "published-checkpoints"
@@ -136,7 +136,8 @@ def test_random_checkpoint_gives_the_seeds_logits(seed, samples):
     if samples == 64_600:
         enc, s1, t1, s2, t2 = SHAPES[seed]
         assert seen["encoder"] == enc
-        assert [seen[k][0] for k in ("pool_s", "pool_t", "pool_hs1", "pool_ht1")] == [s1, t1, s2, t2]
+        nodes = [seen[k][0] for k in ("pool_s", "pool_t", "pool_hs1", "pool_ht1")]
+        assert nodes == [s1, t1, s2, t2]
         with torch.no_grad():  # float64: the same computation to rounding, not only to 1e-5
             out64 = head.double()(wave.double())
         torch.testing.assert_close(out64, torch.tensor(SEED_LOGITS_F64[seed], dtype=torch.float64),
@@ -167,7 +168,7 @@ def test_published_checkpoint_imports_and_gives_the_seeds_logits(seed):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[path.name]
     state = read_seed_checkpoint(path)
     layout = read_layout(LAYOUTS / f"{seed}.tsv")
-    assert [(k, tuple(v.shape), str(v.dtype).replace("torch.", "")) for k, v in state.items()] == layout
+    assert layout_of(state) == layout
     head = _converted(seed, state)
     with torch.no_grad():
         out = head(random_waves(2, 64_600, seed=1))
@@ -183,8 +184,16 @@ def test_seed_specs():
         assert dict(spec.model.get("head_kwargs", {})) == kwargs
         assert spec.num_samples == 64_600 and spec.bonafide_index == 1 and spec.n_logits == 2
         assert spec.convention == "1 = bona fide; score = logit[:, 1]"
-    assert "0.83 %" in str(SEEDS["aasist"].published) and "0.0275" in str(SEEDS["aasist"].published)
-    assert "0.99 %" in str(SEEDS["aasist_l"].published) and "0.0309" in str(SEEDS["aasist_l"].published)
+    for seed, eer, tdcf in (("aasist", "0.83 %", "0.0275"), ("aasist_l", "0.99 %", "0.0309")):
+        published = str(SEEDS[seed].published)
+        assert eer in published and tdcf in published
+    # the training recipes build the same heads
+    from spoofdet.config import load_train_config
+
+    configs = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs"
+    for name, kwargs in (("aasist_19la", {}), ("aasist_l_19la", AASIST_L)):
+        model = load_train_config(configs / f"{name}.yaml", check_paths=False).model
+        assert (model.frontend, model.head, model.head_kwargs) == ("waveform", "aasist_raw", kwargs)
 
 
 def test_one_key_too_many_and_one_too_few_are_refused_listing_both():
@@ -222,14 +231,15 @@ def test_errors_name_the_field():
 
 def test_detector_trains():
     """Five Adam steps (the seed's lr, weight decay and class weights) lower the loss on a tiny
-    batch; every trainable parameter gets a gradient (DDP would hang otherwise)."""
+    batch of 1 s clips; every trainable parameter gets a gradient (DDP would hang otherwise)."""
     torch.manual_seed(0)
     det = build_model(frontend="waveform", head="aasist_raw", head_kwargs=AASIST_L)
     opt = torch.optim.Adam(det.parameters(), lr=1e-4, weight_decay=1e-4)
-    wave, labels = random_waves(4, 8_000, seed=2), torch.tensor([0, 1, 0, 1])
+    wave, labels = random_waves(4, 16_000, seed=2), torch.tensor([0, 1, 0, 1])
     weight = torch.tensor([0.1, 0.9])
     losses = []
     for step in range(6):
+        torch.manual_seed(100)  # the same dropout masks at every step: like compares with like
         loss = torch.nn.functional.cross_entropy(det(wave), labels, weight=weight)
         losses.append(loss.item())
         if step == 5:

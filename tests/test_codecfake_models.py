@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from conftest import SHARED
 
 from spoofdet.models import build_model
-from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head, convert_seed_state_dict,
-                                         load_state_dict_strict, read_seed_checkpoint)
+from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
+                                         convert_seed_state_dict, load_state_dict_strict,
+                                         read_seed_checkpoint)
 from spoofdet.models.frontend_spec import CodecfakeMel
 from spoofdet.models.lcnn import LCNN
 from spoofdet.testing import random_feats, random_state_dict, random_waves, read_layout
@@ -31,22 +32,30 @@ SEED_NAMES = ("codecfake_w2v2_aasist", "codecfake_w2v2_lcnn", "codecfake_mel_lcn
 
 # Seed logits (real, fake) of the seed's classes on random_state_dict(layout, seed=0).
 RANDOM_LOGITS = {
-    "codecfake_w2v2_aasist": [[0.7249085903167725, 2.1826229095458984], [0.652673602104187, 1.8346407413482666]],
-    "codecfake_w2v2_lcnn": [[2.4929561614990234, 0.6314966082572937], [2.972140312194824, 1.192088007926941]],
-    "codecfake_mel_lcnn": [[-121.04705047607422, 206.86045837402344], [-257.39031982421875, 132.9761199951172]],
+    "codecfake_w2v2_aasist": [[0.7249085903167725, 2.1826229095458984],
+                              [0.652673602104187, 1.8346407413482666]],
+    "codecfake_w2v2_lcnn": [[2.4929561614990234, 0.6314966082572937],
+                            [2.972140312194824, 1.192088007926941]],
+    "codecfake_mel_lcnn": [[-121.04705047607422, 206.86045837402344],
+                           [-257.39031982421875, 132.9761199951172]],
 }
 # Seed logits (real, fake) of the published files, loaded with the seed's classes.
 FILES = {
-    "codecfake_codec_w2v2aasist.pt": ("codecfake_w2v2_aasist", [[-4.107176303863525, 4.124520778656006],
-                                                               [-4.10812520980835, 4.125476360321045]]),
-    "codecfake_vocoder_w2v2aasist.pt": ("codecfake_w2v2_aasist", [[-16.845333099365234, 16.859962463378906],
-                                                                 [-16.894479751586914, 16.905723571777344]]),
-    "codecfake_cotrain_w2v2aasist_CSAM.pt": ("codecfake_w2v2_aasist", [[17.10711669921875, -17.39996337890625],
-                                                                      [17.02703857421875, -17.319351196289062]]),
-    "codecfake_codec_mellcnn.pt": ("codecfake_mel_lcnn", [[-39.027645111083984, 28.220439910888672],
-                                                         [-39.7347526550293, 28.729694366455078]]),
-    "codecfake_vocoder_mellcnn.pt": ("codecfake_mel_lcnn", [[-19.379732131958008, 20.73468017578125],
-                                                           [-28.278366088867188, 30.814998626708984]]),
+    "codecfake_codec_w2v2aasist.pt": (
+        "codecfake_w2v2_aasist", [[-4.107176303863525, 4.124520778656006],
+                                  [-4.10812520980835, 4.125476360321045]]),
+    "codecfake_vocoder_w2v2aasist.pt": (
+        "codecfake_w2v2_aasist", [[-16.845333099365234, 16.859962463378906],
+                                  [-16.894479751586914, 16.905723571777344]]),
+    "codecfake_cotrain_w2v2aasist_CSAM.pt": (
+        "codecfake_w2v2_aasist", [[17.10711669921875, -17.39996337890625],
+                                  [17.02703857421875, -17.319351196289062]]),
+    "codecfake_codec_mellcnn.pt": (
+        "codecfake_mel_lcnn", [[-39.027645111083984, 28.220439910888672],
+                               [-39.7347526550293, 28.729694366455078]]),
+    "codecfake_vocoder_mellcnn.pt": (
+        "codecfake_mel_lcnn", [[-19.379732131958008, 20.73468017578125],
+                               [-28.278366088867188, 30.814998626708984]]),
 }
 
 
@@ -70,8 +79,9 @@ def as_seed_order(logits: torch.Tensor) -> torch.Tensor:
 
 def test_parameter_counts():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(LCNN(in_dim=80, frames=505, time_axis="height")) == 972_514  # the published mel files
-    assert count(LCNN(in_dim=1024, frames=201)) == 4_111_074  # model.py's Linear(24576, 160), enc_dim 256
+    # the published mel files; model.py's Linear(24576, 160) with enc_dim 256
+    assert count(LCNN(in_dim=80, frames=505, time_axis="height")) == 972_514
+    assert count(LCNN(in_dim=1024, frames=201)) == 4_111_074
     assert count(build_seed_head("codecfake_w2v2_aasist", 2)) == 447_242
     for seed in SEED_NAMES:
         layout = read_layout(LAYOUTS / f"{seed}.tsv")
@@ -82,9 +92,10 @@ def test_parameter_counts():
 
 def test_the_flatten_size_follows_the_input():
     assert LCNN(in_dim=1024, frames=201).out[1].in_features == 24_576  # 32 x 64 x 12
-    assert LCNN(in_dim=80, frames=505, time_axis="height").out[1].in_features == 4_960  # 32 x 31 x 5
+    mel = LCNN(in_dim=80, frames=505, time_axis="height")
+    assert mel.out[1].in_features == 4_960  # 32 x 31 x 5
     with pytest.raises(ValueError, match="505 frames"):
-        LCNN(in_dim=80, frames=505, time_axis="height")(torch.zeros(1, 500, 80))
+        mel(torch.zeros(1, 500, 80))
 
 
 def test_the_mel_front_end_is_torchaudios():
@@ -93,14 +104,14 @@ def test_the_mel_front_end_is_torchaudios():
     # torchaudio.transforms.MelSpectrogram(n_mels=80, n_fft=512, hop_length=128, sample_rate=16000),
     # transposed to (time, band): sums per clip, [0, :3, :4], and two single bins
     sums = mel.double().sum(dim=(1, 2))
-    torch.testing.assert_close(sums, torch.tensor([1374971.07542491, 1383156.1101690005], dtype=torch.float64),
-                               rtol=1e-6, atol=0)
+    expected_sums = torch.tensor([1374971.07542491, 1383156.1101690005], dtype=torch.float64)
+    torch.testing.assert_close(sums, expected_sums, rtol=1e-6, atol=0)
     expected = [[17.953418731689453, 17.727142333984375, 16.896759033203125, 14.292722702026367],
                 [0.7062485814094543, 4.957952499389648, 13.177882194519043, 0.9759383797645569],
                 [6.477874755859375, 9.057389259338379, 13.912314414978027, 9.142393112182617]]
     torch.testing.assert_close(mel[0, :3, :4], torch.tensor(expected), rtol=1e-6, atol=0)
-    torch.testing.assert_close(mel[:, 250, 40], torch.tensor([28.889671325683594, 4.384352207183838]),
-                               rtol=1e-6, atol=0)
+    bins = torch.tensor([28.889671325683594, 4.384352207183838])
+    torch.testing.assert_close(mel[:, 250, 40], bins, rtol=1e-6, atol=0)
     assert mel[1, 504, 79].item() == pytest.approx(40.80542755126953, rel=1e-6)
 
 
@@ -109,7 +120,8 @@ def test_random_checkpoints_give_the_seeds_logits(seed):
     state = random_state_dict(read_layout(LAYOUTS / f"{seed}.tsv"), seed=0)
     with torch.no_grad():
         out = converted_head(seed, state)(seed_inputs(seed))
-    torch.testing.assert_close(as_seed_order(out), torch.tensor(RANDOM_LOGITS[seed]), rtol=1e-5, atol=1e-5)
+    expected = torch.tensor(RANDOM_LOGITS[seed])
+    torch.testing.assert_close(as_seed_order(out), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", ["codecfake_w2v2_aasist", "codecfake_mel_lcnn"])
@@ -128,38 +140,45 @@ def test_one_key_too_many_and_one_too_few_are_both_named(seed):
 def test_the_seed_specs_say_how_codecfake_scores():
     for seed in SEED_NAMES:
         spec = SEEDS[seed]
-        assert spec.bonafide_index == 0 and "P(real)" in spec.convention and spec.num_samples == 64_600
-    assert SEEDS["codecfake_w2v2_aasist"].model == {"frontend_layer": 5, "frontend_kwargs": {"normalize": True}}
+        assert spec.bonafide_index == 0 and "P(real)" in spec.convention
+        assert spec.num_samples == 64_600 and spec.score_rule == "logodds"
+    expected = {"frontend_layer": 5, "frontend_kwargs": {"normalize": True}}
+    assert SEEDS["codecfake_w2v2_aasist"].model == expected
     assert SEEDS["codecfake_mel_lcnn"].frontend == "codecfake_mel"
 
 
 def _published(name: str) -> Path:
     path = PUBLISHED / name
     if not path.is_file():
-        pytest.skip(f"{path} is absent (the published checkpoints live in ../shared, not in the repository)")
+        pytest.skip(f"{path} is absent (the published checkpoints live in ../shared, "
+                    "never in the repository)")
     return path
 
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_published_files_read_safely_and_reproduce_the_seed(name):
     path = _published(name)
-    sums = dict(line.split()[::-1] for line in (PUBLISHED / "SHA256SUMS").read_text().splitlines() if line.strip())
+    lines = (PUBLISHED / "SHA256SUMS").read_text().splitlines()
+    sums = dict(line.split()[::-1] for line in lines if line.strip())
     assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[name]
     seed, expected = FILES[name]
     state = read_seed_checkpoint(path)  # a whole pickled module: read without running it
-    assert all(k.startswith("module.") for k in state) == ("vocoder_w2v2" in name)  # saved from DataParallel
+    # the vocoder W2V2-AASIST was saved from nn.DataParallel
+    assert all(k.startswith("module.") for k in state) == ("vocoder_w2v2" in name)
     with torch.no_grad():
         out = converted_head(seed, state)(seed_inputs(seed))
     torch.testing.assert_close(as_seed_order(out), torch.tensor(expected), rtol=1e-5, atol=1e-5)
     # the seed's score, softmax[:, 0] = P(real), is spoofdet's P(bona fide)
-    torch.testing.assert_close(F.softmax(out, dim=1)[:, 1], F.softmax(torch.tensor(expected), dim=1)[:, 0])
+    p_real = F.softmax(torch.tensor(expected), dim=1)[:, 0]
+    torch.testing.assert_close(F.softmax(out, dim=1)[:, 1], p_real)
 
 
 @pytest.mark.parametrize("name", ["codecfake_codec_mellcnn.pt", "codecfake_vocoder_mellcnn.pt"])
 def test_the_mel_detector_runs_from_the_waveform(name):
     seed, expected = FILES[name]
     head_sd, _ = convert_seed_state_dict(read_seed_checkpoint(_published(name)), seed=seed)
-    detector = build_model(frontend="codecfake_mel", head="lcnn", head_kwargs=SEEDS[seed].model["head_kwargs"])
+    detector = build_model(frontend="codecfake_mel", head="lcnn",
+                           head_kwargs=SEEDS[seed].model["head_kwargs"])
     load_state_dict_strict(detector.head, head_sd)
     with torch.no_grad():
         out = detector.eval()(random_waves(2, 64_600, seed=1))
@@ -170,7 +189,7 @@ def _five_adam_steps_lower_the_loss(detector: torch.nn.Module, wave: torch.Tenso
     label = torch.tensor([0, 1, 0, 1])
     opt = torch.optim.Adam([p for p in detector.parameters() if p.requires_grad], lr=1e-3)
 
-    def loss_without_dropout() -> float:  # BatchNorm on batch statistics, dropout off: deterministic
+    def loss_without_dropout() -> float:  # BatchNorm on batch statistics, no dropout: deterministic
         detector.train()
         for m in detector.modules():
             if isinstance(m, torch.nn.Dropout):
@@ -199,6 +218,7 @@ def test_the_mel_lcnn_trains():
 def test_the_w2v2_lcnn_trains_on_a_tiny_front_end():
     torch.manual_seed(0)
     wave = random_waves(4, 16_000, seed=2)  # 49 frames of the tiny XLS-R-shaped model (d = 64)
-    detector = build_model(frontend="tiny", frontend_layer=1, freeze="all", frontend_kwargs={"normalize": True},
+    detector = build_model(frontend="tiny", frontend_layer=1, freeze="all",
+                           frontend_kwargs={"normalize": True},
                            head="lcnn", head_kwargs={"frames": 49, "enc_dim": 16})
     _five_adam_steps_lower_the_loss(detector, wave)

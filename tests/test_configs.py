@@ -9,6 +9,11 @@ from spoofdet.config import ConfigError, flatten, head_names, load_train_config,
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "ray_jobs" / "configs").glob("*.yaml"))
 SEED_RECIPES = {"demo", "xlsr_aasist_19la", "xlsr_aasist_19la_df", "xlsr_mamba_19la", "fake_mamba_19la",
                 "nes2net_x_19la", "cotrain_codecfake_19la"}
+#: clovaai/aasist recipes -> their model.head_kwargs (config/AASIST.conf, config/AASIST-L.conf)
+RAW_AASIST = {"aasist_19la": {},
+              "aasist_l_19la": {"filts": [70, [1, 32], [32, 32], [32, 24], [24, 24]],
+                                "gat_dims": [24, 32], "pool_ratios": [0.4, 0.5, 0.7, 0.5],
+                                "temperatures": [2.0, 2.0, 100.0, 100.0]}}
 
 
 def test_every_seed_recipe_ships():
@@ -34,11 +39,37 @@ def test_recipes_match_the_seeds():
     for name in ("xlsr_mamba_19la", "fake_mamba_19la"):
         assert by_name[name].data.num_samples == 66_800 and by_name[name].train.batch_size == 20
     for name, cfg in by_name.items():
-        if name != "demo":
+        if name in SEED_RECIPES - {"demo"}:  # the fine-tuned XLS-R seeds: bona fide up-weighted 9:1
             assert cfg.optim.class_weights == [0.1, 0.9] and cfg.model.frontend == "xlsr_300m"
-            assert cfg.data.dev is not None and cfg.train.select == "dev_loss"
+        if name != "demo":
+            assert cfg.data.dev is not None
+        if name not in ("demo", *RAW_AASIST):  # clovaai selects on dev EER, the others on dev loss
+            assert cfg.train.select == "dev_loss"
+    # clovaai's raw AASIST / AASIST-L: trained from scratch on the waveform, Adam 1e-4, wd 1e-4,
+    # batch 24, 100 epochs, random crops of 64,600, no RawBoost, CE [0.1, 0.9], best dev EER
+    for name, kwargs in RAW_AASIST.items():
+        cfg = by_name[name]
+        assert (cfg.model.frontend, cfg.model.head) == ("waveform", "aasist_raw")
+        assert cfg.model.head_kwargs == kwargs
+        assert cfg.optim.lr == cfg.optim.weight_decay == 1e-4
+        assert cfg.optim.class_weights == [0.1, 0.9]
+        assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.select) == (24, 100, "dev_eer")
+        assert (cfg.data.num_samples, cfg.data.crop) == (64_600, "random")
+        assert cfg.data.rawboost.algo == 0
     co = by_name["cotrain_codecfake_19la"]
     assert [s.name for s in co.data.train] == ["codecfake-train", "asvspoof2019-la-train"] and co.data.mix == "size"
+    # Codecfake's LCNNs: Adam 5e-4, wd 5e-4, batch 128, 10 epochs, CE weight [10, 1] with
+    # 0 = real, i.e. [1, 10] as [spoof, bona fide]
+    for name, frontend in (("codecfake_w2v2_lcnn", "xlsr_300m"),
+                           ("codecfake_mel_lcnn", "codecfake_mel")):
+        cfg = by_name[name]
+        assert cfg.optim.class_weights == [1.0, 10.0]
+        assert cfg.optim.lr == cfg.optim.weight_decay == 5e-4
+        assert cfg.train.batch_size == 128 and cfg.train.epochs == 10 and cfg.seed == 688
+        assert cfg.model.head == "lcnn" and cfg.model.frontend == frontend
+    w2v2 = by_name["codecfake_w2v2_lcnn"].model
+    assert w2v2.freeze == "all" and w2v2.frontend_layer == 5
+    assert w2v2.frontend_kwargs == {"normalize": True}
 
 
 def test_head_names_are_the_model_builders():

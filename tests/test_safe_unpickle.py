@@ -57,7 +57,8 @@ def test_a_pickled_module_reads_back_as_its_state_dict(tmp_path, wrap):
     sd = read_pickled_module(path)
     _same(sd, model.state_dict())
     assert "scratch" not in "".join(sd) and all(k.startswith("module.") for k in sd) == wrap
-    _same(read_seed_checkpoint(path), model.state_dict())  # weights_only refuses it, the reader does not
+    # torch.load(weights_only=True) refuses the file; read_seed_checkpoint falls back to the reader
+    _same(read_seed_checkpoint(path), model.state_dict())
 
 
 def test_the_archive_top_folder_is_read_too(tmp_path):
@@ -94,7 +95,8 @@ class Evaluates:
         return eval, (f"open({self.marker!r}, 'w').close()",)
 
 
-@pytest.mark.parametrize("payload, global_name", [(RunsAShell, "system"), (Evaluates, "builtins.eval")])
+@pytest.mark.parametrize("payload, global_name",
+                         [(RunsAShell, "system"), (Evaluates, "builtins.eval")])
 def test_a_hostile_pickle_is_refused_and_never_runs(tmp_path, payload, global_name):
     marker = tmp_path / "pwned"
     model = _filled()

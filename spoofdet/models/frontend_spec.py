@@ -59,7 +59,7 @@ MEL_N_FFT, MEL_HOP, MEL_BANDS, MEL_RATE = 512, 128, 80, 16_000
 def htk_mel_filterbank(n_freqs: int = MEL_N_FFT // 2 + 1, n_mels: int = MEL_BANDS,
                        sample_rate: int = MEL_RATE) -> Tensor:
     """Triangular mel filters ``float32[n_freqs, n_mels]``: HTK mel scale, 0 Hz to Nyquist, peak 1,
-    no area normalisation (``torchaudio.functional.melscale_fbanks(..., norm=None, mel_scale="htk")``).
+    no area normalisation (torchaudio's ``melscale_fbanks(..., norm=None, mel_scale="htk")``).
 
     Filter m rises linearly from edge m to edge m+1 and falls to edge m+2; the n_mels + 2 edges
     are spaced evenly on the mel scale ``2595 log10(1 + f / 700)``. Computed in float32 in the
@@ -106,10 +106,11 @@ class CodecfakeMel(nn.Module):
 
     def forward(self, wave: Tensor) -> Tensor:
         if wave.dim() != 2 or wave.shape[1] <= MEL_N_FFT // 2:
-            raise ValueError(f"wave must be (batch, samples > {MEL_N_FFT // 2}), got {tuple(wave.shape)}")
+            raise ValueError(f"wave must be (batch, samples > {MEL_N_FFT // 2}), "
+                             f"got {tuple(wave.shape)}")
         # float32 throughout (buffers too: a bf16 model casts them), output in the input's dtype
         spec = torch.stft(wave.float(), MEL_N_FFT, hop_length=MEL_HOP, win_length=MEL_N_FFT,
-                          window=self.window.float(), center=True, pad_mode="reflect", normalized=False,
-                          onesided=True, return_complex=True)
+                          window=self.window.float(), center=True, pad_mode="reflect",
+                          normalized=False, onesided=True, return_complex=True)
         power = spec.abs().pow(2)  # (B, 257, T)
         return (power.transpose(1, 2) @ self.filters.float()).to(wave.dtype)  # (B, T, 80)

@@ -1,4 +1,4 @@
-"""Read the tensors of a whole pickled ``nn.Module`` (``torch.save(model)``) without running its code.
+"""Read the tensors of a pickled ``nn.Module`` (``torch.save(model)``) without running its code.
 
 Some seeds publish ``torch.save(model)`` files (Codecfake's ``anti-spoofing_feat_model.pt``): a
 pickle of the module object itself. ``torch.load(weights_only=False)`` would import the seed's
@@ -71,35 +71,39 @@ _STORAGE_DTYPES: dict[str, torch.dtype] = {
 }
 
 
-def _rebuild_tensor_v2(storage: Any, storage_offset: int, size: tuple[int, ...], stride: tuple[int, ...],
-                       requires_grad: bool = False, backward_hooks: Any = None, metadata: Any = None) -> Tensor:
+def _rebuild_tensor_v2(storage: Any, storage_offset: int, size: tuple[int, ...],
+                       stride: tuple[int, ...], requires_grad: bool = False,
+                       backward_hooks: Any = None, metadata: Any = None) -> Tensor:
     """Our stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view of a storage record."""
     if not isinstance(storage, _Storage):
-        raise PickleRefused(f"_rebuild_tensor_v2 got a {type(storage).__name__}, not a storage record of the file")
+        raise PickleRefused(f"_rebuild_tensor_v2 got a {type(storage).__name__}, "
+                            "not a storage record of the file")
     if backward_hooks:  # hooks are callables: a plain checkpoint never carries any
         raise PickleRefused("a tensor in the file carries backward hooks; refusing to rebuild it")
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
-    if len(size) != len(stride) or any(s < 0 for s in size + stride) or storage_offset < 0:
-        raise PickleRefused(f"a tensor in the file has an invalid layout (size {size}, stride {stride}, "
-                            f"offset {storage_offset})")
-    last = storage_offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else -1
-    if last >= storage.flat.numel():
-        raise PickleRefused(f"a tensor in the file reaches past its storage ({last + 1} > {storage.flat.numel()} "
-                            "elements); the file is corrupt")
-    if not all(size):
+    offset = int(storage_offset)
+    if len(size) != len(stride) or any(s < 0 for s in size + stride) or offset < 0:
+        raise PickleRefused(f"a tensor in the file has an invalid layout (size {size}, "
+                            f"stride {stride}, offset {offset})")
+    if not all(size):  # no elements
         return torch.empty(size, dtype=storage.flat.dtype)
-    return storage.flat.as_strided(size, stride, storage_offset)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= storage.flat.numel():
+        raise PickleRefused(f"a tensor in the file reaches past its storage ({last + 1} > "
+                            f"{storage.flat.numel()} elements); the file is corrupt")
+    return storage.flat.as_strided(size, stride, offset)
 
 
-def _rebuild_parameter(data: Tensor, requires_grad: bool = True, backward_hooks: Any = None) -> Tensor:
+def _rebuild_parameter(data: Tensor, requires_grad: bool = True,
+                       backward_hooks: Any = None) -> Tensor:
     """Stand-in for ``torch._utils._rebuild_parameter``: the parameter's data (a plain tensor)."""
     if not isinstance(data, Tensor):
         raise PickleRefused(f"_rebuild_parameter got a {type(data).__name__}, not a tensor")
     return data
 
 
-def _rebuild_parameter_with_state(data: Tensor, requires_grad: bool = True, backward_hooks: Any = None,
-                                  state: Any = None) -> Tensor:
+def _rebuild_parameter_with_state(data: Tensor, requires_grad: bool = True,
+                                  backward_hooks: Any = None, state: Any = None) -> Tensor:
     """Stand-in for ``torch._utils._rebuild_parameter_with_state`` (the extra state is dropped)."""
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
@@ -126,9 +130,9 @@ class _InertMeta(type):
     """Metaclass of the placeholders: calling one (pickle ``REDUCE`` / ``INST``) is refused."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        raise PickleRefused(f"the file calls {cls.pickled_global}{_show_args(args)}, which is not on the allowlist "
-                            "of a module checkpoint; it was not executed. Only load files you trust with "
-                            "torch.load(weights_only=False)")
+        raise PickleRefused(f"the file calls {cls.pickled_global}{_show_args(args)}, which is not "
+                            "on the allowlist of a module checkpoint; it was not executed. Only "
+                            "load files you trust with torch.load(weights_only=False)")
 
 
 class _Inert(metaclass=_InertMeta):
@@ -170,59 +174,61 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name, _STORAGE_DTYPES[name])
         key = (module, name)
-        if key not in self._placeholders:  # one class per global, so identity checks in the pickle hold
-            shown = "builtins" if module == "__builtin__" else module  # protocol 2 spells it the Python 2 way
-            self._placeholders[key] = _InertMeta(name, (_Inert,), {"pickled_global": f"{shown}.{name}"})
+        if key not in self._placeholders:  # one class per global: identity checks still hold
+            shown = "builtins" if module == "__builtin__" else module  # protocol 2's spelling
+            self._placeholders[key] = _InertMeta(name, (_Inert,),
+                                                 {"pickled_global": f"{shown}.{name}"})
         return self._placeholders[key]
 
     def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-            raise PickleRefused(f"unknown persistent id {pid!r:.80}; not a torch.save storage reference")
-        _, storage_type, key, _location, numel = pid
+            raise PickleRefused(f"unknown persistent id {pid!r:.80}; not a torch.save storage")
+        _, storage_type, key, _location, numel = pid  # the location (e.g. cuda:0) is ignored
         if not isinstance(storage_type, _StorageType):
-            raise PickleRefused(f"storage {key!r} has type {storage_type!r}, not a torch storage type")
+            raise PickleRefused(f"storage {key!r} has type {storage_type!r}, not a torch storage")
         key = str(key)
         if key not in self._storages:
-            raw = self._records(key)
-            dtype = storage_type.dtype
-            itemsize = torch.empty((), dtype=dtype).element_size()
-            if len(raw) != int(numel) * itemsize:
-                raise PickleRefused(f"storage record {key!r} holds {len(raw)} bytes, the pickle expects "
-                                    f"{numel} x {itemsize}; the file is corrupt")
-            if len(raw) == 0:
-                flat = torch.empty(0, dtype=dtype)
-            elif self._little or itemsize == 1:
-                flat = torch.frombuffer(bytearray(raw), dtype=dtype)
-            else:  # a big-endian file: byte-swap through numpy (bfloat16 has no numpy dtype: refuse)
-                if dtype == torch.bfloat16:
-                    raise PickleRefused("big-endian bfloat16 storages are not supported")
-                native = torch.empty(0, dtype=dtype).numpy().dtype
-                flat = torch.from_numpy(np.frombuffer(raw, dtype=native.newbyteorder(">")).astype(native))
-            self._storages[key] = _Storage(flat)
+            self._storages[key] = _Storage(self._flat(key, storage_type.dtype, int(numel)))
         return self._storages[key]
+
+    def _flat(self, key: str, dtype: torch.dtype, numel: int) -> Tensor:
+        raw = self._records(key)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if len(raw) != numel * itemsize:
+            raise PickleRefused(f"storage record {key!r} holds {len(raw)} bytes, the pickle "
+                                f"expects {numel} x {itemsize}; the file is corrupt")
+        if not raw:
+            return torch.empty(0, dtype=dtype)
+        if self._little or itemsize == 1:
+            return torch.frombuffer(bytearray(raw), dtype=dtype)
+        # a big-endian file: byte-swap through numpy (which has no bfloat16)
+        if dtype == torch.bfloat16:
+            raise PickleRefused("big-endian bfloat16 storages are not supported")
+        native = torch.empty(0, dtype=dtype).numpy().dtype
+        return torch.from_numpy(np.frombuffer(raw, dtype=native.newbyteorder(">")).astype(native))
 
 
 # ---- the zip and the module tree ---------------------------------------------------------------
 
-def _open_records(path: Path) -> tuple[bytes, Callable[[str], bytes], bool]:
+def _zip_parts(zf: zipfile.ZipFile, path: Path) -> tuple[bytes, Callable[[str], bytes], bool]:
     """``(data.pkl bytes, key -> record bytes, little endian?)`` of a ``torch.save`` zip file."""
-    if not zipfile.is_zipfile(path):
-        raise PickleRefused(f"{path}: not a torch.save zip file (the legacy pre-1.6 format is not read); re-save "
-                            "it with a current PyTorch")
-    zf = zipfile.ZipFile(path)
-    pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-    if len(pickles) != 1:
-        raise PickleRefused(f"{path}: expected one <top>/data.pkl in the zip, found {pickles or 'none'}")
-    top = pickles[0][: -len("data.pkl")]  # e.g. "archive/" or "anti-spoofing_feat_model/"
     names = set(zf.namelist())
+    pickles = sorted(n for n in names if n.endswith("/data.pkl") and n.count("/") == 1)
+    if len(pickles) != 1:
+        raise PickleRefused(f"{path}: expected one <top>/data.pkl in the zip, "
+                            f"found {pickles or 'none'}")
+    top = pickles[0][: -len("data.pkl")]  # e.g. "archive/" or "anti-spoofing_feat_model/"
 
     def record(key: str) -> bytes:
         name = f"{top}data/{key}"
         if name not in names:
-            raise PickleRefused(f"{path}: the pickle references storage {key!r} but the zip has no {name}")
+            raise PickleRefused(f"{path}: the pickle references storage {key!r}, "
+                                f"but the zip has no {name}")
         return zf.read(name)
 
-    order = zf.read(f"{top}byteorder").decode().strip() if f"{top}byteorder" in names else "little"
+    order = "little"  # files without a byteorder record were written little-endian
+    if f"{top}byteorder" in names:
+        order = zf.read(f"{top}byteorder").decode().strip()
     if order not in ("little", "big"):
         raise PickleRefused(f"{path}: unknown byteorder record {order!r}")
     return zf.read(pickles[0]), record, order == "little"
@@ -232,8 +238,10 @@ def _walk(obj: Any, prefix: str, out: OrderedDict[str, Tensor], depth: int = 0) 
     """Add ``obj``'s parameters, persistent buffers and sub-modules' tensors to ``out``."""
     state = obj.pickled_state if isinstance(obj, _Inert) else None
     where = prefix.rstrip(".") or "the root object"
-    if not isinstance(state, Mapping) or not all(k in state for k in ("_parameters", "_buffers", "_modules")):
-        raise PickleRefused(f"{where} ({obj!r:.80}) is not a pickled nn.Module (no _parameters/_buffers/_modules)")
+    groups = ("_parameters", "_buffers", "_modules")
+    if not isinstance(state, Mapping) or not all(isinstance(state.get(g), Mapping) for g in groups):
+        raise PickleRefused(f"{where} ({obj!r:.80}) is not a pickled nn.Module "
+                            "(no _parameters, _buffers and _modules)")
     if depth > 100:
         raise PickleRefused(f"{where}: module tree deeper than 100 levels (a cycle?)")
     skip = state.get("_non_persistent_buffers_set") or set()
@@ -242,7 +250,8 @@ def _walk(obj: Any, prefix: str, out: OrderedDict[str, Tensor], depth: int = 0) 
             if value is None or (group == "_buffers" and name in skip):
                 continue
             if not isinstance(value, Tensor):
-                raise PickleRefused(f"{prefix}{name}: {group[1:-1]} is a {type(value).__name__}, not a tensor")
+                raise PickleRefused(f"{prefix}{name}: the {group.strip('_')[:-1]} is a "
+                                    f"{type(value).__name__}, not a tensor")
             out[prefix + name] = value
     for name, child in state["_modules"].items():
         if child is not None:
@@ -256,17 +265,21 @@ def read_pickled_module(path: str | Path) -> OrderedDict[str, Tensor]:
         path: The ``.pt`` / ``.pth`` file (zip format).
 
     Returns:
-        Key -> tensor in ``nn.Module.state_dict()`` order and naming (``module.`` prefix kept for a
-        pickled ``nn.DataParallel``). A file whose pickle is a plain mapping of tensors is returned
-        as is.
+        Key -> tensor in ``nn.Module.state_dict()`` order and naming (``module.`` prefix kept for
+        a pickled ``nn.DataParallel``). A file whose pickle is a plain mapping of tensors is
+        returned as is.
 
     Raises:
-        PickleRefused: The pickle calls a global outside :data:`ALLOWED` (named in the message), is
-            not a module checkpoint, or is corrupt. Nothing from the file has run.
+        PickleRefused: The pickle calls a global outside :data:`ALLOWED` (named in the message),
+            is not a module checkpoint, or is corrupt. Nothing from the file has run.
     """
     path = Path(path)
-    data, record, little = _open_records(path)
-    root = _RestrictedUnpickler(data, record, little).load()
+    if not zipfile.is_zipfile(path):
+        raise PickleRefused(f"{path}: not a torch.save zip file (the legacy pre-1.6 format is not "
+                            "read); re-save it with a current PyTorch")
+    with zipfile.ZipFile(path) as zf:
+        data, record, little = _zip_parts(zf, path)
+        root = _RestrictedUnpickler(data, record, little).load()
     if isinstance(root, Mapping) and root and all(isinstance(v, Tensor) for v in root.values()):
         return OrderedDict((str(k), v) for k, v in root.items())
     out: OrderedDict[str, Tensor] = OrderedDict()
