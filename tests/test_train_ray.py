@@ -87,3 +87,34 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
     assert started[0] == 0 and started.count(0) == 1  # the checkpointed epoch 0 is never redone
     assert len(started) > 3  # the killed epoch was started twice
     assert json.loads((storage / "demo" / "final" / "summary.json").read_text())["mlflow_run_id"] == run_id
+
+
+def test_training_starts_from_a_published_seed_checkpoint(shards, tmp_path):
+    """model.init_from: an AASIST-L checkpoint in clovaai's layout (random tensors) is converted and
+    loaded before the first step; with a vanishing learning rate the trained weights stay the file's."""
+    import torch
+
+    from spoofdet.models.checkpoints import convert_seed_state_dict
+    from spoofdet.testing import random_state_dict, read_layout
+
+    seed_sd = random_state_dict(read_layout(ROOT / "tests" / "data" / "seed_layouts" / "aasist_l.tsv"), seed=5)
+    ckpt = tmp_path / "AASIST-L.pth"
+    torch.save(seed_sd, ckpt)
+    storage = tmp_path / "runs"
+    recipe = ROOT / "ray_jobs" / "configs" / "aasist_l_19la.yaml"
+    cmd = [sys.executable, "-m", "ray_jobs.train", "--config", str(recipe), "--storage", str(storage),
+           *overrides(shards, **{"train.epochs": 1, "train.average_best": 1, "scaling.use_gpu": "false",
+                                 "scaling.cpus_per_worker": 0.5, "optim.lr": 1e-12, "train.select": "dev_loss",
+                                 "model.init_from": ckpt})]
+    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = torch.load(storage / "aasist_l_19la" / "final" / "model.pt", weights_only=True)
+    head, _ = convert_seed_state_dict(seed_sd, seed="aasist_l")
+    params = [k for k in head if "running_" not in k and "num_batches" not in k]  # BN statistics do train
+    assert len(params) > 100
+    for k in params:
+        torch.testing.assert_close(final[f"head.{k}"], head[k], rtol=0, atol=1e-6)
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("spoofdet-asvspoof")
+    run = client.search_runs([exp.experiment_id])[0]
+    assert run.data.params["model.init_from"] == str(ckpt)
