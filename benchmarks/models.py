@@ -5,7 +5,10 @@ and (when ``spoofdet.models.mamba`` provides it) the parallel selective scan aga
 
 1. Heads: random features (B, 201, 1024) (= 4.04-s clips through XLS-R), the seed-sized heads
    with random weights; forward in eval mode under ``inference_mode``, forward + backward in
-   train mode. Time per clip = median time per batch / B.
+   train mode. Time per clip = median time per batch / B. Then the seed systems of
+   ``NEW_SYSTEMS`` as ``spoofdet import`` builds them, each on what it reads (SLS: 24 layer
+   outputs; Codecfake: layer-5 features; raw AASIST and mel-LCNN: the waveform, through their
+   parameter-free front-ends).
 2. Detector: the XLS-R 300M architecture with random weights (``xlsr_300m_random``: the shape
    of ``facebook/wav2vec2-xls-r-300m`` without a download; speed does not depend on the weights)
    + each head, batch 1, eval mode, for 1-6 s inputs. Real-time factor = compute time / audio
@@ -56,9 +59,13 @@ def _ms(t: tuple[float, float], digits: int = 1) -> str:
     return f"{1e3 * t[0]:.{digits}f} / {1e3 * t[1]:.{digits}f}"
 
 
+#: Heads that read the last layer's (B, T, 1024) features (the others are in NEW_SYSTEMS).
+FEATURE_HEADS = ("aasist", "xlsr_mamba", "fake_mamba", "nes2net_x")
+
+
 def available_heads() -> tuple[list[str], str]:
     heads, notes = [], []
-    for name in HEADS:
+    for name in FEATURE_HEADS:
         try:
             build_head(name, DIM)
             heads.append(name)
@@ -67,27 +74,35 @@ def available_heads() -> tuple[list[str], str]:
     return heads, "; ".join(notes)
 
 
+def time_module(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(forward, forward + backward) (CPU, wall) seconds per clip: eval mode under ``inference_mode``,
+    then train mode with a cross-entropy backward."""
+    batch = x.shape[0]
+    labels = torch.randint(0, 2, (batch,), generator=torch.Generator().manual_seed(0))
+
+    def fwd() -> None:
+        with torch.inference_mode():
+            module(x)
+
+    def fwd_bwd() -> None:
+        module.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(module(x), labels).backward()
+
+    module.eval()
+    f = tuple(t / batch for t in timed(fwd, repeats))
+    module.train()
+    fb = tuple(t / batch for t in timed(fwd_bwd, repeats))
+    return f, fb
+
+
 def bench_heads(heads: list[str], batch: int, repeats: int) -> list[tuple[str, int, tuple[float, float], tuple[float, float]]]:
     rows = []
     feats = torch.randn(batch, FRAMES, DIM)
-    labels = torch.randint(0, 2, (batch,))
     for name in heads:
         torch.manual_seed(0)
         head = build_head(name, DIM)
         n = sum(p.numel() for p in head.parameters())
-
-        def fwd() -> None:
-            with torch.inference_mode():
-                head(feats)
-
-        def fwd_bwd() -> None:
-            head.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(head(feats), labels).backward()
-
-        head.eval()
-        f = tuple(t / batch for t in timed(fwd, repeats))
-        head.train()
-        fb = tuple(t / batch for t in timed(fwd_bwd, repeats))
+        f, fb = time_module(head, feats, repeats)
         rows.append((name, n, f, fb))
         print(f"head {name}: {n:,} params, fwd {_ms(f)} ms/clip, fwd+bwd {_ms(fb)} ms/clip (cpu / wall)", flush=True)
     return rows
@@ -118,29 +133,16 @@ def seed_system(name: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor, s
 
 def bench_systems(names: list[str], batch: int, wave_batch: int, repeats: int,
                   wave_repeats: int) -> list[tuple[str, int, str, tuple[float, float], tuple[float, float]]]:
+    from spoofdet.models.checkpoints import SEEDS
+
     rows = []
     for name in names:
         torch.manual_seed(0)
-        from spoofdet.models.checkpoints import SEEDS
-
         wave = SEEDS[name].frontend not in ("fairseq", "pretrained")
         b, r = (wave_batch, wave_repeats) if wave else (batch, repeats)
         module, x, what = seed_system(name, b)
         n = sum(p.numel() for p in module.parameters())
-        labels = torch.randint(0, 2, (b,))
-
-        def fwd() -> None:
-            with torch.inference_mode():
-                module(x)
-
-        def fwd_bwd() -> None:
-            module.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(module(x), labels).backward()
-
-        module.eval()
-        f = tuple(t / b for t in timed(fwd, r))
-        module.train()
-        fb = tuple(t / b for t in timed(fwd_bwd, r))
+        f, fb = time_module(module, x, r)
         rows.append((name, n, what + f", B = {b}", f, fb))
         print(f"system {name}: {n:,} params, fwd {_ms(f)} ms/clip, fwd+bwd {_ms(fb)} ms/clip (cpu / wall)", flush=True)
     return rows

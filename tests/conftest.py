@@ -14,6 +14,7 @@ from spoofdet.synthetic import LAYOUTS, write_corpus
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPOOFDET_SHARED", REPO.parent / "shared"))
 SHARED_2019 = SHARED / "data" / "asvspoof2019_la"
+PUBLISHED = SHARED / "data" / "published-checkpoints"
 PROTOCOL_NAMES = ("ASVspoof2019.LA.cm.train.trn.txt", "ASVspoof2019.LA.cm.dev.trl.txt", "ASVspoof2019.LA.cm.eval.trl.txt")
 
 
@@ -61,3 +62,31 @@ def synth(tmp_path_factory) -> dict[str, dict]:
     """Every synthetic corpus layout, written once: name -> info (root, rows, broken)."""
     base = tmp_path_factory.mktemp("synth")
     return {name: write_corpus(name, base / name, per_split=9, seed=7) for name in LAYOUTS}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests: on a shared 2-core machine two threads
+    spend more time waiting for each other than computing (6x slower measured)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def published_checkpoint(name: str) -> Path:
+    """A real published checkpoint from ../shared (never copied into the repository), or a skip
+    saying where it was looked for."""
+    path = PUBLISHED / name
+    if not path.is_file():
+        pytest.skip(f"the published checkpoint {name} is not in {PUBLISHED} (it lives in the project's "
+                    "../shared; set SPOOFDET_SHARED to point elsewhere)")
+    return path
+
+
+def published_sha256() -> dict[str, str]:
+    """File name -> sha256 from ../shared/data/published-checkpoints/SHA256SUMS."""
+    lines = (PUBLISHED / "SHA256SUMS").read_text().splitlines()
+    return {line.split()[1].lstrip("*"): line.split()[0] for line in lines if line.strip()}

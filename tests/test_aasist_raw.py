@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import published_checkpoint, published_sha256
 from spoofdet.models import build_head, build_model
 from spoofdet.models.aasist_raw import AASIST_L, RawAASIST, sinc_filterbank
 from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
@@ -28,7 +28,6 @@ from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_
 from spoofdet.testing import layout_of, random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).parent / "data" / "seed_layouts"
-PUBLISHED = SHARED / "data" / "published-checkpoints"
 FILES = {"aasist": "AASIST.pth", "aasist_l": "AASIST-L.pth"}
 
 #: The seed's logits on random checkpoints, float32: (seed, N) -> [[l0, l1], [l0, l1]].
@@ -152,20 +151,10 @@ def test_random_checkpoint_gives_the_seeds_logits(seed, samples):
         torch.testing.assert_close(det(wave), out, rtol=0, atol=0)
 
 
-def _published(seed: str) -> Path:
-    path = PUBLISHED / FILES[seed]
-    if not path.is_file():
-        pytest.skip(f"the published {FILES[seed]} is not in {PUBLISHED} (it lives in the project's "
-                    "../shared; set SPOOFDET_SHARED to point elsewhere)")
-    return path
-
-
 @pytest.mark.parametrize("seed", sorted(FILES))
 def test_published_checkpoint_imports_and_gives_the_seeds_logits(seed):
-    path = _published(seed)
-    sums = dict(line.split()[::-1] for line in (PUBLISHED / "SHA256SUMS").read_text().splitlines()
-                if line.strip())
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[path.name]
+    path = published_checkpoint(FILES[seed])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == published_sha256()[path.name]
     state = read_seed_checkpoint(path)
     layout = read_layout(LAYOUTS / f"{seed}.tsv")
     assert layout_of(state) == layout

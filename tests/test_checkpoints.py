@@ -15,12 +15,7 @@ from spoofdet.models.checkpoints import (average_state_dicts, convert_fairseq_wa
 from spoofdet.testing import TINY_FAIRSEQ, tiny_fairseq_config, tiny_fairseq_state_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def _small() -> nn.Module:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED
+from conftest import published_checkpoint, published_sha256
 
 from spoofdet.models import build_model
 from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
@@ -27,7 +27,6 @@ from spoofdet.models.lcnn import LCNN
 from spoofdet.testing import random_feats, random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"
-PUBLISHED = SHARED / "data" / "published-checkpoints"
 SEED_NAMES = ("codecfake_w2v2_aasist", "codecfake_w2v2_lcnn", "codecfake_mel_lcnn")
 
 # Seed logits (real, fake) of the seed's classes on random_state_dict(layout, seed=0).
@@ -147,20 +146,10 @@ def test_the_seed_specs_say_how_codecfake_scores():
     assert SEEDS["codecfake_mel_lcnn"].frontend == "codecfake_mel"
 
 
-def _published(name: str) -> Path:
-    path = PUBLISHED / name
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (the published checkpoints live in ../shared, "
-                    "never in the repository)")
-    return path
-
-
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_published_files_read_safely_and_reproduce_the_seed(name):
-    path = _published(name)
-    lines = (PUBLISHED / "SHA256SUMS").read_text().splitlines()
-    sums = dict(line.split()[::-1] for line in lines if line.strip())
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[name]
+    path = published_checkpoint(name)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == published_sha256()[name]
     seed, expected = FILES[name]
     state = read_seed_checkpoint(path)  # a whole pickled module: read without running it
     # the vocoder W2V2-AASIST was saved from nn.DataParallel
@@ -176,7 +165,7 @@ def test_published_files_read_safely_and_reproduce_the_seed(name):
 @pytest.mark.parametrize("name", ["codecfake_codec_mellcnn.pt", "codecfake_vocoder_mellcnn.pt"])
 def test_the_mel_detector_runs_from_the_waveform(name):
     seed, expected = FILES[name]
-    head_sd, _ = convert_seed_state_dict(read_seed_checkpoint(_published(name)), seed=seed)
+    head_sd, _ = convert_seed_state_dict(read_seed_checkpoint(published_checkpoint(name)), seed=seed)
     detector = build_model(frontend="codecfake_mel", head="lcnn",
                            head_kwargs=SEEDS[seed].model["head_kwargs"])
     load_state_dict_strict(detector.head, head_sd)

@@ -213,3 +213,69 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
     assert np.allclose(served, [expected[p.stem] for p in audio[:2]], rtol=1e-5, atol=1e-5)
     meta = pyfunc.metadata.metadata
     assert meta["imported"]["seed"] == "aasist" and meta["calibrated"] is False
+
+
+# ---- SSL seeds: the fine-tuned front-end in the file, or a pre-trained one ---------------------
+
+def _xlsr_like(layers: int):
+    """A random pre-LN wav2vec 2.0 with XLS-R's width (1024, what the heads read) but 2 heads, a
+    small FFN and conv stack: the seeds' front-end layout at a size a test can afford."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from spoofdet.models.frontend import CONV_KERNEL, CONV_STRIDE
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=1024, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
+                            conv_dim=(32,) * 7, conv_kernel=CONV_KERNEL, conv_stride=CONV_STRIDE, conv_bias=True,
+                            feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=16,
+                            num_conv_pos_embedding_groups=16, mask_time_prob=0.05)
+    return Wav2Vec2Model(config).eval()
+
+
+def test_fine_tuned_front_end_of_a_seed_file_is_imported_not_replaced(tmp_path):
+    from conftest import SHARED
+    from spoofdet.models.checkpoints import to_fairseq_wav2vec2
+
+    layout_file = SHARED / "reference" / "seed-checkpoints" / "aasist.tsv"
+    if not layout_file.is_file():
+        pytest.skip(f"{layout_file} not found (the seed layouts live in the project's ../shared)")
+    arch = tmp_path / "arch"
+    _xlsr_like(2).save_pretrained(arch)  # the architecture only: its weights are overwritten
+    fine_tuned = _xlsr_like(2)
+    with torch.no_grad():
+        for p in fine_tuned.parameters():
+            p.add_(0.01)  # "fine-tuned": other weights than those saved in arch/
+    head = random_state_dict(read_layout(layout_file))  # the DF layout: saved from DataParallel
+    assert all(k.startswith("module.") for k in head)
+    seed_file = {f"module.ssl_model.model.{k}": v for k, v in to_fairseq_wav2vec2(fine_tuned.state_dict()).items()}
+    ckpt = tmp_path / "best_SSL_model_DF.pth"
+    torch.save({**seed_file, **head}, ckpt)
+
+    summary = import_checkpoint("ssl_aasist", ckpt, out=tmp_path / "model", frontend=arch)
+    assert summary["rebuild_max_abs_diff"] <= 1e-6
+    config = json.loads((tmp_path / "model" / "model_config.json").read_text())
+    assert config["frontend"]["hidden_size"] == 1024 and config["score"] == "bonafide_logit"
+    from spoofdet.registry import load_detector
+
+    det = load_detector(str(tmp_path / "model")).model
+    wave = random_waves(1, 16_000)
+    with torch.no_grad():  # the front-end is the file's fine-tuned one, features after the final norm
+        torch.testing.assert_close(det.frontend(wave), fine_tuned(wave).last_hidden_state, rtol=1e-5, atol=1e-5)
+
+
+def test_head_only_seed_runs_on_the_given_pretrained_front_end_at_layer_5(tmp_path):
+    pretrained = tmp_path / "xlsr"
+    model = _xlsr_like(6)
+    model.save_pretrained(pretrained)
+    ckpt = _seed_file(tmp_path, "codecfake_w2v2_aasist")
+    detector, config, notes = seed_detector("codecfake_w2v2_aasist", torch.load(ckpt, weights_only=True),
+                                            frontend=pretrained)
+    assert config["frontend_layer"] == 5 and config["frontend_kwargs"] == {"normalize": True}
+    assert notes["frontend_source"] == str(pretrained) and len(detector.frontend.model.encoder.layers) == 5
+    wave = random_waves(1, 16_000)
+    with torch.no_grad():  # Codecfake: zero-mean unit-variance clip, hidden_states[5] of the pre-trained model
+        norm = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + 1e-7)
+        expected = model(norm, output_hidden_states=True).hidden_states[5]
+        torch.testing.assert_close(detector.frontend(wave), expected, rtol=1e-5, atol=1e-5)
+    rebuilt = build_model(**config)
+    load_state_dict_strict(rebuilt, detector.state_dict())  # model_config.json rebuilds it exactly

@@ -38,14 +38,7 @@ HEAD_PARAMS = [pytest.param(h, marks=pytest.mark.skipif(
     for h in ALL_HEADS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core machine two threads
-    spend more time waiting for each other than computing (6x slower measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 import torch
-from conftest import SHARED
+from conftest import published_checkpoint
 from torch import nn
 
 from spoofdet.models.checkpoints import SeedCheckpointError, read_seed_checkpoint
@@ -120,9 +120,7 @@ def test_files_that_are_not_torch_zips_are_refused(tmp_path):
 
 
 def test_the_file_classes_are_never_imported():
-    path = SHARED / "data" / "published-checkpoints" / "codecfake_codec_mellcnn.pt"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (the published checkpoints live in ../shared)")
+    path = published_checkpoint("codecfake_codec_mellcnn.pt")
     assert "model" not in sys.modules
     sd = read_pickled_module(path)
     assert "model" not in sys.modules  # the file names model.LCNN; it stayed a placeholder

@@ -65,12 +65,7 @@ SEED_LOGITS_F64 = {
 PARAMETERS = {"ssl_aasist": 447_242, "nes2net_x_2": 512_039, "nes2net_x_1": 511_014}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def _layout(name: str) -> list[tuple[str, tuple[int, ...], str]]:

@@ -32,12 +32,7 @@ SEED_LOG_PROBS_F64 = [[-2.292730407686209, -0.10646149958702489],
                       [-4.522598940884401, -0.010920169081926218]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
 
 def _seed_layers() -> torch.Tensor:
