@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from spoofdet.eval_sets import EvalSet, parse_eval_sets
-from spoofdet.scoring import DEFAULT_HOP, LENGTHS, check_length, describe_protocol
+from spoofdet.scoring import DEFAULT_HOP, LENGTHS, WINDOW, check_length, describe_protocol
 
 
 def evaluate_set(es: EvalSet, ref: Any, *, calibration: Any, length: str, hop: int, phase: str | None,
@@ -66,7 +66,7 @@ def evaluate_set(es: EvalSet, ref: Any, *, calibration: Any, length: str, hop: i
     cal = calibration
     to_score = (lambda raw: cal.apply(raw)) if cal is not None else (lambda raw: np.asarray(raw, dtype=np.float64))
     result: dict[str, Any] = {"eval_set": es.name, "path": es.path, "kind": es.kind,
-                              "protocol": describe_protocol(length, hop=hop),
+                              "protocol": describe_protocol(length, window=opts.get("window", WINDOW), hop=hop),
                               "score_type": "llr" if cal is not None else "raw", "n_scored": len(clips.raw),
                               "n_failed": len(clips.errors), "failed": dict(list(clips.errors.items())[:20])}
     thresholds = {"decision threshold (LLR)": DECISION_THRESHOLD} if cal is not None else {}
@@ -122,7 +122,7 @@ def run_evaluation(ref: Any, sets: list[EvalSet], *, length: str = "4s", hop: in
     out = Path(out) / length
     results = [evaluate_set(es, ref, calibration=calibration, length=length, hop=hop, phase=phase, out=out / es.name,
                             opts=opts) for es in sets]
-    protocol = describe_protocol(length, hop=hop)
+    protocol = describe_protocol(length, window=opts.get("window", WINDOW), hop=hop)
     md, table = cross_dataset_table(results, protocol, ref.label)
     (out / "cross_dataset.md").write_text(md)
     (out / "cross_dataset.json").write_text(json.dumps(table, indent=2, allow_nan=False))
@@ -140,9 +140,12 @@ def run_evaluation(ref: Any, sets: list[EvalSet], *, length: str = "4s", hop: in
 
 def add_scoring_arguments(ap: argparse.ArgumentParser) -> None:
     """Options shared with ``ray_jobs.promote``: protocol, rows, Ray resources, tracking."""
-    ap.add_argument("--length", choices=LENGTHS, default="4s", help="4s: first 64,600 samples, repeat-padded (default, "
-                    "as papers); full: mean over windows covering the whole clip")
-    ap.add_argument("--hop", type=int, default=DEFAULT_HOP, help=f"window hop for --length full (default {DEFAULT_HOP})")
+    ap.add_argument("--length", choices=LENGTHS, default="4s", help="4s: the first --window samples, repeat-padded "
+                    "(default, as papers); full: mean over windows covering the whole clip")
+    ap.add_argument("--window", type=int, default=WINDOW, help=f"samples per window (default {WINDOW:,}; XLSR-Mamba "
+                    "and Fake-Mamba evaluate on 66,800, the length their checkpoints were trained on)")
+    ap.add_argument("--hop", type=int, default=None, help=f"window hop for --length full (default half the window: "
+                    f"{DEFAULT_HOP})")
     ap.add_argument("--phase", default=None, help="rows evaluated where a set has phases (2021 LA/DF): eval (default), "
                     "progress, hidden or all")
     ap.add_argument("--tracking-uri", default=None, help="MLflow store (default $MLFLOW_TRACKING_URI, else "
@@ -156,12 +159,16 @@ def add_scoring_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def scoring_options(args: argparse.Namespace) -> dict[str, Any]:
-    check_length(args.length, args.hop)
+    if args.window < 400:
+        raise ValueError(f"--window must be at least 400 samples (one frame of the SSL front-ends), got {args.window}")
+    if args.hop is None:
+        args.hop = args.window // 2
+    check_length(args.length, args.hop, args.window)
     for flag in ("actors", "batch_size"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
     return {"batch_size": args.batch_size, "actors": args.actors, "gpus_per_actor": args.gpus_per_actor,
-            "cpus_per_actor": args.cpus_per_actor}
+            "cpus_per_actor": args.cpus_per_actor, "window": args.window}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -120,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. evaluate both on the same sets, same protocol (reusing recorded evaluations of these exact sets)
     from spoofdet import eval_sets
-    from spoofdet.scoring import WINDOW
 
     started = False
     try:
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = eval_sets.read_metadata(es)
             wanted[es.name] = {"fingerprint": eval_sets.fingerprint(meta),
                                "selection": eval_sets.select_rows(meta, args.phase)[1],
-                               "window": WINDOW, "hop": args.hop if args.length == "full" else None}
+                               "window": args.window, "hop": args.hop if args.length == "full" else None}
         refs = [r for r in (candidate, champion) if r is not None]
         evaluations = {f"v{r.version}": None if args.fresh else recorded_evaluation(r, sets, wanted, args.length)
                        for r in refs}

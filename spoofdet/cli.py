@@ -16,8 +16,8 @@ Human-readable output goes to stdout; with ``--json`` stdout holds exactly one J
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
 file and line), 1 anything unexpected; ``spoofdet promote`` also 3 (refused: the candidate is
 not better than the champion). ``train``, ``score``, ``features`` and ``promote`` are the Ray
-jobs of ``ray_jobs/`` and ``data_prep/features.py`` (``JOB_COMMANDS``; imported only when
-called); ``predict`` never imports Ray.
+jobs of ``ray_jobs/`` and ``data_prep/features.py``, ``import`` is ``spoofdet.seed_import``
+(``JOB_COMMANDS``; imported only when called); ``predict`` and ``import`` never import Ray.
 """
 
 from __future__ import annotations
@@ -198,8 +198,11 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
                    "or a train run's final/ folder")
     p.add_argument("--out", default=None, metavar="FILE.csv", help="write the CSV here (default: stdout)")
     p.add_argument("--length", choices=("full", "4s"), default="full",
-                   help="full: mean over 64,600-sample windows covering each file (default); 4s: first 64,600 samples")
-    p.add_argument("--hop", type=int, default=32_300, help="window hop for --length full (default 32,300)")
+                   help="full: mean over --window-sample windows covering each file (default); 4s: the first --window samples")
+    p.add_argument("--window", type=int, default=64_600, help="samples per window (default 64,600; XLSR-Mamba and "
+                   "Fake-Mamba checkpoints were trained and evaluated on 66,800)")
+    p.add_argument("--hop", type=int, default=None, help="window hop for --length full (default half the window, "
+                   "32,300)")
     p.add_argument("--threshold", type=float, default=None, help="LLR decision threshold (default -ln(1.9) ~= -0.642, "
                    "the ASVspoof 5 Bayes threshold)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")

@@ -86,7 +86,7 @@ def decide(llr: float, threshold: float) -> str:
 
 def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", hop: int | None = None,
                   batch_size: int = 16, threshold: float | None = None, progress: bool | None = None,
-                  ) -> list[Prediction]:
+                  window: int | None = None) -> list[Prediction]:
     """Score ``files`` with a loaded detector (:func:`spoofdet.registry.load_detector`).
 
     Args:
@@ -94,6 +94,7 @@ def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", 
         files: audio file paths.
         length: ``full`` or ``4s`` (:mod:`spoofdet.scoring`).
         hop: window hop for ``full`` (default half a window).
+        window: samples per window (default 64,600; 66,800 for the Mamba seeds' checkpoints).
         batch_size: windows per forward pass.
         threshold: LLR decision threshold (default the ASVspoof 5 Bayes threshold).
         progress: tqdm bar on stderr (None: only on a terminal).
@@ -105,7 +106,7 @@ def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", 
 
     from spoofdet.audio import AudioError, load_16k
     from spoofdet.registry import DECISION_THRESHOLD
-    from spoofdet.scoring import DEFAULT_HOP, clip_windows, score_waves
+    from spoofdet.scoring import WINDOW, clip_windows, score_waves
 
     threshold = DECISION_THRESHOLD if threshold is None else threshold
     cal = detector.calibration
@@ -117,7 +118,8 @@ def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", 
         except AudioError as exc:
             out.append(Prediction(path, error=f"{exc.reason}: {exc.detail}"))
             continue
-        windows = clip_windows(wave, length, hop=hop or DEFAULT_HOP)
+        win = window or WINDOW
+        windows = clip_windows(wave, length, window=win, hop=hop or win // 2)
         score = float(score_waves(detector.model, windows, device=detector.device, batch_size=batch_size).mean())
         llr = float(cal.apply(score)) if cal is not None else None
         out.append(Prediction(path, score, llr, None if llr is None else decide(llr, threshold), "", len(windows), sr))
@@ -181,7 +183,11 @@ def run(args: Any) -> int:
     from spoofdet.registry import DECISION_THRESHOLD, load_detector
     from spoofdet.scoring import check_length, describe_protocol
 
-    check_length(args.length, args.hop)
+    if args.window < 400:
+        raise ValueError(f"--window must be at least 400 samples, got {args.window}")
+    if args.hop is None:
+        args.hop = args.window // 2
+    check_length(args.length, args.hop, args.window)
     if not args.paths and not args.show_model:
         raise ValueError("give at least one PATH (file or folder) to score, or --show-model")
     detector = load_detector(args.model, device=args.device, tracking_uri=args.tracking_uri)
@@ -194,7 +200,7 @@ def run(args: Any) -> int:
         print(f"spoofdet predict: note: {detector.ref.label} stores no calibration: llr and decision stay empty "
               "(the score is raw, higher = more bona fide)", file=sys.stderr)
     preds = predict_files(detector, files, length=args.length, hop=args.hop, batch_size=args.batch_size,
-                          threshold=threshold) + problems
+                          threshold=threshold, window=args.window) + problems
     report = failure_report(preds)
     if report:
         print(f"spoofdet predict: {report}", file=sys.stderr)
@@ -205,7 +211,7 @@ def run(args: Any) -> int:
     scored = [p for p in preds if not p.error]
     if args.json:
         summary = {"model": {**detector.ref.to_dict(), "calibrated": detector.calibration is not None},
-                   "protocol": describe_protocol(args.length, hop=args.hop),
+                   "protocol": describe_protocol(args.length, window=args.window, hop=args.hop),
                    "threshold_llr": threshold if detector.calibration is not None else None,
                    "n_paths": len(preds), "n_scored": len(scored), "n_failed": len(preds) - len(scored),
                    "failed": [{"path": p.path, "error": p.error} for p in preds if p.error], "out": args.out,

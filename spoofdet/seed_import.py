@@ -32,8 +32,14 @@ import torch
 from torch import Tensor, nn
 
 from spoofdet.models import HEADS, build_model
-from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, convert_seed_state_dict,
-                                         load_state_dict_strict, read_seed_checkpoint, seed_n_logits)
+from spoofdet.models.checkpoints import (
+    SEEDS,
+    SeedCheckpointError,
+    convert_seed_state_dict,
+    load_state_dict_strict,
+    read_seed_checkpoint,
+    seed_n_logits,
+)
 
 __all__ = ["SeedImportError", "seed_detector", "import_checkpoint", "init_state_dict", "sha256_of"]
 
@@ -53,7 +59,9 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _fit_frontend(model: nn.Module, converted: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+def _fit_frontend(
+    model: nn.Module, converted: dict[str, Tensor]
+) -> tuple[dict[str, Tensor], list[str]]:
     """Keep the converted front-end tensors the truncated model has; list those its computation
     never reads (layers above the one the seed taps, the final LayerNorm of a layer read before it).
     Anything else missing or extra is left for the strict load to report."""
@@ -72,8 +80,9 @@ def _never_read(key: str, model: nn.Module) -> bool:
     return False
 
 
-def seed_detector(seed: str, state_dict: dict[str, Tensor], *, frontend: str | os.PathLike | None = None
-                  ) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def seed_detector(
+    seed: str, state_dict: dict[str, Tensor], *, frontend: str | os.PathLike | None = None
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """The spoofdet detector holding a seed checkpoint's weights.
 
     Args:
@@ -97,11 +106,15 @@ def seed_detector(seed: str, state_dict: dict[str, Tensor], *, frontend: str | o
         raise SeedImportError(f"seed {seed!r} is unknown; known seeds: {', '.join(sorted(SEEDS))}")
     spec = SEEDS[seed]
     if spec.frontend == "pretrained" and frontend is None:
-        raise SeedImportError(f"seed {seed}: the file holds only the head ({spec.title}); it runs on a "
-                              "pre-trained XLS-R 300M: pass --frontend xlsr_300m (Hugging Face hub, "
-                              "downloaded once) or --frontend DIR (a save_pretrained folder)")
+        raise SeedImportError(
+            f"seed {seed}: the file holds only the head ({spec.title}); it runs on a "
+            "pre-trained XLS-R 300M: pass --frontend xlsr_300m (Hugging Face hub, "
+            "downloaded once) or --frontend DIR (a save_pretrained folder)"
+        )
     if spec.frontend not in ("fairseq", "pretrained") and frontend is not None:
-        raise SeedImportError(f"seed {seed}: its front-end ({spec.frontend}) has no weights; leave out --frontend")
+        raise SeedImportError(
+            f"seed {seed}: its front-end ({spec.frontend}) has no weights; leave out --frontend"
+        )
     head_sd, fe_sd = convert_seed_state_dict(state_dict, seed=seed)
     n_logits = seed_n_logits(head_sd, seed)
     layer = spec.model.get("frontend_layer")
@@ -109,16 +122,20 @@ def seed_detector(seed: str, state_dict: dict[str, Tensor], *, frontend: str | o
     head_kwargs = dict(spec.model.get("head_kwargs", {}))
     notes: dict[str, Any] = {}
     if spec.frontend in ("fairseq", "pretrained"):
-        from spoofdet.models.frontend import load_frontend  # imports transformers (seconds): only when needed
+        from spoofdet.models.frontend import (
+            load_frontend,
+        )  # imports transformers (seconds): only when needed
     if spec.frontend == "fairseq":
         fe = load_frontend(os.fspath(frontend or DEFAULT_FAIRSEQ_ARCH), layer=layer, **fe_kwargs)
         fe_state, unused = _fit_frontend(fe.model, fe_sd)
         try:
             load_state_dict_strict(fe.model, fe_state)
         except ValueError as exc:
-            raise SeedCheckpointError(f"seed {seed}: the file's fine-tuned front-end does not fit the "
-                                      f"{frontend or DEFAULT_FAIRSEQ_ARCH} architecture "
-                                      f"(pass --frontend NAME|DIR with the right one): {exc}") from None
+            raise SeedCheckpointError(
+                f"seed {seed}: the file's fine-tuned front-end does not fit the "
+                f"{frontend or DEFAULT_FAIRSEQ_ARCH} architecture "
+                f"(pass --frontend NAME|DIR with the right one): {exc}"
+            ) from None
         if unused:
             notes["frontend_tensors_never_read"] = unused
     elif spec.frontend == "pretrained":
@@ -128,15 +145,28 @@ def seed_detector(seed: str, state_dict: dict[str, Tensor], *, frontend: str | o
         fe = None
     if fe is not None:
         fe.eval()
-        detector = build_model(fe, spec.head, n_logits=n_logits, head_kwargs=head_kwargs, score=spec.score_rule)
+        detector = build_model(
+            fe, spec.head, n_logits=n_logits, head_kwargs=head_kwargs, score=spec.score_rule
+        )
         fe_config: Any = fe.model.config.to_dict()
     else:
-        detector = build_model(spec.frontend, spec.head, n_logits=n_logits, head_kwargs=head_kwargs,
-                               score=spec.score_rule)
+        detector = build_model(
+            spec.frontend,
+            spec.head,
+            n_logits=n_logits,
+            head_kwargs=head_kwargs,
+            score=spec.score_rule,
+        )
         fe_config = spec.frontend
     load_state_dict_strict(detector.head, head_sd)
-    model_config = {"frontend": fe_config, "head": spec.head, "n_logits": n_logits, "head_kwargs": head_kwargs,
-                    "frontend_layer": layer, "score": spec.score_rule}
+    model_config = {
+        "frontend": fe_config,
+        "head": spec.head,
+        "n_logits": n_logits,
+        "head_kwargs": head_kwargs,
+        "frontend_layer": layer,
+        "score": spec.score_rule,
+    }
     if fe_kwargs:
         model_config["frontend_kwargs"] = fe_kwargs
     return detector.eval(), model_config, notes
@@ -162,10 +192,18 @@ def _check_rebuild(detector: nn.Module, folder: Path, num_samples: int) -> float
     raise RuntimeError(f"the imported detector runs on neither 24,000 nor {num_samples:,} samples")
 
 
-def import_checkpoint(seed: str, checkpoint: str | os.PathLike, *, out: str | os.PathLike,
-                      frontend: str | os.PathLike | None = None, register_as: str | None = None,
-                      tracking_uri: str | None = None, experiment: str = "spoofdet-import") -> dict[str, Any]:
-    """Convert ``checkpoint`` of ``seed`` into a model folder (module docstring); optionally register it.
+def import_checkpoint(
+    seed: str,
+    checkpoint: str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    frontend: str | os.PathLike | None = None,
+    register_as: str | None = None,
+    tracking_uri: str | None = None,
+    experiment: str = "spoofdet-import",
+) -> dict[str, Any]:
+    """Convert ``checkpoint`` of ``seed`` into a model folder (module docstring); optionally
+    register it.
 
     Returns:
         A summary: ``out``, ``seed``, ``source``, ``sha256``, ``n_logits``, ``parameters``,
@@ -183,23 +221,47 @@ def import_checkpoint(seed: str, checkpoint: str | os.PathLike, *, out: str | os
     torch.save(detector.state_dict(), folder / "model.pt")
     (folder / "model_config.json").write_text(json.dumps(model_config, indent=2))
     provenance = {
-        "seed": seed, "system": spec.title, "repository": spec.repository, "source_file": checkpoint.name,
-        "sha256": sha256_of(checkpoint), "published": dict(spec.published), "seed_convention": spec.convention,
-        "score": _score_words(spec, model_config["n_logits"]), "num_samples": spec.num_samples,
-        "label_convention": "1 = bona fide, 0 = spoof", **notes,
+        "seed": seed,
+        "system": spec.title,
+        "repository": spec.repository,
+        "source_file": checkpoint.name,
+        "sha256": sha256_of(checkpoint),
+        "published": dict(spec.published),
+        "seed_convention": spec.convention,
+        "score": _score_words(spec, model_config["n_logits"]),
+        "num_samples": spec.num_samples,
+        "label_convention": "1 = bona fide, 0 = spoof",
+        **notes,
     }
     (folder / "import.json").write_text(json.dumps(provenance, indent=2))
     diff = _check_rebuild(detector, folder, spec.num_samples)
     if diff > 1e-4:
-        raise RuntimeError(f"the written model folder {folder} does not reproduce the imported detector "
-                           f"(max |difference| {diff:g}); please report this")
-    summary: dict[str, Any] = {"out": str(folder), "seed": seed, "source": str(checkpoint),
-                               "sha256": provenance["sha256"], "n_logits": model_config["n_logits"],
-                               "parameters": sum(p.numel() for p in detector.parameters()),
-                               "rebuild_max_abs_diff": diff, "score": provenance["score"]}
+        raise RuntimeError(
+            f"the written model folder {folder} does not reproduce the imported detector "
+            f"(max |difference| {diff:g}); please report this"
+        )
+    summary: dict[str, Any] = {
+        "out": str(folder),
+        "seed": seed,
+        "source": str(checkpoint),
+        "sha256": provenance["sha256"],
+        "n_logits": model_config["n_logits"],
+        "parameters": sum(p.numel() for p in detector.parameters()),
+        "rebuild_max_abs_diff": diff,
+        "score": provenance["score"],
+    }
     if register_as:
-        summary.update(_register(folder, provenance, model_config, register_as=register_as,
-                                 tracking_uri=tracking_uri, experiment=experiment, num_samples=spec.num_samples))
+        summary.update(
+            _register(
+                folder,
+                provenance,
+                model_config,
+                register_as=register_as,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                num_samples=spec.num_samples,
+            )
+        )
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -208,13 +270,25 @@ def _score_words(spec: Any, n_logits: int) -> str:
     if n_logits == 1:
         return "the single bona fide logit, higher = more bona fide (raw, not calibrated)"
     if spec.score_rule == "bonafide_logit":
-        return "logit[:, 1], the bona fide logit, as the seed scores (higher = more bona fide; raw, not calibrated)"
-    return ("logit[:, 1] - logit[:, 0], the log-odds of the seed's softmax (bona fide at index 1 after import), "
-            "higher = more bona fide; ranks clips as the seed's P(bona fide) does (raw, not calibrated)")
+        return ("logit[:, 1], the bona fide logit, as the seed scores (higher = more bona fide; "
+                "raw, not calibrated)")
+    return (
+        "logit[:, 1] - logit[:, 0], the log-odds of the seed's softmax (bona fide at index 1 "
+        "after import), "
+        "higher = more bona fide; ranks clips as the seed's P(bona fide) does (raw, not calibrated)"
+    )
 
 
-def _register(folder: Path, provenance: dict[str, Any], model_config: dict[str, Any], *, register_as: str,
-              tracking_uri: str | None, experiment: str, num_samples: int) -> dict[str, Any]:
+def _register(
+    folder: Path,
+    provenance: dict[str, Any],
+    model_config: dict[str, Any],
+    *,
+    register_as: str,
+    tracking_uri: str | None,
+    experiment: str,
+    num_samples: int,
+) -> dict[str, Any]:
     import numpy as np
     from mlflow.tracking import MlflowClient
 
@@ -223,34 +297,67 @@ def _register(folder: Path, provenance: dict[str, Any], model_config: dict[str, 
 
     uri = default_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=uri)
-    tags = {"spoofdet.kind": "import", "seed": provenance["seed"], "source_file": provenance["source_file"],
-            "source_sha256": provenance["sha256"]}
-    run = client.create_run(experiment_for(client, experiment, uri),
-                            run_name=f"import {provenance['seed']} {provenance['source_file']}", tags=tags)
+    tags = {
+        "spoofdet.kind": "import",
+        "seed": provenance["seed"],
+        "source_file": provenance["source_file"],
+        "source_sha256": provenance["sha256"],
+    }
+    run = client.create_run(
+        experiment_for(client, experiment, uri),
+        run_name=f"import {provenance['seed']} {provenance['source_file']}",
+        tags=tags,
+    )
     run_id = run.info.run_id
     try:
-        info = log_detector(run_id=run_id, uri=uri, weights=str(folder / "model.pt"), model_config=model_config,
-                            input_example=np.zeros((1, num_samples), np.float32), register_as=register_as,
-                            metadata={"imported": provenance, "num_samples": num_samples})
+        info = log_detector(
+            run_id=run_id,
+            uri=uri,
+            weights=str(folder / "model.pt"),
+            model_config=model_config,
+            input_example=np.zeros((1, num_samples), np.float32),
+            register_as=register_as,
+            metadata={"imported": provenance, "num_samples": num_samples},
+        )
         client.log_artifact(run_id, str(folder / "import.json"))
         version = str(info.registered_model_version)
-        set_version_tags(register_as, version, {
-            "seed": provenance["seed"], "source_file": provenance["source_file"],
-            "source_sha256": provenance["sha256"], "published": json.dumps(provenance["published"]),
-            "seed_convention": provenance["seed_convention"], "score": provenance["score"],
-            "label_convention": provenance["label_convention"]}, uri)
+        set_version_tags(
+            register_as,
+            version,
+            {
+                "seed": provenance["seed"],
+                "source_file": provenance["source_file"],
+                "source_sha256": provenance["sha256"],
+                "published": json.dumps(provenance["published"]),
+                "seed_convention": provenance["seed_convention"],
+                "score": provenance["score"],
+                "label_convention": provenance["label_convention"],
+            },
+            uri,
+        )
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id)
-    return {"registered": {"name": register_as, "version": version}, "model_uri": info.model_uri,
-            "mlflow_run_id": run_id, "tracking_uri": uri}
+    return {
+        "registered": {"name": register_as, "version": version},
+        "model_uri": info.model_uri,
+        "mlflow_run_id": run_id,
+        "tracking_uri": uri,
+    }
 
 
 # ---- model.init_from ---------------------------------------------------------------------------
 
-def init_state_dict(init_from: str, model: nn.Module, *, head: str, seed: str | None = None,
-                    tracking_uri: str | None = None) -> OrderedDict[str, Tensor]:
+
+def init_state_dict(
+    init_from: str,
+    model: nn.Module,
+    *,
+    head: str,
+    seed: str | None = None,
+    tracking_uri: str | None = None,
+) -> OrderedDict[str, Tensor]:
     """The state dict that initialises ``model`` (a recipe's detector) from ``init_from``.
 
     ``init_from`` is a spoofdet model (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
@@ -275,8 +382,10 @@ def init_state_dict(init_from: str, model: nn.Module, *, head: str, seed: str | 
         return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
     candidates = [seed] if seed else [name for name, spec in SEEDS.items() if spec.head == head]
     if not candidates:
-        raise SeedImportError(f"{path}: not a spoofdet state dict of this model, and no seed system uses head "
-                              f"{head!r}; seeds: {', '.join(f'{n} ({s.head})' for n, s in sorted(SEEDS.items()))}")
+        raise SeedImportError(
+            f"{path}: not a spoofdet state dict of this model, and no seed system uses head "
+            f"{head!r}; seeds: {', '.join(f'{n} ({s.head})' for n, s in sorted(SEEDS.items()))}"
+        )
     fits = []
     for name in candidates:
         try:
@@ -293,15 +402,21 @@ def init_state_dict(init_from: str, model: nn.Module, *, head: str, seed: str | 
         if set(merged) == set(own) and all(merged[k].shape == own[k].shape for k in own):
             fits.append((name, merged))
         else:
-            tried.append(f"{name}: converted, but the recipe's model has another shape (model.head_kwargs, "
-                         "n_logits or front-end differ from the seed's)")
+            tried.append(
+                f"{name}: converted, but the recipe's model has another shape (model.head_kwargs, "
+                "n_logits or front-end differ from the seed's)"
+            )
     if len(fits) == 1:
         return fits[0][1]
     if len(fits) > 1:
-        raise SeedImportError(f"{path} fits several seeds ({', '.join(n for n, _ in fits)}); name one with "
-                              "model.init_seed")
-    raise SeedImportError(f"{path}: neither a state dict of this model nor a checkpoint of a seed it fits; tried:\n  "
-                          + "\n  ".join(tried))
+        raise SeedImportError(
+            f"{path} fits several seeds ({', '.join(n for n, _ in fits)}); name one with "
+            "model.init_seed"
+        )
+    raise SeedImportError(
+        f"{path}: neither a state dict of this model nor a checkpoint of a seed it fits; tried:\n  "
+        + "\n  ".join(tried)
+    )
 
 
 def seeds_for_head(head: str) -> list[str]:
@@ -313,11 +428,17 @@ def seeds_for_head(head: str) -> list[str]:
 
 # ---- spoofdet import ---------------------------------------------------------------------------
 
+
 def _seed_table() -> str:
     rows = []
     for name, spec in SEEDS.items():
-        fe = {"fairseq": "fine-tuned XLS-R in the file", "pretrained": "needs --frontend (pre-trained XLS-R)"}
-        rows.append(f"  {name:<24} {spec.title} [{fe.get(spec.frontend, spec.frontend + ' front-end')}]")
+        fe = {
+            "fairseq": "fine-tuned XLS-R in the file",
+            "pretrained": "needs --frontend (pre-trained XLS-R)",
+        }
+        rows.append(
+            f"  {name:<24} {spec.title} [{fe.get(spec.frontend, spec.frontend + ' front-end')}]"
+        )
     return "\n".join(rows)
 
 
@@ -327,40 +448,76 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(
         prog="spoofdet import",
-        description="Turn a seed system's published checkpoint into a spoofdet model: read without running "
-        "code from the file, keys converted to spoofdet's layout (a key that maps to nothing or a tensor the "
-        "model needs that the file lacks stops the import, listing both), the seed's label/score convention "
-        "translated once (higher = more bona fide), checked by rebuilding the written folder. The folder "
-        "has the format of a train run's final/: spoofdet score/predict/promote and mlflow models serve use "
+        description="Turn a seed system's published checkpoint into a spoofdet model: read "
+        "without running code from the file, keys converted to spoofdet's layout (a key that "
+        "maps to nothing or a tensor the model needs that the file lacks stops the import, "
+        "listing both), the seed's label/score convention translated once (higher = more bona "
+        "fide), checked by rebuilding the written folder. The folder has the format of a train "
+        "run's final/: spoofdet score/predict/promote and mlflow models serve use "
         "it (or the registered version) as any trained model.",
         epilog="seeds:\n" + _seed_table() + "\n\nexamples:\n"
         "  spoofdet import aasist --checkpoint AASIST.pth --out models/aasist\n"
-        "  spoofdet import xlsr_mamba --checkpoint XLSR-Mamba-LA.pth --register-as xlsr-mamba-published \\\n"
+        "  spoofdet import xlsr_mamba --checkpoint XLSR-Mamba-LA.pth \\\n"
+        "      --register-as xlsr-mamba-published \\\n"
         "      --tracking-uri sqlite:///runs/mlflow.db --json\n"
-        "  spoofdet import codecfake_w2v2_aasist --checkpoint anti-spoofing_feat_model.pt --frontend xlsr_300m",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  spoofdet import codecfake_w2v2_aasist --checkpoint anti-spoofing_feat_model.pt \\\n"
+        "      --frontend xlsr_300m",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("seed", metavar="SEED", help="the seed system (list below)")
-    ap.add_argument("--checkpoint", required=True, metavar="FILE", help="the published .pth/.pt file, as its authors "
-                    "name it (state dict or a whole pickled module; never unpickled with code execution)")
-    ap.add_argument("--frontend", default=None, metavar="NAME|DIR",
-                    help="seeds whose file holds only a head (Codecfake): the pre-trained SSL model it runs on "
-                    "(xlsr_300m or a save_pretrained folder); fine-tuned SSL seeds: the architecture their "
-                    "front-end loads into (default xlsr_300m_random: XLS-R 300M)")
-    ap.add_argument("--out", default=None, metavar="DIR", help="model folder to write (default imported/SEED-FILESTEM)")
-    ap.add_argument("--register-as", default=None, metavar="NAME", help="also log the model in MLflow and register "
-                    "it as a version of NAME, tagged with the seed, file name, sha256 and published results")
-    ap.add_argument("--tracking-uri", default=None, help="MLflow store for --register-as (default "
-                    "$MLFLOW_TRACKING_URI, else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)")
+    ap.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="FILE",
+        help="the published .pth/.pt file, as its authors "
+        "name it (state dict or a whole pickled module; never unpickled with code execution)",
+    )
+    ap.add_argument(
+        "--frontend",
+        default=None,
+        metavar="NAME|DIR",
+        help="seeds whose file holds only a head (Codecfake): the pre-trained SSL model it runs on "
+        "(xlsr_300m or a save_pretrained folder); fine-tuned SSL seeds: the architecture their "
+        "front-end loads into (default xlsr_300m_random: XLS-R 300M)",
+    )
+    ap.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="model folder to write (default imported/SEED-FILESTEM)",
+    )
+    ap.add_argument(
+        "--register-as",
+        default=None,
+        metavar="NAME",
+        help="also log the model in MLflow and register "
+        "it as a version of NAME, tagged with the seed, file name, sha256 and published results",
+    )
+    ap.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store for --register-as (default "
+        "$MLFLOW_TRACKING_URI, else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args(argv)
     if args.seed not in SEEDS:
         ap.error(f"unknown seed {args.seed!r}; choose one of: {', '.join(sorted(SEEDS))}")
-    if args.register_as and not args.register_as.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    if (
+        args.register_as
+        and not args.register_as.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    ):
         ap.error(f"--register-as {args.register_as!r}: use letters, digits, '-', '_' and '.' only")
     out = args.out or f"imported/{args.seed}-{Path(args.checkpoint).stem}"
     try:
-        summary = import_checkpoint(args.seed, args.checkpoint, out=out, frontend=args.frontend,
-                                    register_as=args.register_as, tracking_uri=args.tracking_uri)
+        summary = import_checkpoint(
+            args.seed,
+            args.checkpoint,
+            out=out,
+            frontend=args.frontend,
+            register_as=args.register_as,
+            tracking_uri=args.tracking_uri,
+        )
     except (SeedCheckpointError, SeedImportError, FileNotFoundError) as exc:
         print(f"spoofdet import: error: {exc}", file=sys.stderr)
         return 2
@@ -369,8 +526,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     spec = SEEDS[args.seed]
     print(f"imported {spec.title} from {summary['source']} (sha256 {summary['sha256'][:12]}...)")
-    print(f"  {summary['parameters']:,} parameters, {summary['n_logits']} logit(s); score: {summary['score']}")
-    print(f"  model folder: {summary['out']}  (rebuild check: max |diff| {summary['rebuild_max_abs_diff']:.1e})")
+    print(
+        f"  {summary['parameters']:,} parameters, {summary['n_logits']} logit(s); "
+        f"score: {summary['score']}"
+    )
+    print(
+        f"  model folder: {summary['out']}  "
+        f"(rebuild check: max |diff| {summary['rebuild_max_abs_diff']:.1e})"
+    )
     if "registered" in summary:
         r = summary["registered"]
         print(f"  registered: models:/{r['name']}/{r['version']}  ({summary['tracking_uri']})")

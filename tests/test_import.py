@@ -33,13 +33,17 @@ def _seed_file(tmp_path: Path, layout: str, *, seed: int = 0, prefix: str = "") 
 def test_import_writes_a_final_folder_that_rebuilds_exactly(tmp_path, capsys):
     ckpt = _seed_file(tmp_path, "aasist")
     out = tmp_path / "model"
-    assert cli_main(["import", "aasist", "--checkpoint", str(ckpt), "--out", str(out), "--json"]) == 0
+    assert (
+        cli_main(["import", "aasist", "--checkpoint", str(ckpt), "--out", str(out), "--json"]) == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["parameters"] == 297_866 and summary["n_logits"] == 2
     assert summary["rebuild_max_abs_diff"] <= 1e-6
     assert {p.name for p in out.iterdir()} == {"model.pt", "model_config.json", "import.json"}
     prov = json.loads((out / "import.json").read_text())
-    assert prov["seed"] == "aasist" and prov["source_file"] == ckpt.name and len(prov["sha256"]) == 64
+    assert (
+        prov["seed"] == "aasist" and prov["source_file"] == ckpt.name and len(prov["sha256"]) == 64
+    )
     assert prov["published"] == dict(SEEDS["aasist"].published) and "bona fide" in prov["score"]
 
     # the folder is what a train run's final/ is: rebuilt from model_config.json, loaded strictly
@@ -60,7 +64,9 @@ def test_import_refuses_a_file_of_another_layout_listing_both(tmp_path, capsys):
     sd.pop(next(iter(sd)))
     bad = tmp_path / "bad.pth"
     torch.save(sd, bad)
-    assert cli_main(["import", "aasist", "--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli_main(["import", "aasist", "--checkpoint", str(bad), "--out", str(tmp_path / "o")]) == 2
+    )
     err = capsys.readouterr().err
     assert "map to nothing" in err and "stray.weight" in err and "lacks" in err
     assert not (tmp_path / "o" / "model.pt").exists()
@@ -68,8 +74,21 @@ def test_import_refuses_a_file_of_another_layout_listing_both(tmp_path, capsys):
 
 def test_import_errors_say_what_to_pass(tmp_path, capsys):
     ckpt = _seed_file(tmp_path, "aasist")
-    assert cli_main(["import", "aasist", "--checkpoint", str(ckpt), "--frontend", "tiny",
-                     "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli_main(
+            [
+                "import",
+                "aasist",
+                "--checkpoint",
+                str(ckpt),
+                "--frontend",
+                "tiny",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "leave out --frontend" in capsys.readouterr().err
     assert cli_main(["import", "aasist", "--checkpoint", str(tmp_path / "missing.pth")]) == 2
     assert "no such file" in capsys.readouterr().err
@@ -77,7 +96,9 @@ def test_import_errors_say_what_to_pass(tmp_path, capsys):
         cli_main(["import", "no_such_seed", "--checkpoint", str(ckpt)])
     assert exc.value.code == 2 and "xlsr_mamba" in capsys.readouterr().err
     with pytest.raises(SeedImportError, match="--frontend xlsr_300m"):
-        seed_detector("codecfake_w2v2_aasist", {})  # a head-only file needs the pre-trained front-end
+        seed_detector(
+            "codecfake_w2v2_aasist", {}
+        )  # a head-only file needs the pre-trained front-end
 
 
 def test_import_help_lists_every_seed(capsys):
@@ -94,15 +115,19 @@ def test_a_file_with_code_is_never_run(tmp_path, capsys):
     class Payload:
         def __reduce__(self):
             import os
+
             return (os.system, (f"touch {marker}",))
 
     path = tmp_path / "evil.pth"
     torch.save({"w": torch.zeros(1), "x": Payload()}, path)
-    assert cli_main(["import", "aasist", "--checkpoint", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli_main(["import", "aasist", "--checkpoint", str(path), "--out", str(tmp_path / "o")]) == 2
+    )
     assert "system" in capsys.readouterr().err and not marker.exists()
 
 
 # ---- model.init_from ------------------------------------------------------------------------
+
 
 def test_init_from_converts_a_seed_checkpoint_into_the_recipe_model(tmp_path):
     ckpt = _seed_file(tmp_path, "aasist", prefix="module.")  # a DataParallel-saved copy
@@ -135,18 +160,25 @@ def test_recipe_validates_init_from(tmp_path):
     from spoofdet.config import ConfigError, load_train_config
 
     recipe = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "aasist_19la.yaml"
-    cfg = load_train_config(recipe, [f"model.init_from={tmp_path / 'x.pth'}", "model.init_seed=aasist"],
-                            check_paths=False)
+    cfg = load_train_config(
+        recipe,
+        [f"model.init_from={tmp_path / 'x.pth'}", "model.init_seed=aasist"],
+        check_paths=False,
+    )
     assert cfg.model.init_seed == "aasist"
     with pytest.raises(ConfigError) as exc:
-        load_train_config(recipe, [f"model.init_from={tmp_path / 'missing.pth'}", "model.init_seed=xlsr_mamba"],
-                          check_paths=True)
+        load_train_config(
+            recipe,
+            [f"model.init_from={tmp_path / 'missing.pth'}", "model.init_seed=xlsr_mamba"],
+            check_paths=True,
+        )
     text = str(exc.value)
     assert "model.init_from" in text and "does not exist" in text
     assert "model.init_seed" in text and "set model.head=xlsr_mamba" in text
 
 
 # ---- import -> register -> score / predict / pyfunc -------------------------------------------
+
 
 @pytest.mark.integration
 def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, capsys):
@@ -158,13 +190,35 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
 
     corpus = write_tone_noise_corpus(tmp_path / "corpus", per_class=4, long_every=0)
     shards = tmp_path / "shards"
-    shard.run(prepare("csv", corpus["manifest"], check_audio=False).table, str(shards), corpus="csv",
-              shard_rows=4, executor="local", progress=False)
+    shard.run(
+        prepare("csv", corpus["manifest"], check_audio=False).table,
+        str(shards),
+        corpus="csv",
+        shard_rows=4,
+        executor="local",
+        progress=False,
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ckpt = _seed_file(tmp_path, "aasist")
     folder = tmp_path / "imported"
-    assert cli_main(["import", "aasist", "--checkpoint", str(ckpt), "--out", str(folder), "--register-as",
-                     "aasist-published", "--tracking-uri", uri, "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "import",
+                "aasist",
+                "--checkpoint",
+                str(ckpt),
+                "--out",
+                str(folder),
+                "--register-as",
+                "aasist-published",
+                "--tracking-uri",
+                uri,
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["registered"] == {"name": "aasist-published", "version": "1"}
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
@@ -180,27 +234,63 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
 
     det = load_detector(str(folder))
     audio = sorted(Path(corpus["root"], "audio").glob("*.wav"))
-    expected = {p.stem: float(score_waves(det.model, clip_windows(load_16k(str(p))[0], "4s")).mean()) for p in audio}
+    expected = {
+        p.stem: float(score_waves(det.model, clip_windows(load_16k(str(p))[0], "4s")).mean())
+        for p in audio
+    }
 
     # spoofdet score on shards, through the registry
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        assert cli_main(["score", "--model", "models:/aasist-published/1", "--eval-set", f"tones={shards}",
-                         "--tracking-uri", uri, "--out", str(tmp_path / "eval"), "--json"]) == 0
+        assert (
+            cli_main(
+                [
+                    "score",
+                    "--model",
+                    "models:/aasist-published/1",
+                    "--eval-set",
+                    f"tones={shards}",
+                    "--tracking-uri",
+                    uri,
+                    "--out",
+                    str(tmp_path / "eval"),
+                    "--json",
+                ]
+            )
+            == 0
+        )
     finally:
         ray.shutdown()
     tones = json.loads(capsys.readouterr().out)["sets"][0]
     scored = dict(line.split() for line in Path(tones["scores"]).read_text().splitlines())
-    assert {k: float(v) for k, v in scored.items()} == pytest.approx(expected, rel=1e-4, abs=1e-5)  # other batching
+    assert {k: float(v) for k, v in scored.items()} == pytest.approx(
+        expected, rel=1e-4, abs=1e-5
+    )  # other batching
     assert tones["score_type"] == "raw"
 
     # spoofdet predict on files with the folder itself
     out_csv = tmp_path / "pred.csv"
-    assert cli_main(["predict", str(Path(corpus["root"], "audio")), "--model", str(folder), "--length", "4s",
-                     "--out", str(out_csv)]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                str(Path(corpus["root"], "audio")),
+                "--model",
+                str(folder),
+                "--length",
+                "4s",
+                "--out",
+                str(out_csv),
+            ]
+        )
+        == 0
+    )
     rows = out_csv.read_text().splitlines()
     header = rows[0].split(",")
-    got = {Path(r.split(",")[header.index("path")]).stem: float(r.split(",")[header.index("score")]) for r in rows[1:]}
+    got = {
+        Path(r.split(",")[header.index("path")]).stem: float(r.split(",")[header.index("score")])
+        for r in rows[1:]
+    }
     assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
     # the pyfunc (what `mlflow models serve` runs) gives the same scores
@@ -217,6 +307,7 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
 
 # ---- SSL seeds: the fine-tuned front-end in the file, or a pre-trained one ---------------------
 
+
 def _xlsr_like(layers: int):
     """A random pre-LN wav2vec 2.0 with XLS-R's width (1024, what the heads read) but 2 heads, a
     small FFN and conv stack: the seeds' front-end layout at a size a test can afford."""
@@ -225,10 +316,21 @@ def _xlsr_like(layers: int):
     from spoofdet.models.frontend import CONV_KERNEL, CONV_STRIDE
 
     torch.manual_seed(0)
-    config = Wav2Vec2Config(hidden_size=1024, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(32,) * 7, conv_kernel=CONV_KERNEL, conv_stride=CONV_STRIDE, conv_bias=True,
-                            feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=16,
-                            num_conv_pos_embedding_groups=16, mask_time_prob=0.05)
+    config = Wav2Vec2Config(
+        hidden_size=1024,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32,) * 7,
+        conv_kernel=CONV_KERNEL,
+        conv_stride=CONV_STRIDE,
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=16,
+        mask_time_prob=0.05,
+    )
     return Wav2Vec2Model(config).eval()
 
 
@@ -247,7 +349,10 @@ def test_fine_tuned_front_end_of_a_seed_file_is_imported_not_replaced(tmp_path):
             p.add_(0.01)  # "fine-tuned": other weights than those saved in arch/
     head = random_state_dict(read_layout(layout_file))  # the DF layout: saved from DataParallel
     assert all(k.startswith("module.") for k in head)
-    seed_file = {f"module.ssl_model.model.{k}": v for k, v in to_fairseq_wav2vec2(fine_tuned.state_dict()).items()}
+    seed_file = {
+        f"module.ssl_model.model.{k}": v
+        for k, v in to_fairseq_wav2vec2(fine_tuned.state_dict()).items()
+    }
     ckpt = tmp_path / "best_SSL_model_DF.pth"
     torch.save({**seed_file, **head}, ckpt)
 
@@ -259,8 +364,12 @@ def test_fine_tuned_front_end_of_a_seed_file_is_imported_not_replaced(tmp_path):
 
     det = load_detector(str(tmp_path / "model")).model
     wave = random_waves(1, 16_000)
-    with torch.no_grad():  # the front-end is the file's fine-tuned one, features after the final norm
-        torch.testing.assert_close(det.frontend(wave), fine_tuned(wave).last_hidden_state, rtol=1e-5, atol=1e-5)
+    with (
+        torch.no_grad()
+    ):  # the front-end is the file's fine-tuned one, features after the final norm
+        torch.testing.assert_close(
+            det.frontend(wave), fine_tuned(wave).last_hidden_state, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_head_only_seed_runs_on_the_given_pretrained_front_end_at_layer_5(tmp_path):
@@ -268,14 +377,44 @@ def test_head_only_seed_runs_on_the_given_pretrained_front_end_at_layer_5(tmp_pa
     model = _xlsr_like(6)
     model.save_pretrained(pretrained)
     ckpt = _seed_file(tmp_path, "codecfake_w2v2_aasist")
-    detector, config, notes = seed_detector("codecfake_w2v2_aasist", torch.load(ckpt, weights_only=True),
-                                            frontend=pretrained)
+    detector, config, notes = seed_detector(
+        "codecfake_w2v2_aasist", torch.load(ckpt, weights_only=True), frontend=pretrained
+    )
     assert config["frontend_layer"] == 5 and config["frontend_kwargs"] == {"normalize": True}
-    assert notes["frontend_source"] == str(pretrained) and len(detector.frontend.model.encoder.layers) == 5
+    assert (
+        notes["frontend_source"] == str(pretrained)
+        and len(detector.frontend.model.encoder.layers) == 5
+    )
     wave = random_waves(1, 16_000)
-    with torch.no_grad():  # Codecfake: zero-mean unit-variance clip, hidden_states[5] of the pre-trained model
+    with (
+        torch.no_grad()
+    ):  # Codecfake: zero-mean unit-variance clip, hidden_states[5] of the pre-trained model
         norm = (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + 1e-7)
         expected = model(norm, output_hidden_states=True).hidden_states[5]
         torch.testing.assert_close(detector.frontend(wave), expected, rtol=1e-5, atol=1e-5)
     rebuilt = build_model(**config)
     load_state_dict_strict(rebuilt, detector.state_dict())  # model_config.json rebuilds it exactly
+
+
+def test_predict_scores_on_the_seeds_window(tmp_path, capsys):
+    """XLSR-Mamba / Fake-Mamba were trained and evaluated on 66,800 samples: --window gives that."""
+    import soundfile as sf
+
+    from spoofdet.registry import load_detector
+    from spoofdet.scoring import clip_windows, score_waves
+
+    folder = tmp_path / "model"
+    import_checkpoint("aasist_l", _seed_file(tmp_path, "aasist_l"), out=folder)
+    wave = random_waves(1, 80_000, seed=2)[0].numpy()
+    sf.write(tmp_path / "clip.wav", wave, 16_000, subtype="FLOAT")
+    out = tmp_path / "pred.csv"
+    args = ["predict", str(tmp_path / "clip.wav"), "--model", str(folder), "--length", "4s"]
+    assert cli_main([*args, "--window", "66800", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["protocol"]["window"] == 66_800
+    det = load_detector(str(folder))
+    expected = float(score_waves(det.model, clip_windows(wave, "4s", window=66_800))[0])
+    row = out.read_text().splitlines()[1].split(",")
+    assert float(row[1]) == pytest.approx(expected, rel=1e-5)
+    assert cli_main([*args, "--window", "100"]) == 2
+    assert "--window must be at least 400" in capsys.readouterr().err

@@ -326,9 +326,11 @@ def _state_dict_of(obj: Any, where: str) -> OrderedDict[str, Tensor]:
             return OrderedDict((str(k), v) for k, v in obj.items())
         for key in ("state_dict", "model_state_dict", "model", "module"):
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor) for v in inner.values()):
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor)
+                                                            for v in inner.values()):
                 return OrderedDict((str(k), v) for k, v in inner.items())
-    raise SeedCheckpointError(f"{where}: holds a {type(obj).__name__}, not a state dict (a mapping of names to tensors), "
+    raise SeedCheckpointError(f"{where}: holds a {type(obj).__name__}, not a state dict (a mapping "
+                              "of names to tensors), "
                               "nor a 'state_dict'/'model' entry holding one")
 
 
@@ -351,7 +353,7 @@ def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
         raise SeedCheckpointError(f"{p}: no such file; pass the published .pth/.pt checkpoint")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as first:  # noqa: BLE001 - weights_only refuses pickled modules: try the restricted reader
+    except Exception as first:  # noqa: BLE001 - weights_only refuses pickled modules: restricted reader
         from spoofdet.models.safe_unpickle import PickleRefused, read_pickled_module
 
         try:
@@ -359,14 +361,16 @@ def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
         except PickleRefused as exc:
             raise SeedCheckpointError(f"{p}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - name both failures: the file is neither kind
-            raise SeedCheckpointError(f"{p}: not a readable PyTorch checkpoint (as a state dict: {first}; "
-                                      f"as a pickled module: {type(exc).__name__}: {exc})") from None
+            raise SeedCheckpointError(f"{p}: not a readable PyTorch checkpoint (as a state dict: "
+                                      f"{first}; as a pickled module: {type(exc).__name__}: "
+                                      f"{exc})") from None
     return _state_dict_of(obj, str(p))
 
 
 def _seed(seed: str) -> SeedSpec:
     if seed not in SEEDS:
-        raise SeedCheckpointError(f"seed {seed!r} is unknown; known seeds: {', '.join(sorted(SEEDS))}")
+        raise SeedCheckpointError(f"seed {seed!r} is unknown; known seeds: "
+                                  f"{', '.join(sorted(SEEDS))}")
     return SEEDS[seed]
 
 
@@ -376,7 +380,8 @@ def seed_n_logits(head_state: Mapping[str, Tensor], seed: str) -> int:
     if spec.n_logits is not None:
         return spec.n_logits
     if spec.out_key not in head_state:
-        raise SeedCheckpointError(f"seed {seed}: the file has no output layer {spec.out_key!r} to read n_logits from")
+        raise SeedCheckpointError(f"seed {seed}: the file has no output layer {spec.out_key!r} to "
+                                  "read n_logits from")
     return int(head_state[spec.out_key].shape[0])
 
 
@@ -385,12 +390,14 @@ def build_seed_head(seed: str, n_logits: int) -> nn.Module:
     from spoofdet.models import build_head
 
     spec = _seed(seed)
-    return build_head(spec.head, spec.in_dim, n_logits=n_logits, **dict(spec.model.get("head_kwargs", {})))
+    kwargs = dict(spec.model.get("head_kwargs", {}))
+    return build_head(spec.head, spec.in_dim, n_logits=n_logits, **kwargs)
 
 
 def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
                             ) -> tuple[OrderedDict[str, Tensor], OrderedDict[str, Tensor] | None]:
-    """Map a seed checkpoint's keys onto spoofdet's: ``(head_state_dict, frontend_state_dict | None)``.
+    """Map a seed checkpoint's keys onto spoofdet's: ``(head_state_dict, frontend_state_dict |
+    None)``.
 
     Steps: strip a DataParallel ``module.`` prefix; for fine-tuned SSL seeds convert the
     ``ssl_model.model.*`` fairseq front-end into ``transformers.Wav2Vec2Model`` keys
@@ -418,8 +425,9 @@ def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
     if spec.frontend == "fairseq":
         fe = OrderedDict((k, v) for k, v in sd.items() if k.startswith(FAIRSEQ_PREFIX))
         if not fe:
-            raise SeedCheckpointError(f"seed {seed}: the file holds no '{FAIRSEQ_PREFIX}*' tensors, so not the fine-tuned "
-                                      f"XLS-R that every {spec.title} checkpoint saves; is this the right file and seed?")
+            raise SeedCheckpointError(f"seed {seed}: the file holds no '{FAIRSEQ_PREFIX}*' tensors, "
+                                      f"so not the fine-tuned XLS-R that every {spec.title} "
+                                      "checkpoint saves; is this the right file and seed?")
         try:
             frontend = convert_fairseq_wav2vec2(fe, prefix=FAIRSEQ_PREFIX)
         except ValueError as exc:
@@ -435,7 +443,8 @@ def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
             if m:
                 new = m.expand(target)
                 if new in head:
-                    raise SeedCheckpointError(f"seed {seed}: {source[new]!r} and {key!r} both map to {new!r}")
+                    raise SeedCheckpointError(f"seed {seed}: {source[new]!r} and {key!r} both map "
+                                              f"to {new!r}")
                 head[new], source[new] = value, key
                 break
         else:
@@ -447,7 +456,8 @@ def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
         bias = spec.out_key.rsplit(".", 1)[0] + ".bias"
         for k in (spec.out_key, bias):
             if k in head:
-                head[k] = head[k].flip(0).contiguous()  # the seed's (bona fide, spoof) -> spoofdet's (spoof, bona fide)
+                # the seed's (bona fide, spoof) rows -> spoofdet's (spoof, bona fide)
+                head[k] = head[k].flip(0).contiguous()
     expected = build_seed_head(seed, n_logits).state_dict()
     missing = [k for k in expected if k not in head]
     extra = unmapped + [f"{source[k]} (as {k})" for k in head if k not in expected]
