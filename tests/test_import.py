@@ -418,3 +418,18 @@ def test_predict_scores_on_the_seeds_window(tmp_path, capsys):
     assert float(row[1]) == pytest.approx(expected, rel=1e-5)
     assert cli_main([*args, "--window", "100"]) == 2
     assert "--window must be at least 400" in capsys.readouterr().err
+
+
+def test_safetensors_files_import_like_pth(tmp_path):
+    """XLSR-Mamba's Hugging Face uploads are model.safetensors: read as tensors, no pickle."""
+    from safetensors.torch import save_file
+
+    from spoofdet.models.checkpoints import SeedCheckpointError, read_seed_checkpoint
+
+    sd = random_state_dict(read_layout(LAYOUTS / "aasist.tsv"))
+    save_file(dict(sd), tmp_path / "model.safetensors")
+    read = read_seed_checkpoint(tmp_path / "model.safetensors")
+    assert set(read) == set(sd) and all(torch.equal(read[k], sd[k]) for k in sd)  # (keys sorted)
+    (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(SeedCheckpointError, match="not a readable safetensors"):
+        read_seed_checkpoint(tmp_path / "broken.safetensors")

@@ -338,7 +338,8 @@ def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
     """The tensors of a published checkpoint file, read without running any code from it.
 
     A ``torch.save(model.state_dict())`` file (or a dict holding one under ``state_dict`` /
-    ``model``) is read with ``torch.load(weights_only=True)``. A whole pickled module
+    ``model``) is read with ``torch.load(weights_only=True)``, a ``.safetensors`` file (the
+    Hugging Face uploads of XLSR-Mamba) with ``safetensors``. A whole pickled module
     (``torch.save(model)``, Codecfake's ``anti-spoofing_feat_model.pt``) is read by a restricted
     unpickler (:mod:`spoofdet.models.safe_unpickle`) that rebuilds only tensors and the module
     tree's parameters and buffers; no class or function named in the file is imported or called.
@@ -351,6 +352,18 @@ def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
     p = Path(path)
     if not p.is_file():
         raise SeedCheckpointError(f"{p}: no such file; pass the published .pth/.pt checkpoint")
+    if p.suffix == ".safetensors":  # e.g. XLSR-Mamba's Hugging Face model.safetensors: tensors only
+        try:
+            from safetensors import SafetensorError
+            from safetensors.torch import load_file
+        except ImportError:
+            raise SeedCheckpointError(f"{p}: reading .safetensors needs the safetensors package "
+                                      "(pip install -e '.[ssl]')") from None
+
+        try:
+            return OrderedDict(load_file(str(p), device="cpu"))
+        except (SafetensorError, OSError) as exc:
+            raise SeedCheckpointError(f"{p}: not a readable safetensors file ({exc})") from None
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as first:  # noqa: BLE001 - weights_only refuses pickled modules: restricted reader
