@@ -99,7 +99,7 @@ class PeakRSS:
 
 def bench_one(corpus: Path, out: Path, executor: str, shard_mb: float, cpus: int) -> dict:
     from data_prep import shard
-    from spoofdet.corpora import prepare_csv
+    from spoofdet.data.corpora import prepare_csv
 
     table = prepare_csv(corpus, check_audio=False).table
     if executor == "ray":

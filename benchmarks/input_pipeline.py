@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import machine, write_section  # noqa: E402
 from data_prep import shard  # noqa: E402
-from spoofdet import data  # noqa: E402
-from spoofdet.corpora import prepare_csv  # noqa: E402
-from spoofdet.synthetic import bonafide_clip  # noqa: E402
+from spoofdet.data import pipeline as data  # noqa: E402
+from spoofdet.data.corpora import prepare_csv  # noqa: E402
+from spoofdet.testing.synthetic import bonafide_clip  # noqa: E402
 
 BATCH = 16
 

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import machine, write_section  # noqa: E402
-from spoofdet.corpora import prepare_asvspoof2021_df  # noqa: E402
-from spoofdet.corpora._common import find_missing  # noqa: E402
+from spoofdet.data.corpora import prepare_asvspoof2021_df  # noqa: E402
+from spoofdet.data.corpora._common import find_missing  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ The baseline is written here, the straightforward way the reference ``RawBoost.p
 it: one ``scipy.signal.firwin`` per band, the bands cascaded with ``np.convolve``, ``freqz``
 for the peak normalisation and ``scipy.signal.lfilter`` (direct form) for every filter, ISD
 positions from a full permutation. Both run on the same 4-s speech-like clips (64,600 samples
-at 16 kHz, from ``spoofdet.synthetic.bonafide_clip``), interleaved clip by clip so that any
+at 16 kHz, from ``spoofdet.testing.synthetic.bonafide_clip``), interleaved clip by clip so that any
 load on the machine hits both alike, with one thread each (BLAS/OpenMP pools are set to one
 thread before numpy is imported; scipy.fft and lfilter are single-threaded by default).
 
@@ -31,8 +31,8 @@ from scipy import signal  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import machine, write_section  # noqa: E402
-from spoofdet.rawboost import ALGORITHMS, RawBoostParams, apply_rawboost  # noqa: E402
-from spoofdet.synthetic import bonafide_clip  # noqa: E402
+from spoofdet.data.rawboost import ALGORITHMS, RawBoostParams, apply_rawboost  # noqa: E402
+from spoofdet.testing.synthetic import bonafide_clip  # noqa: E402
 
 SR = 16_000
 N = 64_600
@@ -151,7 +151,7 @@ argparse defaults), the two implementations interleaved clip by clip.
 
 - direct form: what the seed `RawBoost.py` does -- `firwin` per band, `np.convolve` cascade,
   `freqz` peak normalisation, `scipy.signal.lfilter` per filter (written in the benchmark).
-- spoofdet: `spoofdet.rawboost` -- one vectorised windowed-sinc design for all bands, cascade and
+- spoofdet: `spoofdet.data.rawboost` -- one vectorised windowed-sinc design for all bands, cascade and
   `freqz` peak from one short batched FFT, float32 overlap-add FFT filtering, LnL orders summed
   in the frequency domain before one inverse transform.
 

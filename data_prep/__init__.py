@@ -1,1 +1,1 @@
-"""Ray Data jobs that map corpus parsers (:mod:`spoofdet.corpora`) to Parquet shards."""
+"""Ray Data jobs that map corpus parsers (:mod:`spoofdet.data.corpora`) to Parquet shards."""

@@ -2,7 +2,7 @@
 
 Codecfake trains its head on frozen XLS-R features (``hidden_states[5]``): computing them once
 makes every epoch a head-only pass over small tensors. This job reads a shard folder written by
-``spoofdet prepare``, cuts every clip as ``spoofdet.data`` does for evaluation (first
+``spoofdet prepare``, cuts every clip as ``spoofdet.data.pipeline`` does for evaluation (first
 ``num_samples`` samples, repeat-padded when shorter), runs the front-end in a Ray Data actor pool
 (``map_batches`` with a callable class: each actor loads the model once; GPUs when asked) and
 writes the layer's output as float16 Parquet in the shard layout, so a recipe's
@@ -45,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from spoofdet import feature_cache
-from spoofdet.data import NUM_SAMPLES, READ_COLUMNS, Source, decode_window, shard_files
-from spoofdet.audio import crop_or_pad
+from spoofdet.data import features as feature_cache
+from spoofdet.data.pipeline import NUM_SAMPLES, READ_COLUMNS, Source, decode_window, shard_files
+from spoofdet.data.audio import crop_or_pad
 
 
 class ExtractFeatures:

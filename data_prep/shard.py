@@ -14,7 +14,7 @@ filesystem pyarrow supports, e.g. s3:// or gs://)::
 
 Output layout under ``--out``::
 
-    shards/part-00000.parquet ...  rows of spoofdet.schema.UTTERANCE_SCHEMA with `audio` = 16 kHz mono FLAC
+    shards/part-00000.parquet ...  rows of spoofdet.data.schema.UTTERANCE_SCHEMA with `audio` = 16 kHz mono FLAC
     metadata.parquet               the same rows without the audio column (counts, durations, breakdowns)
     quarantine.parquet             utt_id, source_path, reason, detail: every input row not written
     summary.json                   rows_in, rows_written, quarantined, by_reason, shards, ...
@@ -45,8 +45,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from spoofdet.audio import AudioError, encode_flac, load_16k
-from spoofdet.schema import METADATA_COLUMNS, SAMPLE_RATE, TableBuilder
+from spoofdet.data.audio import AudioError, encode_flac, load_16k
+from spoofdet.data.schema import METADATA_COLUMNS, SAMPLE_RATE, TableBuilder
 
 PLAN_VERSION = 1
 QUARANTINE_SCHEMA = pa.schema([("utt_id", pa.string()), ("source_path", pa.string()),
@@ -200,7 +200,7 @@ def write_shard(index: int, base: str, *, min_seconds: float, filesystem: pafs.F
     quarantined: list[dict[str, str]] = []
     tmp = f"{shard_path(base, index)}.tmp-{uuid.uuid4().hex}"
     written, audio_seconds = 0, 0.0
-    from spoofdet.schema import UTTERANCE_SCHEMA
+    from spoofdet.data.schema import UTTERANCE_SCHEMA
 
     with pq.ParquetWriter(tmp, UTTERANCE_SCHEMA, filesystem=fs, compression="none") as writer:
         batch = TableBuilder()
@@ -349,7 +349,7 @@ def run(manifest_table: pa.Table, out: str, *, corpus: str, shard_mb: float = 19
 # ----------------------------------------------------------------------------- command line
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from spoofdet.corpora import CORPORA
+    from spoofdet.data.corpora import CORPORA
 
     parser.add_argument("corpus", choices=list(CORPORA), metavar="CORPUS", help="one of: " + ", ".join(CORPORA))
     parser.add_argument("--root", required=True, help="corpus root (as for `spoofdet manifest`)")
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from spoofdet.corpora import ManifestError, prepare
+    from spoofdet.data.corpora import ManifestError, prepare
 
     try:
         manifest = prepare(args.corpus, args.root, args.split, check_audio=False)

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from data_prep import shard
 from spoofdet.cli import format_summary
-from spoofdet.corpora import prepare
-from spoofdet.synthetic import write_corpus
+from spoofdet.data.corpora import prepare
+from spoofdet.testing.synthetic import write_corpus
 
 DEMO_CORPORA = ("asvspoof2019-la", "asvspoof2021-la", "asvspoof2021-df", "in-the-wild", "codecfake")
 TRAIN_CORPUS = "asvspoof2019-la"

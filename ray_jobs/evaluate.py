@@ -17,10 +17,10 @@ What happens, top to bottom:
    alias to the version it points at now), before Ray is touched.
 2. Per eval set, Ray Data decodes the clips into fixed 64,600-sample windows (``--length 4s``: the
    first window, repeat-padded; ``full``: windows every ``--hop`` samples covering the whole clip)
-   and an actor pool scores them (``spoofdet.inference``); window scores are averaged per clip.
+   and an actor pool scores them (``spoofdet.serve.batch``); window scores are averaged per clip.
 3. Per eval set, in ``OUT/<length>/<set>/``: ``scores.txt`` (``<utt_id> <score>``, written whole;
    a folder of audio gets ``scores.csv`` with ``path,score,llr,decision,error``), ``metrics.json``
-   (``spoofdet.metrics.evaluate_table`` on the schema columns of ``metadata.parquet``; rows of phase
+   (``spoofdet.evaluation.metrics.evaluate_table`` on the schema columns of ``metadata.parquet``; rows of phase
    ``eval`` where a set has phases), ``det.png`` and ``hist.png``. Scores are calibrated LLRs when
    the model stores a calibration, else raw scores (``score_type`` says which).
 4. ``OUT/<length>/cross_dataset.{md,json}``: one row per set, the protocol stated in both.
@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spoofdet.eval_sets import EvalSet, parse_eval_sets
-from spoofdet.scoring import DEFAULT_HOP, LENGTHS, WINDOW, check_length, describe_protocol
+from spoofdet.evaluation.sets import EvalSet, parse_eval_sets
+from spoofdet.evaluation.protocols import DEFAULT_HOP, LENGTHS, WINDOW, check_length, describe_protocol
 
 
 def evaluate_set(es: EvalSet, ref: Any, *, calibration: Any, length: str, hop: int, phase: str | None,
@@ -49,17 +49,18 @@ def evaluate_set(es: EvalSet, ref: Any, *, calibration: Any, length: str, hop: i
     """Score one eval set and write its score file, metrics JSON and plots (step 2-3)."""
     import numpy as np
 
-    from spoofdet import eval_sets, inference
-    from spoofdet.plots import plot_det, plot_histogram
-    from spoofdet.registry import DECISION_THRESHOLD
-    from spoofdet.scorefile import write_scores
+    from spoofdet.evaluation import sets as eval_sets
+    from spoofdet.serve import batch as inference
+    from spoofdet.evaluation.plots import plot_det, plot_histogram
+    from spoofdet.serve.registry import DECISION_THRESHOLD
+    from spoofdet.evaluation.scorefile import write_scores
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if es.kind == "shards":
         clips = inference.score_dataset(inference.shard_dataset(es.path), ref, files=False, length=length, hop=hop, **opts)
     else:
-        from spoofdet.corpora import prepare_folder
+        from spoofdet.data.corpora import prepare_folder
 
         table = prepare_folder(es.path, check_audio=False).table
         clips = inference.score_dataset(inference.folder_dataset(table), ref, files=True, length=length, hop=hop, **opts)
@@ -94,7 +95,7 @@ def evaluate_set(es: EvalSet, ref: Any, *, calibration: Any, length: str, hop: i
                                              title=f"{es.name}, {length}: EER {metrics['eer']:.2f} %"))
         hist_scores, hist_labels = scores[use], labels[use]
     else:
-        from spoofdet.predict import Prediction, decide, write_csv
+        from spoofdet.serve.predict import Prediction, decide, write_csv
 
         ids = sorted(set(clips.raw) | set(clips.errors))
         hist_scores = to_score([clips.raw[u] for u in ids if u in clips.raw])
@@ -115,8 +116,8 @@ def evaluate_set(es: EvalSet, ref: Any, *, calibration: Any, length: str, hop: i
 def run_evaluation(ref: Any, sets: list[EvalSet], *, length: str = "4s", hop: int = DEFAULT_HOP, phase: str | None = None,
                    out: Path, opts: dict[str, Any], mlflow: bool = True, experiment: str | None = None) -> dict[str, Any]:
     """Steps 2-5 for a resolved model; returns the summary that ``--json`` prints (also OUT/<length>/summary.json)."""
-    from spoofdet.eval_sets import cross_dataset_table
-    from spoofdet.registry import read_calibration
+    from spoofdet.evaluation.sets import cross_dataset_table
+    from spoofdet.serve.registry import read_calibration
 
     calibration = read_calibration(ref)  # the driver reads only the calibration; the actors load the model
     out = Path(out) / length
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from dataclasses import replace
 
-    from spoofdet.registry import default_tracking_uri, resolve_model
+    from spoofdet.serve.registry import default_tracking_uri, resolve_model
 
     try:
         opts = scoring_options(args)

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ray_jobs.evaluate import add_scoring_arguments, run_evaluation, scoring_options
-from spoofdet.eval_sets import LLR_METRICS, METRICS, parse_eval_sets
+from spoofdet.evaluation.sets import LLR_METRICS, METRICS, parse_eval_sets
 
 EXIT_REFUSED = 3
 
@@ -61,7 +61,7 @@ def mean_metric(summary: dict[str, Any], metric: str) -> float:
 
 def recorded_evaluation(ref: Any, sets: list[Any], wanted: dict[str, dict[str, Any]], length: str) -> dict[str, Any] | None:
     """The evaluation of ``ref`` on every set as recorded in its version tags, or None if any set lacks a match."""
-    from spoofdet.registry import version_tags
+    from spoofdet.serve.registry import version_tags
 
     tags, results = version_tags(ref.name, ref.version, ref.tracking_uri), []
     for es in sets:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     # 1. look up candidate and champion (before Ray is touched)
-    from spoofdet.registry import CHAMPION, default_tracking_uri, resolve_model, set_version_tags
+    from spoofdet.serve.registry import CHAMPION, default_tracking_uri, resolve_model, set_version_tags
 
     try:
         opts = scoring_options(args)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return report(record, out, args.json)
 
     # 2. evaluate both on the same sets, same protocol (reusing recorded evaluations of these exact sets)
-    from spoofdet import eval_sets
+    from spoofdet.evaluation import sets as eval_sets
 
     started = False
     try:

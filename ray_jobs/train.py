@@ -13,7 +13,7 @@ Run on this machine (Ray starts in-process), or through the CLI::
 
 What happens, top to bottom:
 1. The recipe is loaded, overridden (``key=value``) and validated in full before Ray is touched.
-2. The driver builds the streaming training pipeline (``spoofdet.data``), attaches the MLflow run
+2. The driver builds the streaming training pipeline (``spoofdet.data.pipeline``), attaches the MLflow run
    (one per run name and storage path, re-used on resubmission) and logs the resolved config.
 3. ``TorchTrainer`` runs :func:`train_loop_per_worker` on every worker: ``build_model`` ->
    ``deepspeed.initialize`` (torch Adam as client optimizer; ZeRO 0-2; bf16 on GPU, fp32 on CPU)
@@ -73,7 +73,7 @@ def model_kwargs(cfg: TrainJobConfig) -> dict[str, Any]:
     if m.frontend_kwargs:
         kw["frontend_kwargs"] = dict(m.frontend_kwargs)
     if m.frontend == "cached":  # head only, over data_prep.features output (identity front-end of its dim)
-        from spoofdet.feature_cache import read_info
+        from spoofdet.data.features import read_info
 
         kw["frontend_kwargs"] = {"out_dim": int(read_info(cfg.data.train[0].shards)["dim"])}
     return kw
@@ -88,8 +88,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    from spoofdet import data
-    from spoofdet.metrics import compute_eer, min_dcf
+    from spoofdet.data import pipeline as data
+    from spoofdet.evaluation.metrics import compute_eer, min_dcf
     from spoofdet.models import build_model, score_from_logits
 
     cfg: TrainJobConfig = config["cfg"]
@@ -100,7 +100,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = build_model(**model_kwargs(cfg))
     if cfg.model.init_from:  # a published seed checkpoint (converted), a spoofdet model or state dict
         from spoofdet.models.checkpoints import load_state_dict_strict
-        from spoofdet.seed_import import init_state_dict
+        from spoofdet.serve.importer import init_state_dict
 
         load_state_dict_strict(model, init_state_dict(cfg.model.init_from, model, head=cfg.model.head,
                                                       seed=cfg.model.init_seed, tracking_uri=cfg.mlflow.tracking_uri))
@@ -137,8 +137,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return per.sum() / w.sum() if reduction == "mean" else per.sum()
 
     def step_sam(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """SAM (Codecfake's CSAM with data.proportional_batches): ascend, then descend (spoofdet.sam)."""
-        from spoofdet.sam import sam_step
+        """SAM (Codecfake's CSAM with data.proportional_batches): ascend, then descend (spoofdet.optim)."""
+        from spoofdet.optim import sam_step
 
         return sam_step(plain, lambda: loss_fn(net(wave), label), optimizer, rho=cfg.optim.sam_rho,
                         grad_clip=cfg.optim.grad_clip)
@@ -270,12 +270,13 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
     import numpy as np
     import torch
 
-    from spoofdet import data
-    from spoofdet.calibration import CalibrationError, fit_calibration
-    from spoofdet.metrics import act_dcf, cllr, compute_eer, min_dcf
+    from spoofdet.data import pipeline as data
+    from spoofdet.evaluation.calibration import CalibrationError, fit_calibration
+    from spoofdet.evaluation.metrics import act_dcf, cllr, compute_eer, min_dcf
     from spoofdet.models import build_model
     from spoofdet.models.checkpoints import average_state_dicts, load_state_dict_strict
-    from spoofdet.tracking import frontend_for_rebuild, log_detector, using_tracking_uri
+    from spoofdet.serve.model import frontend_for_rebuild, log_detector
+    from spoofdet.tracking import using_tracking_uri
 
     ranked = [(c, m) for c, m in result.best_checkpoints if cfg.train.select in m or cfg.data.dev is None]
     if cfg.data.dev is not None:
@@ -324,7 +325,7 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
         rebuild = dict(model_kwargs(cfg), frontend=frontend_for_rebuild(cfg.model.frontend))
         weights, extra = out / "model.pt", {}
         if cfg.model.frontend == "cached":  # register the waveform model: recorded front-end (frozen) + trained head
-            from spoofdet.feature_cache import read_info
+            from spoofdet.data.features import read_info
             from spoofdet.models.cached import waveform_detector
 
             _, rebuild, full = waveform_detector(cfg.data.train[0].shards, averaged, head=cfg.model.head,
@@ -367,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from spoofdet import data
-    from spoofdet.rawboost import rawboost_params
+    from spoofdet.data import pipeline as data
+    from spoofdet.data.rawboost import rawboost_params
     from spoofdet.tracking import attach_run, log_params, tracking_uri
 
     storage = storage_root(args.storage, cfg)

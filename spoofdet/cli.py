@@ -16,7 +16,7 @@ Human-readable output goes to stdout; with ``--json`` stdout holds exactly one J
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
 file and line), 1 anything unexpected; ``spoofdet promote`` also 3 (refused: the candidate is
 not better than the champion). ``train``, ``score``, ``features`` and ``promote`` are the Ray
-jobs of ``ray_jobs/`` and ``data_prep/features.py``, ``import`` is ``spoofdet.seed_import``
+jobs of ``ray_jobs/`` and ``data_prep/features.py``, ``import`` is ``spoofdet.serve.importer``
 (``JOB_COMMANDS``; imported only when called); ``predict`` and ``import`` never import Ray.
 """
 
@@ -36,7 +36,7 @@ EXIT_BAD_INPUT = 2
 def _manifest(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from spoofdet.corpora import prepare
+    from spoofdet.data.corpora import prepare
 
     manifest = prepare(
         args.corpus, args.root, args.split,
@@ -89,7 +89,7 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from spoofdet.synthetic import LAYOUTS, write_corpus
+    from spoofdet.testing.synthetic import LAYOUTS, write_corpus
 
     names = list(LAYOUTS) if args.corpus == "all" else [args.corpus]
     results = {}
@@ -107,7 +107,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import warnings
 
-    from spoofdet.evaluation import evaluate_files, format_report, load_asv, load_key
+    from spoofdet.evaluation.keys import evaluate_files, format_report, load_asv, load_key
 
     if args.asv_key and not args.asv_scores:
         raise ValueError("--asv-key needs --asv-scores")
@@ -130,8 +130,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    from spoofdet.evaluation import FORMATS, FUSIONS
-    from spoofdet.scorefile import LAYOUTS
+    from spoofdet.evaluation.keys import FORMATS, FUSIONS
+    from spoofdet.evaluation.scorefile import LAYOUTS
 
     layouts = "\n".join(f"  {name:<15} {lay.doc}" for name, lay in LAYOUTS.items())
     e = sub.add_parser(
@@ -175,13 +175,13 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from spoofdet.predict import run
+    from spoofdet.serve.predict import run
 
     return run(args)
 
 
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
-    from spoofdet.predict import __doc__ as doc
+    from spoofdet.serve.predict import __doc__ as doc
 
     p = sub.add_parser(
         "predict",
@@ -216,7 +216,7 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spoofdet.corpora import CORPORA, SPLIT_HELP
+    from spoofdet.data.corpora import CORPORA, SPLIT_HELP
 
     parser = argparse.ArgumentParser(
         prog="spoofdet",
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=run_from_args)
 
-    from spoofdet.synthetic import LAYOUTS
+    from spoofdet.testing.synthetic import LAYOUTS
 
     s = sub.add_parser(
         "synth",
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         "import", add_help=False,
         help="turn a seed system's published checkpoint (.pth) into a spoofdet model folder or registered "
         "version; see 'spoofdet import --help'",
-        description="Same as python -m spoofdet.seed_import",
+        description="Same as python -m spoofdet.serve.importer",
     )
     sub.add_parser(
         "promote", add_help=False,
@@ -315,11 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # subcommands that are whole jobs: ``spoofdet CMD ARGS`` runs ``python -m MODULE ARGS`` in-process
 JOB_COMMANDS = {"train": "ray_jobs.train", "score": "ray_jobs.evaluate", "features": "data_prep.features",
-                "promote": "ray_jobs.promote", "import": "spoofdet.seed_import"}
+                "promote": "ray_jobs.promote", "import": "spoofdet.serve.importer"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spoofdet.corpora import ManifestError
+    from spoofdet.data.corpora import ManifestError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] and argv[0] in JOB_COMMANDS:  # the jobs own their arguments (train: config + key=value overrides)

@@ -313,7 +313,7 @@ PRECISION = ("auto", "fp32", "bf16", "fp16")
 
 
 def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -> None:
-    from spoofdet.rawboost import ALGORITHMS, PARAM_NAMES
+    from spoofdet.data.rawboost import ALGORITHMS, PARAM_NAMES
 
     d, m, o, s, ds, sc, r = cfg.data, cfg.model, cfg.optim, cfg.train, cfg.deepspeed, cfg.scaling, cfg.run
     if not cfg.name:
@@ -410,7 +410,7 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
 
 def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -> None:
     """Cached-feature training (``model.frontend: cached``) and its sources (``data_prep.features``)."""
-    from spoofdet import feature_cache
+    from spoofdet.data import features as feature_cache
 
     d, m = cfg.data, cfg.model
     cached = m.frontend == "cached"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from spoofdet.synthetic import LAYOUTS, write_corpus
+from spoofdet.testing.synthetic import LAYOUTS, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPOOFDET_SHARED", REPO.parent / "shared"))

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from spoofdet.cli import main
-from spoofdet.corpora import ManifestError, prepare_asvspoof2019_la
+from spoofdet.data.corpora import ManifestError, prepare_asvspoof2019_la
 
 PUBLISHED = {  # split -> (bona fide, {attack: spoof count})
     "train": (2580, {f"A0{i}": 3800 for i in range(1, 7)}),

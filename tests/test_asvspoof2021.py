@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from spoofdet.corpora import ManifestError, prepare_asvspoof2021_df, prepare_asvspoof2021_la
+from spoofdet.data.corpora import ManifestError, prepare_asvspoof2021_df, prepare_asvspoof2021_la
 
 LA_LINES = [  # real-format lines (seeds.md §1.2 examples, plus variants)
     "LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval",

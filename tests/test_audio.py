@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spoofdet.audio import AudioError, decode_flac, encode_flac, load_16k, resample
+from spoofdet.data.audio import AudioError, decode_flac, encode_flac, load_16k, resample
 
 
 def _tone(freq, sr, seconds, channels=1):

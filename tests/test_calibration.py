@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from spoofdet.calibration import DEFAULT_P_BONAFIDE, Calibration, CalibrationError, apply, fit_calibration
-from spoofdet.metrics import act_dcf, cllr, compute_eer, min_dcf
+from spoofdet.evaluation.calibration import DEFAULT_P_BONAFIDE, Calibration, CalibrationError, apply, fit_calibration
+from spoofdet.evaluation.metrics import act_dcf, cllr, compute_eer, min_dcf
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spoofdet.cli import main
-from spoofdet.schema import UTTERANCE_SCHEMA
+from spoofdet.data.schema import UTTERANCE_SCHEMA
 
 
 def test_manifest_json_and_out(synth, tmp_path, capsys):

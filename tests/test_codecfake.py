@@ -1,6 +1,6 @@
 import pytest
 
-from spoofdet.corpora import ManifestError, prepare_codecfake
+from spoofdet.data.corpora import ManifestError, prepare_codecfake
 
 
 def _corpus(tmp_path, labels: dict[str, str]):

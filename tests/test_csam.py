@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from spoofdet.config import ConfigError, load_train_config
-from spoofdet.data import DataError, batch_compositions, iter_proportional
-from spoofdet.sam import sam_step
+from spoofdet.data.pipeline import DataError, batch_compositions, iter_proportional
+from spoofdet.optim import sam_step
 
 torch.set_num_threads(1)
 

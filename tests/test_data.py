@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 
 from data_prep import shard
-from spoofdet import data
-from spoofdet.audio import crop_or_pad, decode_flac
-from spoofdet.corpora import prepare_csv
-from spoofdet.rawboost import rawboost_params
-from spoofdet.schema import BONAFIDE, SPOOF
+from spoofdet.data import pipeline as data
+from spoofdet.data.audio import crop_or_pad, decode_flac
+from spoofdet.data.corpora import prepare_csv
+from spoofdet.data.rawboost import rawboost_params
+from spoofdet.data.schema import BONAFIDE, SPOOF
 
 T = 8_000  # short crops keep the tests fast; the code path is the same as for 64,600
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spoofdet import data
+from spoofdet.data import pipeline as data
 from tests.test_data import T, all_rows, sources  # noqa: F401 - the shared shard fixture
 
 pytestmark = pytest.mark.integration

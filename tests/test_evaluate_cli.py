@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from spoofdet.cli import main
-from spoofdet.metrics import compute_eer
-from spoofdet.scorefile import ScoreFileError, match_scores, read_scores, write_scores
+from spoofdet.evaluation.metrics import compute_eer
+from spoofdet.evaluation.scorefile import ScoreFileError, match_scores, read_scores, write_scores
 
 JSON_KEYS = {"eer", "threshold", "min_dcf", "act_dcf", "cllr", "n_bonafide", "n_spoof", "breakdown",
              "polarity_warning", "eer_negated", "scores", "format", "key", "selection"}

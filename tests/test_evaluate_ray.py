@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from data_prep import shard
-from spoofdet.corpora import prepare
+from spoofdet.data.corpora import prepare
 from spoofdet.testing import orientation, register_detector, tone_or_noise, write_detector_dir, write_tone_noise_corpus
 
 pytestmark = pytest.mark.integration
@@ -31,9 +31,9 @@ GOOD_SEED, MEDIUM_SEED = 1, 3
 
 def _in_process(folder, corpus, length):
     """utt_id -> LLR of every clip, scored in this process (no Ray): the reference for the jobs."""
-    from spoofdet.audio import load_16k
-    from spoofdet.registry import load_detector
-    from spoofdet.scoring import clip_windows, score_waves
+    from spoofdet.data.audio import load_16k
+    from spoofdet.serve.registry import load_detector
+    from spoofdet.evaluation.protocols import clip_windows, score_waves
 
     det = load_detector(str(folder))
     return {p.stem: float(det.calibration.apply(score_waves(det.model, clip_windows(load_16k(str(p))[0], length)).mean()))
@@ -42,7 +42,7 @@ def _in_process(folder, corpus, length):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from spoofdet.metrics import compute_eer
+    from spoofdet.evaluation.metrics import compute_eer
 
     root = tmp_path_factory.mktemp("scoring")
     corpus = write_tone_noise_corpus(root / "corpus", per_class=6)

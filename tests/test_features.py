@@ -16,12 +16,13 @@ import yaml
 
 from data_prep import shard
 from data_prep.features import ExtractFeatures
-from spoofdet import data, feature_cache
+from spoofdet.data import features as feature_cache
+from spoofdet.data import pipeline as data
 from spoofdet.config import ConfigError, load_train_config
-from spoofdet.corpora import prepare
+from spoofdet.data.corpora import prepare
 from spoofdet.models import build_model
 from spoofdet.models.frontend import load_frontend, num_frames
-from spoofdet.synthetic import write_corpus
+from spoofdet.testing.synthetic import write_corpus
 from spoofdet.tracking import using_tracking_uri
 
 torch.set_num_threads(1)

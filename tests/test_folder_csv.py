@@ -1,6 +1,6 @@
 import pytest
 
-from spoofdet.corpora import ManifestError, prepare_csv, prepare_folder
+from spoofdet.data.corpora import ManifestError, prepare_csv, prepare_folder
 
 
 def test_folder_recursive_sorted_and_filtered(tmp_path):

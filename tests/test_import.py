@@ -17,7 +17,7 @@ import torch
 from spoofdet.cli import main as cli_main
 from spoofdet.models import build_model
 from spoofdet.models.checkpoints import SEEDS, load_state_dict_strict
-from spoofdet.seed_import import SeedImportError, import_checkpoint, init_state_dict, seed_detector
+from spoofdet.serve.importer import SeedImportError, import_checkpoint, init_state_dict, seed_detector
 from spoofdet.testing import random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"
@@ -47,7 +47,7 @@ def test_import_writes_a_final_folder_that_rebuilds_exactly(tmp_path, capsys):
     assert prov["published"] == dict(SEEDS["aasist"].published) and "bona fide" in prov["score"]
 
     # the folder is what a train run's final/ is: rebuilt from model_config.json, loaded strictly
-    from spoofdet.registry import load_detector
+    from spoofdet.serve.registry import load_detector
 
     det = load_detector(str(out))
     direct, _, _ = seed_detector("aasist", torch.load(ckpt, weights_only=True))
@@ -185,7 +185,7 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
     ray = pytest.importorskip("ray")
     mlflow = pytest.importorskip("mlflow")
     from data_prep import shard
-    from spoofdet.corpora import prepare
+    from spoofdet.data.corpora import prepare
     from spoofdet.testing import write_tone_noise_corpus
 
     corpus = write_tone_noise_corpus(tmp_path / "corpus", per_class=4, long_every=0)
@@ -228,9 +228,9 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
     assert client.get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
 
     # in-process reference: the imported detector on the first 64,600 samples of each clip
-    from spoofdet.audio import load_16k
-    from spoofdet.registry import load_detector
-    from spoofdet.scoring import clip_windows, score_waves
+    from spoofdet.data.audio import load_16k
+    from spoofdet.serve.registry import load_detector
+    from spoofdet.evaluation.protocols import clip_windows, score_waves
 
     det = load_detector(str(folder))
     audio = sorted(Path(corpus["root"], "audio").glob("*.wav"))
@@ -360,7 +360,7 @@ def test_fine_tuned_front_end_of_a_seed_file_is_imported_not_replaced(tmp_path):
     assert summary["rebuild_max_abs_diff"] <= 1e-6
     config = json.loads((tmp_path / "model" / "model_config.json").read_text())
     assert config["frontend"]["hidden_size"] == 1024 and config["score"] == "bonafide_logit"
-    from spoofdet.registry import load_detector
+    from spoofdet.serve.registry import load_detector
 
     det = load_detector(str(tmp_path / "model")).model
     wave = random_waves(1, 16_000)
@@ -400,8 +400,8 @@ def test_predict_scores_on_the_seeds_window(tmp_path, capsys):
     """XLSR-Mamba / Fake-Mamba were trained and evaluated on 66,800 samples: --window gives that."""
     import soundfile as sf
 
-    from spoofdet.registry import load_detector
-    from spoofdet.scoring import clip_windows, score_waves
+    from spoofdet.serve.registry import load_detector
+    from spoofdet.evaluation.protocols import clip_windows, score_waves
 
     folder = tmp_path / "model"
     import_checkpoint("aasist_l", _seed_file(tmp_path, "aasist_l"), out=folder)

@@ -1,6 +1,6 @@
 import pytest
 
-from spoofdet.corpora import ManifestError, prepare_in_the_wild
+from spoofdet.data.corpora import ManifestError, prepare_in_the_wild
 
 
 def _meta(tmp_path, body: str):

@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_light_modules_import_nothing_heavy():
-    code = ("import sys, spoofdet.schema, spoofdet.corpora, spoofdet.cli, spoofdet.synthetic, spoofdet.rawboost, spoofdet.audio;"
+    code = ("import sys, spoofdet.data.schema, spoofdet.data.corpora, spoofdet.cli, spoofdet.testing.synthetic, spoofdet.data.rawboost, spoofdet.data.audio;"
             "heavy = [m for m in ('torch', 'ray', 'mlflow', 'transformers', 'deepspeed') if m in sys.modules];"
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

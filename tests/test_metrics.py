@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from spoofdet.metrics import (
+from spoofdet.evaluation.metrics import (
     AsvScores,
     act_dcf,
     asv_operating_point,
@@ -26,16 +26,16 @@ from spoofdet.metrics import (
     min_tdcf_2019,
     min_tdcf_2021,
 )
-from spoofdet.scorefile import read_asv_scores_2019
-from spoofdet.schema import rows_to_table
+from spoofdet.evaluation.scorefile import read_asv_scores_2019
+from spoofdet.data.schema import rows_to_table
 
 
 def test_metrics_import_numpy_only():
-    code = ("import sys, spoofdet.metrics, spoofdet.scorefile;"
+    code = ("import sys, spoofdet.evaluation.metrics, spoofdet.evaluation.scorefile;"
             "print(','.join(m for m in ('torch', 'ray', 'pyarrow', 'scipy', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"spoofdet.metrics / scorefile pulled in {out}"
-    code = "import sys, spoofdet.calibration; print('torch' in sys.modules or 'ray' in sys.modules)"
+    assert out == "", f"spoofdet.evaluation.metrics / scorefile pulled in {out}"
+    code = "import sys, spoofdet.evaluation.calibration; print('torch' in sys.modules or 'ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from spoofdet import rawboost as rb
+from spoofdet.data import rawboost as rb
 
 SR = 16_000
 

@@ -1,8 +1,8 @@
 import pyarrow as pa
 import pytest
 
-from spoofdet import schema
-from spoofdet.schema import BONAFIDE, SPOOF, SchemaError, TableBuilder, conform, rows_to_table, validate_table
+from spoofdet.data import schema
+from spoofdet.data.schema import BONAFIDE, SPOOF, SchemaError, TableBuilder, conform, rows_to_table, validate_table
 
 
 def test_conventions_are_written_once():

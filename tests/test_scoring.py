@@ -10,9 +10,10 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 
-from spoofdet import eval_sets, scoring
+from spoofdet.evaluation import protocols as scoring
+from spoofdet.evaluation import sets as eval_sets
 from spoofdet.cli import main as cli_main
-from spoofdet.predict import collect_files, failure_report, Prediction
+from spoofdet.serve.predict import collect_files, failure_report, Prediction
 from spoofdet.testing import tone_or_noise, write_detector_dir
 
 
@@ -161,8 +162,8 @@ def test_predict_scores_a_folder_lists_broken_files_and_exits_0(user_audio, tmp_
 
 
 def test_predict_resamples_and_windows_like_the_library(user_audio, tmp_path, capsys):
-    from spoofdet.audio import load_16k
-    from spoofdet.registry import load_detector
+    from spoofdet.data.audio import load_16k
+    from spoofdet.serve.registry import load_detector
 
     model = write_detector_dir(tmp_path / "final", seed=1)  # no calibration
     assert cli_main(["predict", str(user_audio / "b_44k.flac"), str(user_audio / "sub"), "--model", str(model),

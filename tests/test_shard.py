@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 
 from data_prep import shard
-from spoofdet.audio import decode_flac
-from spoofdet.corpora import prepare, prepare_csv
-from spoofdet.schema import METADATA_COLUMNS, UTTERANCE_SCHEMA, validate_table
+from spoofdet.data.audio import decode_flac
+from spoofdet.data.corpora import prepare, prepare_csv
+from spoofdet.data.schema import METADATA_COLUMNS, UTTERANCE_SCHEMA, validate_table
 
 
 def _read_shards(out):

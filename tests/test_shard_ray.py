@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from data_prep import shard
-from spoofdet.corpora import prepare
+from spoofdet.data.corpora import prepare
 
 pytestmark = pytest.mark.integration
 

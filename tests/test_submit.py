@@ -277,8 +277,8 @@ def cluster(tmp_path_factory):
 def corpus(tmp_path_factory):
     """A generated ASVspoof 2019 LA corpus and its train/dev shards (written in-process, no Ray)."""
     from data_prep import shard
-    from spoofdet.corpora import prepare
-    from spoofdet.synthetic import write_corpus
+    from spoofdet.data.corpora import prepare
+    from spoofdet.testing.synthetic import write_corpus
 
     root = tmp_path_factory.mktemp("submit")
     info = write_corpus("asvspoof2019-la", root / "corpus", per_split=16, seed=5)

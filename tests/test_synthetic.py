@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spoofdet import synthetic
-from spoofdet.corpora import prepare
+from spoofdet.testing import synthetic
+from spoofdet.data.corpora import prepare
 
 
 def _auc(values: np.ndarray, labels: np.ndarray) -> float:

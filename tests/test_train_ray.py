@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from data_prep import shard
-from spoofdet.corpora import prepare
-from spoofdet.synthetic import write_corpus
+from spoofdet.data.corpora import prepare
+from spoofdet.testing.synthetic import write_corpus
 
 pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray")

@@ -15,7 +15,7 @@ stands, so a config is flattened into the call and never enters a model class::
     detector = build_model(**cfg.model)
 
 Conventions: with 2 logits, index 1 is bona fide; with 1 logit it is a bona fide score. The
-detector's score (:func:`score_from_logits`) is higher = more bona fide (``spoofdet.schema``).
+detector's score (:func:`score_from_logits`) is higher = more bona fide (``spoofdet.data.schema``).
 
 Heads (each ``feats[B, T, D] -> logits[B, n_logits]``, any T):
 

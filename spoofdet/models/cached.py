@@ -54,7 +54,7 @@ def waveform_detector(feature_dir: str, head_state: dict[str, Any], *, head: str
     """
     import torch
 
-    from spoofdet import feature_cache
+    from spoofdet.data import features as feature_cache
     from spoofdet.models import build_model
     from spoofdet.models.checkpoints import load_state_dict_strict
 

@@ -1,0 +1,209 @@
+"""Linear score calibration: raw scores -> log-likelihood ratios (bona fide vs spoof).
+
+The ASVspoof 5 / BOSARIS practice: fit ``a`` and ``b`` so that ``a * s + b`` is the log
+posterior odds of bona fide at a chosen prior ``pi``, by minimising the prior-weighted
+cross-entropy on a development set::
+
+    J(a, b) = pi * mean_bonafide softplus(-(a s + b)) + (1 - pi) * mean_spoof softplus(a s + b)
+
+(Newton's method; the objective is convex) and return ``LLR(s) = a * s + b - logit(pi)``. The default ``pi`` is the effective prior of
+bona fide of the ASVspoof 5 cost model (Pspoof 0.05, Cmiss 1, Cfa 10: ``pi = 0.95 / 1.45``),
+whose Bayes threshold on the LLR is ``-ln(1.9)``, so :func:`spoofdet.evaluation.metrics.act_dcf` of the
+calibrated scores is what the fit optimises for. A positive slope keeps the order of the scores
+(EER and minDCF are unchanged); a negative one means the scores are inverted and is refused.
+
+The fitted map is a small :class:`Calibration` that serialises to JSON, so it can be stored with
+a model and applied at inference time. Needs numpy and scipy only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from spoofdet.evaluation.metrics import ASVSPOOF5_COSTS
+
+METHOD = "prior-weighted-logistic-regression"
+#: Default target prior of bona fide: the ASVspoof 5 effective prior (about 0.655).
+DEFAULT_P_BONAFIDE: float = ASVSPOOF5_COSTS.effective_prior
+
+
+class CalibrationError(ValueError):
+    """A calibration cannot be fitted or loaded; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``LLR = slope * score + offset``, fitted at ``p_bonafide`` on ``n_bonafide`` + ``n_spoof`` trials."""
+
+    slope: float
+    offset: float
+    p_bonafide: float
+    n_bonafide: int
+    n_spoof: int
+    method: str = METHOD
+
+    def apply(self, scores: Any) -> np.ndarray:
+        """Map raw scores (any shape) to LLRs."""
+        return self.slope * np.asarray(scores, dtype=np.float64) + self.offset
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "calibration") -> Calibration:
+        """Rebuild from :meth:`to_dict` output.
+
+        Raises:
+            CalibrationError: a missing or unknown field, a non-finite number, an unknown method.
+        """
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n != "method" and n not in d]
+        unknown = [k for k in d if k not in names]
+        if missing or unknown:
+            raise CalibrationError(f"{where}: missing field(s) {missing}, unknown field(s) {unknown}; expected {names}")
+        if d.get("method", METHOD) != METHOD:
+            raise CalibrationError(f"{where}: field 'method' is {d['method']!r}; only {METHOD!r} is supported")
+        for name in ("slope", "offset", "p_bonafide"):
+            v = d[name]
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise CalibrationError(f"{where}: field {name!r} must be a finite number, got {v!r}")
+        if not 0.0 < d["p_bonafide"] < 1.0:
+            raise CalibrationError(f"{where}: field 'p_bonafide' must lie in (0, 1), got {d['p_bonafide']!r}")
+        return cls(float(d["slope"]), float(d["offset"]), float(d["p_bonafide"]), int(d["n_bonafide"]),
+                   int(d["n_spoof"]), d.get("method", METHOD))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str = "calibration JSON") -> Calibration:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CalibrationError(f"{where}: not valid JSON ({exc})") from exc
+        if not isinstance(d, dict):
+            raise CalibrationError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        return cls.from_dict(d, where=where)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the JSON whole (temporary file + rename)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        path = Path(path)
+        if not path.is_file():
+            raise CalibrationError(f"calibration file not found: {path}")
+        return cls.from_json(path.read_text(encoding="utf-8"), where=str(path))
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _objective(w: np.ndarray, z_tar: np.ndarray, z_non: np.ndarray, p: float,
+               ) -> tuple[float, np.ndarray, np.ndarray]:
+    """Prior-weighted cross-entropy of log-odds ``a z + b``, its gradient and Hessian in (a, b)."""
+    a, b = w
+    lo_t = a * z_tar + b
+    lo_n = a * z_non + b
+    loss = p * np.mean(np.logaddexp(0.0, -lo_t)) + (1 - p) * np.mean(np.logaddexp(0.0, lo_n))
+    g_t = -p * expit(-lo_t) / z_tar.size  # d loss / d lo, per trial
+    g_n = (1 - p) * expit(lo_n) / z_non.size
+    h_t = p * expit(lo_t) * expit(-lo_t) / z_tar.size  # d2 loss / d lo2, per trial
+    h_n = (1 - p) * expit(lo_n) * expit(-lo_n) / z_non.size
+    grad = np.array([g_t @ z_tar + g_n @ z_non, g_t.sum() + g_n.sum()])
+    h_aa = h_t @ (z_tar * z_tar) + h_n @ (z_non * z_non)
+    h_ab = h_t @ z_tar + h_n @ z_non
+    hess = np.array([[h_aa, h_ab], [h_ab, h_t.sum() + h_n.sum()]])
+    return float(loss), grad, hess
+
+
+def _newton(z_tar: np.ndarray, z_non: np.ndarray, p: float, max_iter: int = 100) -> np.ndarray:
+    """Minimise the convex objective by Newton steps with backtracking (a few iterations)."""
+    w = np.array([1.0, 0.0])
+    loss, grad, hess = _objective(w, z_tar, z_non, p)
+    for _ in range(max_iter):
+        try:
+            step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
+        except np.linalg.LinAlgError:
+            step = grad
+        t = 1.0
+        while t > 1e-10:
+            new_loss, new_grad, new_hess = _objective(w - t * step, z_tar, z_non, p)
+            if new_loss <= loss:
+                break
+            t *= 0.5
+        else:
+            break
+        w = w - t * step
+        done = loss - new_loss < 1e-15 or np.max(np.abs(t * step)) < 1e-12
+        loss, grad, hess = new_loss, new_grad, new_hess
+        if done:
+            break
+    return w
+
+
+def fit_calibration(bonafide_scores: Any, spoof_scores: Any, *, p_bonafide: float = DEFAULT_P_BONAFIDE,
+                    allow_negative_slope: bool = False) -> Calibration:
+    """Fit a prior-weighted logistic-regression calibration on development scores.
+
+    Args:
+        bonafide_scores, spoof_scores: raw scores of the two classes (higher = more bona fide).
+        p_bonafide: the target prior of bona fide the cross-entropy is weighted at.
+        allow_negative_slope: keep (with a warning) a fit whose slope is negative instead of
+            raising. A negative slope means the raw scores are inverted.
+
+    Raises:
+        CalibrationError: empty or non-finite scores, a prior outside (0, 1), a failed
+            optimisation, or a negative slope (unless allowed).
+    """
+    if not 0.0 < p_bonafide < 1.0:
+        raise CalibrationError(f"p_bonafide must lie in (0, 1), got {p_bonafide!r}")
+    tar = np.asarray(bonafide_scores, dtype=np.float64).ravel()
+    non = np.asarray(spoof_scores, dtype=np.float64).ravel()
+    for name, x in (("bona fide", tar), ("spoof", non)):
+        if x.size == 0:
+            raise CalibrationError(f"no {name} scores to fit the calibration on")
+        if not np.all(np.isfinite(x)):
+            raise CalibrationError(f"{int(np.sum(~np.isfinite(x)))} {name} score(s) are NaN or infinite")
+    both = np.concatenate([tar, non])
+    mu, sigma = float(both.mean()), float(both.std())
+    if sigma == 0.0:
+        raise CalibrationError("every score is identical; there is nothing to calibrate")
+    if tar.min() > non.max():
+        warnings.warn("the development scores separate the classes perfectly: the fitted slope is limited only "
+                      "by the optimiser and the LLRs will be over-confident; use a harder or larger dev set",
+                      stacklevel=2)
+    z_tar, z_non = (tar - mu) / sigma, (non - mu) / sigma
+    a_z, b_z = (float(v) for v in _newton(z_tar, z_non, p_bonafide))
+    if not (math.isfinite(a_z) and math.isfinite(b_z)):
+        raise CalibrationError("calibration fit diverged (non-finite slope or offset)")
+    slope = a_z / sigma
+    offset = b_z - a_z * mu / sigma - _logit(p_bonafide)
+    if slope < 0:
+        msg = (f"the fitted calibration slope is negative ({slope:.4g}): higher raw scores are more spoof-like, the "
+               "opposite of spoofdet's convention (higher = more bona fide). The scores look inverted: fix the "
+               "model's output index or the score polarity instead of calibrating it away")
+        if not allow_negative_slope:
+            raise CalibrationError(msg + " (or pass allow_negative_slope=True to keep this fit).")
+        warnings.warn(msg + ".", stacklevel=2)
+    return Calibration(slope, offset, float(p_bonafide), int(tar.size), int(non.size))
+
+
+def apply(calibration: Calibration, scores: Any) -> np.ndarray:
+    """Raw scores -> LLRs with a fitted :class:`Calibration`."""
+    return calibration.apply(scores)

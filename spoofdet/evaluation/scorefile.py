@@ -1,0 +1,394 @@
+"""Score files: ``<utt_id> <score>`` lines, read strictly, written whole, matched to a key loudly.
+
+* :func:`read_scores` reads two whitespace-separated columns per line (blank lines skipped).
+  Other layouts written by the seed repositories are read only when named explicitly
+  (``layout=``, see :data:`LAYOUTS`). Every malformed line is reported at once as ``file:line``.
+* :func:`write_scores` writes a whole file through a temporary file and a rename, so a reader
+  never sees half a file and a re-run never appends duplicates.
+* :func:`match_scores` aligns scores with key ids. Missing, extra and duplicated ids are counted
+  and shown in one error, with a hint when a simple renaming (``0`` vs ``0.wav``, a missing
+  ``C1/`` prefix) would fix them. Nothing is ever intersected silently.
+* :func:`read_asv_scores_2019` / :func:`read_asv_scores_2021`: ASV scores for the t-DCF.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spoofdet.evaluation.metrics import AsvScores
+
+#: How many examples an error message shows per kind of problem.
+MAX_EXAMPLES = 5
+#: How many malformed lines a read error lists before summarising.
+MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the id and the score sit in a score-file line, and whether to negate the score."""
+
+    n_columns: int
+    id_col: int
+    score_col: int
+    negate: bool
+    doc: str
+
+
+#: Score-file layouts. ``id-score`` is the project's format and the default; the others are
+#: those the seed repositories write, accepted only when asked for by name.
+LAYOUTS: dict[str, Layout] = {
+    "id-score": Layout(2, 0, 1, False, "<utt_id> <score> (spoofdet, SSL_Anti-spoofing, XLSR-Mamba, SLS, Nes2Net)"),
+    "aasist": Layout(4, 0, 3, False, "<utt_id> <attack|-> <key> <score> (AASIST 2019)"),
+    "codecfake": Layout(3, 0, 1, False, "<file> <P(real)> <real|fake> (Codecfake)"),
+    "fake-mamba-itw": Layout(3, 0, 2, False, "<file> <label> <score> (Fake-Mamba In-the-Wild)"),
+    "amsdf": Layout(3, 0, 1, True, "<file> <fake_logit> <0|1> (AMSDF; the fake logit is negated on reading)"),
+}
+
+
+class ScoreFileError(ValueError):
+    """A score file is malformed or does not match its key. The message names file and line(s)."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The rows of one score file, in file order (duplicated ids are kept, see :meth:`duplicates`)."""
+
+    path: str
+    ids: list[str]
+    scores: np.ndarray
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def duplicates(self) -> dict[str, list[int]]:
+        """Id -> line numbers, for every id that occurs more than once."""
+        where: dict[str, list[int]] = {}
+        for utt, line in zip(self.ids, self.lines):
+            where.setdefault(utt, []).append(line)
+        return {k: v for k, v in where.items() if len(v) > 1}
+
+
+class _Problems(list):
+    """Keeps the first :data:`MAX_LISTED` problem messages and counts them all."""
+
+    total = 0
+
+    def append(self, message: str) -> None:
+        self.total += 1
+        if len(self) < MAX_LISTED:
+            super().append(message)
+
+
+def _raise_problems(path: Path | str, problems: _Problems, what: str, hint: str = "") -> None:
+    shown = "\n  ".join(problems)
+    more = f"\n  ... and {problems.total - len(problems)} more" if problems.total > len(problems) else ""
+    raise ScoreFileError(f"{problems.total} malformed line(s) in {what} {path}:\n  {shown}{more}" + (f"\n{hint}" if hint else ""))
+
+
+def _parse_float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_scores(path: str | os.PathLike, *, layout: str = "id-score") -> Scores:
+    """Read a score file.
+
+    Args:
+        path: the file.
+        layout: a key of :data:`LAYOUTS`; the default is strictly two columns ``<utt_id> <score>``.
+
+    Raises:
+        ScoreFileError: missing or empty file, a line with the wrong number of columns, a score
+            that is not a finite number; all malformed lines are listed as ``file:line``.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown score-file layout {layout!r}: expected one of {list(LAYOUTS)}")
+    lay = LAYOUTS[layout]
+    path = Path(path)
+    if not path.is_file():
+        raise ScoreFileError(f"score file not found: {path}")
+    ids: list[str] = []
+    values: list[float] = []
+    lines: list[int] = []
+    problems = _Problems()
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) != lay.n_columns:
+                problems.append(f"{path}:{lineno}: expected {lay.n_columns} columns {lay.doc.split(' (')[0]}, "
+                                f"got {len(cols)}: {line.strip()[:80]!r}")
+                continue
+            value = _parse_float(cols[lay.score_col])
+            if value is None:
+                problems.append(f"{path}:{lineno}: score {cols[lay.score_col]!r} (column {lay.score_col + 1}) "
+                                "is not a finite number")
+                continue
+            ids.append(cols[lay.id_col])
+            values.append(-value if lay.negate else value)
+            lines.append(lineno)
+    if problems:
+        hint = ("spoofdet score files have two columns '<utt_id> <score>'; for a seed repository's layout pass "
+                f"layout= (--score-layout) one of {list(LAYOUTS)}") if layout == "id-score" else ""
+        _raise_problems(path, problems, "score file", hint)
+    if not ids:
+        raise ScoreFileError(f"score file {path} holds no scores")
+    return Scores(str(path), ids, np.asarray(values, dtype=np.float64), lines)
+
+
+def write_scores(path: str | os.PathLike, ids: Sequence[str], scores: Sequence[float] | np.ndarray) -> Path:
+    """Write ``<utt_id> <score>`` lines as a whole file (temporary file + atomic rename).
+
+    Scores are written with ``repr`` precision, so reading the file back gives the same floats.
+
+    Raises:
+        ValueError: lengths differ, an id is empty or holds whitespace, an id repeats, or a
+            score is not finite. Nothing is written then.
+    """
+    path = Path(path)
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    if len(ids) != values.size:
+        raise ValueError(f"{len(ids)} ids but {values.size} scores")
+    seen: set[str] = set()
+    for i, utt in enumerate(ids):
+        if not utt or utt.split() != [utt]:
+            raise ValueError(f"id #{i} {utt!r} is empty or contains whitespace; score-file ids must be single tokens")
+        if utt in seen:
+            raise ValueError(f"id {utt!r} occurs more than once (again at position {i}); write each utterance once")
+        seen.add(utt)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(f"{bad.size} score(s) are NaN or infinite, e.g. for id {ids[int(bad[0])]!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.writelines(f"{utt} {float(v)!r}\n" for utt, v in zip(ids, values))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _rename_hint(missing: Sequence[str], extra: Sequence[str], score_path: str) -> str:
+    """Suggest a fix when a simple renaming maps the extra score ids onto the missing key ids."""
+    if not missing or not extra:
+        return ""
+    missing_set = set(missing)
+    sample = list(extra[:1000])
+
+    def covers(fn) -> bool:
+        return sum(fn(e) in missing_set for e in sample) >= max(1, len(sample) // 2)
+
+    for ext in (".wav", ".flac"):
+        if covers(lambda e: e + ext):
+            return (f"hint: the key's ids are file names with '{ext}' (e.g. {missing[0]!r}) but the score file has "
+                    f"them without it (e.g. {extra[0]!r}); In-the-Wild ids are file names like '0.wav'. Fix: "
+                    f"awk '{{print $1\"{ext}\", $2}}' {score_path} > fixed.txt")
+    if covers(lambda e: os.path.splitext(e)[0]):
+        return (f"hint: the score file's ids carry a file extension (e.g. {extra[0]!r}) but the key's do not "
+                f"(e.g. {missing[0]!r}). Fix: sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' {score_path} > fixed.txt")
+    prefixes = {m.rsplit("/", 1)[0] for m in missing if "/" in m}
+    if prefixes and covers(lambda e: next((f"{p}/{e}" for p in prefixes if f"{p}/{e}" in missing_set), None)):
+        p = sorted(prefixes)[0]
+        return (f"hint: the key's ids are '<subset>/<name>' (e.g. {missing[0]!r}; Codecfake real clips recur across "
+                f"test sets) but the score file has bare names (e.g. {extra[0]!r}). Fix, per subset: "
+                f"awk '{{print \"{p}/\"$1, $2}}' {score_path} > fixed.txt")
+    return ""
+
+
+def match_scores(scores: Scores, key_ids: Sequence[str], *, required: np.ndarray | None = None,
+                 key_name: str = "the key") -> np.ndarray:
+    """Align scores with key ids.
+
+    Args:
+        scores: a read score file.
+        key_ids: the ids of the key rows (unique).
+        required: boolean mask over the key rows that must be scored (default: all). A row
+            outside the mask may be scored or not (a 2021 score file covering every phase while
+            only ``eval`` is evaluated); an id absent from the whole key is always an error.
+        key_name: how error messages name the key (its path).
+
+    Returns:
+        One score per key row, NaN for rows outside ``required`` that have no score.
+
+    Raises:
+        ScoreFileError: naming the counts of missing, extra and duplicated ids with up to
+            :data:`MAX_EXAMPLES` examples of each (extra and duplicated with their lines).
+    """
+    index = {utt: i for i, utt in enumerate(key_ids)}
+    req = np.ones(len(key_ids), dtype=bool) if required is None else np.asarray(required, dtype=bool)
+    aligned = np.full(len(key_ids), np.nan)
+    extra: list[tuple[str, int]] = []
+    for utt, value, line in zip(scores.ids, scores.scores, scores.lines):
+        i = index.get(utt)
+        if i is None:
+            extra.append((utt, line))
+        else:
+            aligned[i] = value
+    dups = scores.duplicates()
+    missing = [key_ids[i] for i in np.flatnonzero(req & np.isnan(aligned))]
+    if not (missing or extra or dups):
+        return aligned
+    n_req = int(req.sum())
+    parts = [f"score file {scores.path} does not match {key_name} ({n_req:,} key rows to score, "
+             f"{len(scores):,} score lines):"]
+    if missing:
+        ex = ", ".join(repr(m) for m in missing[:MAX_EXAMPLES])
+        parts.append(f"  missing: {len(missing):,} key id(s) have no score, e.g. {ex}")
+    if extra:
+        ex = ", ".join(f"{u!r} (line {ln})" for u, ln in extra[:MAX_EXAMPLES])
+        parts.append(f"  extra: {len(extra):,} score id(s) are not in the key, e.g. {ex}")
+    if dups:
+        ex = ", ".join(f"{u!r} (lines {', '.join(map(str, ln))})" for u, ln in list(dups.items())[:MAX_EXAMPLES])
+        parts.append(f"  duplicated: {len(dups):,} id(s) occur more than once, e.g. {ex}")
+    hint = _rename_hint(missing, [u for u, _ in extra], scores.path)
+    if hint:
+        parts.append(hint)
+    if dups:
+        parts.append("Duplicates usually come from a score file opened in append mode and written twice; "
+                     "re-score into a fresh file.")
+    parts.append("Nothing was dropped or intersected: fix the score file, or pass the key it was made for.")
+    raise ScoreFileError("\n".join(parts))
+
+
+# ----------------------------------------------------------------------------- ASV scores
+
+
+def read_asv_scores_2019(path: str | os.PathLike) -> AsvScores:
+    """Read the ASVspoof 2019 LA ASV score file (``SOURCE KEY SCORE``, e.g. ``A13 spoof 9.19``).
+
+    ``KEY`` is ``target``, ``nontarget`` or ``spoof``; ``SOURCE`` names the attack on spoof rows.
+
+    Raises:
+        ScoreFileError: missing file, malformed lines (all listed as ``file:line``), or a class
+            without any trial.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScoreFileError(f"ASV score file not found: {path}")
+    groups: dict[str, list[float]] = {"target": [], "nontarget": [], "spoof": []}
+    attacks: list[str] = []
+    problems = _Problems()
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) != 3:
+                problems.append(f"{path}:{lineno}: expected 3 columns 'SOURCE KEY SCORE', got {len(cols)}")
+                continue
+            source, key, text = cols
+            value = _parse_float(text)
+            if key not in groups:
+                problems.append(f"{path}:{lineno}: unknown ASV key {key!r}: expected target, nontarget or spoof")
+            elif value is None:
+                problems.append(f"{path}:{lineno}: score {text!r} is not a finite number")
+            else:
+                groups[key].append(value)
+                if key == "spoof":
+                    attacks.append(source)
+    if problems:
+        _raise_problems(path, problems, "ASV score file",
+                        "Expected the 2019 LA file ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt.")
+    empty = [k for k, v in groups.items() if not v]
+    if empty:
+        raise ScoreFileError(f"ASV score file {path} has no {', '.join(empty)} trials; the t-DCF needs all three")
+    return AsvScores(np.asarray(groups["target"]), np.asarray(groups["nontarget"]), np.asarray(groups["spoof"]),
+                     np.asarray(attacks, dtype=object))
+
+
+def read_asv_scores_2021(score_path: str | os.PathLike, key_path: str | os.PathLike, phase: str | None = "eval",
+                         ) -> AsvScores:
+    """Read ASVspoof 2021 LA ASV scores (``SPEAKER TRIAL SCORE``) with their key.
+
+    The key (``keys/LA/ASV/trial_metadata.txt``) has 8 columns ``SPEAKER TRIAL CODEC TRANSMISSION
+    ATTACK KEY TRIM SUBSET`` with ``KEY`` in ``target|nontarget|spoof``. Trials are matched on the
+    (speaker, trial) pair; only key rows of ``phase`` are used (None: all), and each of them
+    needs exactly one score.
+
+    Raises:
+        ScoreFileError: missing files, malformed lines, unmatched or duplicated pairs.
+    """
+    score_path, key_path = Path(score_path), Path(key_path)
+    for p, what in ((score_path, "ASV score file"), (key_path, "ASV key")):
+        if not p.is_file():
+            raise ScoreFileError(f"{what} not found: {p}")
+    key: dict[tuple[str, str], tuple[str, str]] = {}
+    all_pairs: set[tuple[str, str]] = set()
+    problems = _Problems()
+    with open(key_path, encoding="utf-8-sig", newline="") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) != 8:
+                problems.append(f"{key_path}:{lineno}: expected 8 columns 'SPEAKER TRIAL CODEC TRANSMISSION ATTACK "
+                                f"KEY TRIM SUBSET', got {len(cols)}")
+                continue
+            if cols[5] not in ("target", "nontarget", "spoof"):
+                problems.append(f"{key_path}:{lineno}: unknown ASV key {cols[5]!r} in column 6")
+                continue
+            pair = (cols[0], cols[1])
+            if pair in all_pairs:
+                problems.append(f"{key_path}:{lineno}: duplicate trial {pair}")
+                continue
+            all_pairs.add(pair)
+            if phase is None or cols[7] == phase:
+                key[pair] = (cols[5], cols[4])
+    if problems:
+        _raise_problems(key_path, problems, "ASV key")
+    if not key:
+        raise ScoreFileError(f"ASV key {key_path} has no rows of phase {phase!r}")
+    values: dict[tuple[str, str], float] = {}
+    seen: set[tuple[str, str]] = set()
+    with open(score_path, encoding="utf-8-sig", newline="") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            cols = line.split()
+            if not cols:
+                continue
+            value = _parse_float(cols[2]) if len(cols) == 3 else None
+            if value is None:
+                problems.append(f"{score_path}:{lineno}: expected 'SPEAKER TRIAL SCORE' with a finite score, "
+                                f"got {line.strip()[:80]!r}")
+                continue
+            pair = (cols[0], cols[1])
+            if pair in seen:
+                problems.append(f"{score_path}:{lineno}: duplicate trial {pair}")
+            elif pair not in all_pairs:
+                problems.append(f"{score_path}:{lineno}: trial {pair} is not in the ASV key {key_path}")
+            elif pair in key:
+                values[pair] = value
+            seen.add(pair)
+    if problems:
+        _raise_problems(score_path, problems, "ASV score file")
+    missing = [p for p in key if p not in values]
+    if missing:
+        raise ScoreFileError(f"ASV score file {score_path} lacks {len(missing):,} trial(s) of phase {phase!r} in "
+                             f"{key_path}, e.g. {missing[:MAX_EXAMPLES]}")
+    groups: dict[str, list[float]] = {"target": [], "nontarget": [], "spoof": []}
+    attacks: list[str] = []
+    for pair, (kind, attack) in key.items():
+        groups[kind].append(values[pair])
+        if kind == "spoof":
+            attacks.append(attack)
+    empty = [k for k, v in groups.items() if not v]
+    if empty:
+        raise ScoreFileError(f"ASV key {key_path} has no {', '.join(empty)} trials of phase {phase!r}")
+    return AsvScores(np.asarray(groups["target"]), np.asarray(groups["nontarget"]), np.asarray(groups["spoof"]),
+                     np.asarray(attacks, dtype=object))

@@ -1,0 +1,224 @@
+"""Score your own audio: ``spoofdet predict PATH... --model URI [--out scores.csv] [--json]``. No Ray.
+
+Each PATH is a file or a folder (searched recursively for ``.wav .flac .ogg .mp3 .opus .aiff .aif
+.au``, case-insensitive; hidden and ``__x`` folders skipped). Every file is decoded with
+libsndfile (:func:`spoofdet.data.audio.load_16k`: any sample rate, mixed to mono, band-limited
+resampling to 16 kHz) and scored under ``--length`` (:mod:`spoofdet.evaluation.protocols`): ``full`` by
+default (the mean over 64,600-sample windows covering the whole file, so a long recording is
+judged on all of it), or ``4s`` (the first 64,600 samples, as papers).
+
+Output: CSV with one row per file, ``path,score,llr,decision,error``:
+
+* ``score``: the raw detector score, higher = more bona fide;
+* ``llr``: the calibrated log-likelihood ratio (bona fide vs spoof), empty when the model stores no
+  calibration;
+* ``decision``: ``bonafide`` if ``llr >= threshold`` else ``spoof``; the default threshold is the
+  Bayes threshold ``-ln(beta) ~= -0.642`` of the ASVspoof 5 costs (Pspoof 0.05, Cmiss 1, Cfa 10),
+  ``--threshold`` sets another; empty without calibration (a raw score has no meaningful threshold);
+* ``error``: why a file could not be scored (``decode_error: ...``, ``empty_file``, ``missing_file``,
+  ``non_finite``), empty otherwise. Such files keep their row (score empty) and are also listed on
+  stderr with a count per reason: nothing disappears silently.
+
+Exit codes: 0 when at least one file was scored (even if others failed: they are in the CSV and
+on stderr); 2 when nothing could be scored, or for a bad option or model reference; 1 unexpected.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from spoofdet.data.corpora.folder import AUDIO_EXTENSIONS
+
+COLUMNS = ("path", "score", "llr", "decision", "error")
+EXIT_OK, EXIT_NOTHING_SCORED = 0, 2
+
+
+@dataclass
+class Prediction:
+    """One file's row: raw score, LLR and decision (None when not available), or an error."""
+
+    path: str
+    score: float | None = None
+    llr: float | None = None
+    decision: str | None = None
+    error: str = ""
+    n_windows: int = 0
+    orig_sample_rate: int | None = None
+
+
+def collect_files(paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[Prediction]]:
+    """Expand PATHs into audio files (folders recursively, sorted; duplicates once).
+
+    Returns:
+        ``(files, problems)``: ``problems`` holds a row for a folder without audio files. A
+        named file is always kept, whatever its extension (decoding decides).
+    """
+    files: list[str] = []
+    problems: list[Prediction] = []
+    exts = tuple(e.lower() for e in AUDIO_EXTENSIONS)
+    for p in map(str, paths):
+        if os.path.isdir(p):
+            found = []
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
+                found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(exts)]
+            if not found:
+                problems.append(Prediction(p, error=f"no_audio: no {'/'.join(exts)} files under this folder"))
+            files += found
+        else:
+            files.append(p)
+    return list(dict.fromkeys(files)), problems
+
+
+def decide(llr: float, threshold: float) -> str:
+    """``bonafide`` if ``llr >= threshold`` else ``spoof`` (the ASVspoof rule: ties accepted)."""
+    return "bonafide" if llr >= threshold else "spoof"
+
+
+def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", hop: int | None = None,
+                  batch_size: int = 16, threshold: float | None = None, progress: bool | None = None,
+                  window: int | None = None) -> list[Prediction]:
+    """Score ``files`` with a loaded detector (:func:`spoofdet.serve.registry.load_detector`).
+
+    Args:
+        detector: the loaded detector (model, calibration, device).
+        files: audio file paths.
+        length: ``full`` or ``4s`` (:mod:`spoofdet.evaluation.protocols`).
+        hop: window hop for ``full`` (default half a window).
+        window: samples per window (default 64,600; 66,800 for the Mamba seeds' checkpoints).
+        batch_size: windows per forward pass.
+        threshold: LLR decision threshold (default the ASVspoof 5 Bayes threshold).
+        progress: tqdm bar on stderr (None: only on a terminal).
+
+    Returns:
+        One :class:`Prediction` per file, in order; undecodable files carry ``error``.
+    """
+    from tqdm import tqdm
+
+    from spoofdet.data.audio import AudioError, load_16k
+    from spoofdet.serve.registry import DECISION_THRESHOLD
+    from spoofdet.evaluation.protocols import WINDOW, clip_windows, score_waves
+
+    threshold = DECISION_THRESHOLD if threshold is None else threshold
+    cal = detector.calibration
+    out = []
+    bar = tqdm(files, desc="scoring", unit="file", file=sys.stderr, disable=None if progress is None else not progress)
+    for path in bar:
+        try:
+            wave, sr = load_16k(path)
+        except AudioError as exc:
+            out.append(Prediction(path, error=f"{exc.reason}: {exc.detail}"))
+            continue
+        win = window or WINDOW
+        windows = clip_windows(wave, length, window=win, hop=hop or win // 2)
+        score = float(score_waves(detector.model, windows, device=detector.device, batch_size=batch_size).mean())
+        llr = float(cal.apply(score)) if cal is not None else None
+        out.append(Prediction(path, score, llr, None if llr is None else decide(llr, threshold), "", len(windows), sr))
+    return out
+
+
+def _value(v: Any) -> str:
+    return "" if v is None else repr(float(v)) if isinstance(v, float) else str(v)
+
+
+def write_csv(predictions: Sequence[Prediction], dest: str | os.PathLike | TextIO) -> None:
+    """Write ``path,score,llr,decision,error`` rows: to a file as a whole (temporary file + rename), or to a stream."""
+    def rows(fh: TextIO) -> None:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(COLUMNS)
+        for p in predictions:
+            w.writerow([_value(getattr(p, c)) for c in COLUMNS])
+
+    if hasattr(dest, "write"):
+        rows(dest)  # type: ignore[arg-type]
+        return
+    path = Path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            rows(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def failure_report(predictions: Sequence[Prediction], limit: int = 50) -> str:
+    """The files that could not be scored: a count per reason, then each file with its reason."""
+    failed = [p for p in predictions if p.error]
+    if not failed:
+        return ""
+    reasons = Counter(p.error.split(":", 1)[0] for p in failed)
+    lines = [f"{len(failed)} of {len(predictions)} path(s) could not be scored ("
+             + ", ".join(f"{k} {v}" for k, v in reasons.most_common()) + "); their rows have an error column:"]
+    lines += [f"  {p.path}: {p.error}" for p in failed[:limit]]
+    if len(failed) > limit:
+        lines.append(f"  ... and {len(failed) - limit} more (see the CSV)")
+    return "\n".join(lines)
+
+
+def model_card(detector: Any) -> dict[str, Any]:
+    """What the model is: reference, score definition, calibration, threshold, metadata, version tags."""
+    card = detector.describe()
+    ref = detector.ref
+    if ref.kind == "registry":
+        from spoofdet.serve.registry import version_tags
+
+        card["version_tags"] = version_tags(ref.name, ref.version, ref.tracking_uri)
+    return card
+
+
+def run(args: Any) -> int:
+    """``spoofdet predict`` (arguments from :func:`spoofdet.cli`); see the module docstring."""
+    from spoofdet.serve.registry import DECISION_THRESHOLD, load_detector
+    from spoofdet.evaluation.protocols import check_length, describe_protocol
+
+    if args.window < 400:
+        raise ValueError(f"--window must be at least 400 samples, got {args.window}")
+    if args.hop is None:
+        args.hop = args.window // 2
+    check_length(args.length, args.hop, args.window)
+    if not args.paths and not args.show_model:
+        raise ValueError("give at least one PATH (file or folder) to score, or --show-model")
+    detector = load_detector(args.model, device=args.device, tracking_uri=args.tracking_uri)
+    if args.show_model:
+        print(json.dumps(model_card(detector), indent=2, default=str))
+        return EXIT_OK
+    files, problems = collect_files(args.paths)
+    threshold = DECISION_THRESHOLD if args.threshold is None else args.threshold
+    if detector.calibration is None:
+        print(f"spoofdet predict: note: {detector.ref.label} stores no calibration: llr and decision stay empty "
+              "(the score is raw, higher = more bona fide)", file=sys.stderr)
+    preds = predict_files(detector, files, length=args.length, hop=args.hop, batch_size=args.batch_size,
+                          threshold=threshold, window=args.window) + problems
+    report = failure_report(preds)
+    if report:
+        print(f"spoofdet predict: {report}", file=sys.stderr)
+    if args.out:
+        write_csv(preds, args.out)
+    elif not args.json:
+        write_csv(preds, sys.stdout)
+    scored = [p for p in preds if not p.error]
+    if args.json:
+        summary = {"model": {**detector.ref.to_dict(), "calibrated": detector.calibration is not None},
+                   "protocol": describe_protocol(args.length, window=args.window, hop=args.hop),
+                   "threshold_llr": threshold if detector.calibration is not None else None,
+                   "n_paths": len(preds), "n_scored": len(scored), "n_failed": len(preds) - len(scored),
+                   "failed": [{"path": p.path, "error": p.error} for p in preds if p.error], "out": args.out,
+                   "decisions": dict(Counter(p.decision for p in scored if p.decision))}
+        if not args.out:
+            summary["predictions"] = [asdict(p) for p in preds]
+        print(json.dumps(summary, allow_nan=False))
+    elif args.out:
+        print(f"scored {len(scored)} of {len(preds)} file(s) with {detector.ref.label} -> {args.out}")
+    return EXIT_OK if scored else EXIT_NOTHING_SCORED
