@@ -45,7 +45,9 @@ def _write_clips(args: tuple[str, int, int, int]) -> float:
         t = np.arange(n) / sr
         f0 = rng.uniform(90, 250)
         x = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 6))
-        x = x * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.05 * np.cumsum(rng.standard_normal(n)) / np.sqrt(n)
+        x = x * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) + 0.05 * np.cumsum(
+            rng.standard_normal(n)
+        ) / np.sqrt(n)
         x = (0.3 * x / np.max(np.abs(x))).astype(np.float32)
         ext = "flac" if i % 2 else "wav"
         folder = Path(root) / f"d{i // 1000:03d}"
@@ -64,7 +66,9 @@ def make_corpus(root: Path, n: int, procs: int = 2) -> float:
     with open(root / "manifest.csv", "w") as fh:
         fh.write("path,label\n")
         for i in range(n):
-            fh.write(f"d{i // 1000:03d}/c{i:06d}.{'flac' if i % 2 else 'wav'},{'bonafide' if i % 3 == 0 else 'spoof'}\n")
+            fh.write(
+                f"d{i // 1000:03d}/c{i:06d}.{'flac' if i % 2 else 'wav'},{'bonafide' if i % 3 == 0 else 'spoof'}\n"
+            )
     return seconds
 
 
@@ -88,7 +92,7 @@ class PeakRSS:
             self.peak = max(self.peak, total)
             time.sleep(interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._thread.start()
         return self
 
@@ -105,34 +109,49 @@ def bench_one(corpus: Path, out: Path, executor: str, shard_mb: float, cpus: int
     if executor == "ray":
         import ray
 
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     try:
         with PeakRSS() as rss:
             t0 = time.perf_counter()
-            s = shard.run(table, str(out), corpus="csv", shard_mb=shard_mb, executor=executor, progress=False)
+            s = shard.run(
+                table, str(out), corpus="csv", shard_mb=shard_mb, executor=executor, progress=False
+            )
             wall = time.perf_counter() - t0
     finally:
         if executor == "ray":
             import ray
 
             ray.shutdown()
-    return {**s, "wall": wall, "peak_rss_mb": rss.peak / 2 ** 20}
+    return {**s, "wall": wall, "peak_rss_mb": rss.peak / 2**20}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--shard-mb", type=float, default=64.0)
-    ap.add_argument("--keep", default=None, help="keep the generated corpora here (default: a temp dir)")
+    ap.add_argument(
+        "--keep", default=None, help="keep the generated corpora here (default: a temp dir)"
+    )
     args = ap.parse_args(argv)
     work = Path(args.keep or tempfile.mkdtemp(prefix="spoofdet-ingest-"))
     rows = []
     for n in args.sizes:
         corpus = work / f"corpus-{n}"
         t0 = time.perf_counter()
-        audio_s = make_corpus(corpus, n, procs=args.cpus) if not (corpus / "manifest.csv").exists() else None
-        print(f"[ingest] corpus of {n} clips ready ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+        audio_s = (
+            make_corpus(corpus, n, procs=args.cpus)
+            if not (corpus / "manifest.csv").exists()
+            else None
+        )
+        print(
+            f"[ingest] corpus of {n} clips ready ({time.perf_counter() - t0:.0f} s)",
+            file=sys.stderr,
+        )
         for executor, cores in (("local", 1), ("ray", args.cpus)):
             out = work / f"out-{n}-{executor}"
             shutil.rmtree(out, ignore_errors=True)
@@ -140,19 +159,38 @@ def main(argv: list[str] | None = None) -> int:
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 r = pool.submit(bench_one, corpus, out, executor, args.shard_mb, args.cpus).result()
             hours = r["audio_hours"]
-            rows.append({"n": n, "executor": executor, "cores": cores, **r,
-                         "files_s": r["rows_written"] / r["wall"], "audio_s_s": hours * 3600 / r["wall"]})
-            print(f"[ingest] {n} {executor}: {r['wall']:.1f} s, {rows[-1]['files_s']:.0f} files/s, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+            rows.append(
+                {
+                    "n": n,
+                    "executor": executor,
+                    "cores": cores,
+                    **r,
+                    "files_s": r["rows_written"] / r["wall"],
+                    "audio_s_s": hours * 3600 / r["wall"],
+                }
+            )
+            print(
+                f"[ingest] {n} {executor}: {r['wall']:.1f} s, {rows[-1]['files_s']:.0f} files/s, "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB",
+                file=sys.stderr,
+            )
             shutil.rmtree(out, ignore_errors=True)
         del audio_s
-    table = ["| clips | job | cores | wall | files/s | files/s per core | audio s/s | audio s/s per core | shards | peak RSS (tree) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    table = [
+        "| clips | job | cores | wall | files/s | files/s per core | audio s/s | audio s/s per core | shards | peak RSS (tree) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        label = "single-process loop (`--executor local`)" if r["executor"] == "local" else "Ray Data job (`--executor ray`)"
-        table.append(f"| {r['n']:,} | {label} | {r['cores']} | {r['wall']:.1f} s | {r['files_s']:.0f} | "
-                     f"{r['files_s'] / r['cores']:.0f} | {r['audio_s_s']:.0f} | {r['audio_s_s'] / r['cores']:.0f} | "
-                     f"{r['shards']} | {r['peak_rss_mb']:.0f} MB |")
+        label = (
+            "single-process loop (`--executor local`)"
+            if r["executor"] == "local"
+            else "Ray Data job (`--executor ray`)"
+        )
+        table.append(
+            f"| {r['n']:,} | {label} | {r['cores']} | {r['wall']:.1f} s | {r['files_s']:.0f} | "
+            f"{r['files_s'] / r['cores']:.0f} | {r['audio_s_s']:.0f} | {r['audio_s_s'] / r['cores']:.0f} | "
+            f"{r['shards']} | {r['peak_rss_mb']:.0f} MB |"
+        )
     speedups = []
     for n in args.sizes:
         loc = next(r for r in rows if r["n"] == n and r["executor"] == "local")
@@ -167,7 +205,7 @@ Both jobs run the same `write_shard` code; only the executor differs.
 
 {chr(10).join(table)}
 
-Ray job vs single-process loop, same machine, same run: {'; '.join(speedups)}.
+Ray job vs single-process loop, same machine, same run: {"; ".join(speedups)}.
 Each measurement runs in a fresh process. Peak RSS is the summed RSS of that process and all its
 children (Ray's raylet, GCS and workers included) sampled every 0.2 s; shared pages count once
 per process, so the Ray figure over-states. It barely moves as the corpus grows 4x because each

@@ -53,8 +53,14 @@ def make_shards(root: Path, n: int, seed: int = 0) -> data.Source:
         sf.write(audio / f"c{i:05d}.flac", x, 16_000, subtype="PCM_16")
         lines.append(f"c{i:05d}.flac,{'bonafide' if i % 4 == 0 else 'spoof'}")
     (audio / "manifest.csv").write_text("\n".join(lines) + "\n")
-    shard.run(prepare_csv(audio).table, str(root / "shards"), corpus="csv", shard_rows=40, executor="local",
-              progress=False)
+    shard.run(
+        prepare_csv(audio).table,
+        str(root / "shards"),
+        corpus="csv",
+        shard_rows=40,
+        executor="local",
+        progress=False,
+    )
     return data.Source(str(root / "shards"), name="bench")
 
 
@@ -69,7 +75,9 @@ def one_core(source: data.Source, algo: int) -> tuple[int, float, float]:
         cols = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
         seconds += float(cols["num_samples"].sum()) / 16_000
         for s in range(0, len(t), BATCH):
-            batch = collate(data.prepare_rows({k: v[s:s + BATCH] for k, v in cols.items()}, recipe, epoch=0))
+            batch = collate(
+                data.prepare_rows({k: v[s : s + BATCH] for k, v in cols.items()}, recipe, epoch=0)
+            )
             n += len(batch["utt_id"])
     return n, time.perf_counter() - t0, seconds
 
@@ -79,8 +87,15 @@ def ray_pipeline(source: data.Source, algo: int, cpus: int) -> tuple[int, float]
 
     def epoch(e: int) -> int:
         data.set_epoch(pipe.clock, e)
-        return sum(len(b["utt_id"]) for b in pipe.dataset.iter_torch_batches(
-            batch_size=BATCH, collate_fn=data.BatchCollate(), local_shuffle_buffer_size=64, local_shuffle_seed=e))
+        return sum(
+            len(b["utt_id"])
+            for b in pipe.dataset.iter_torch_batches(
+                batch_size=BATCH,
+                collate_fn=data.BatchCollate(),
+                local_shuffle_buffer_size=64,
+                local_shuffle_seed=e,
+            )
+        )
 
     epoch(0)  # warm-up
     t0 = time.perf_counter()
@@ -89,10 +104,14 @@ def ray_pipeline(source: data.Source, algo: int, cpus: int) -> tuple[int, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clips", type=int, default=480, help="clips in the benchmark corpus")
     ap.add_argument("--algo", type=int, default=5, help="RawBoost algorithm for the 'on' rows")
-    ap.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="CPUs for the Ray cluster")
+    ap.add_argument(
+        "--cpus", type=int, default=os.cpu_count() or 1, help="CPUs for the Ray cluster"
+    )
     args = ap.parse_args(argv)
     import ray
 
@@ -109,13 +128,24 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for algo in (0, args.algo):
                 n, wall = ray_pipeline(source, algo, args.cpus)
-                rows.append((f"Ray Data pipeline -> `iter_torch_batches` ({args.cpus} CPUs)", algo, args.cpus, n, wall))
+                rows.append(
+                    (
+                        f"Ray Data pipeline -> `iter_torch_batches` ({args.cpus} CPUs)",
+                        algo,
+                        args.cpus,
+                        n,
+                        wall,
+                    )
+                )
                 print(f"ray, algo {algo}: {n / wall:.0f} clips/s", flush=True)
         finally:
             ray.shutdown()
 
-    table = "\n".join(f"| {what} | {'off' if algo == 0 else f'algo {algo}'} | {cores} | {n} | {wall:.2f} s | "
-                      f"{n / wall:.0f} | {n / wall / cores:.0f} |" for what, algo, cores, n, wall in rows)
+    table = "\n".join(
+        f"| {what} | {'off' if algo == 0 else f'algo {algo}'} | {cores} | {n} | {wall:.2f} s | "
+        f"{n / wall:.0f} | {n / wall / cores:.0f} |"
+        for what, algo, cores, n, wall in rows
+    )
     body = f"""## Training input pipeline (`benchmarks/input_pipeline.py`)
 
 Machine: {machine()}. Corpus: {args.clips} speech-like clips of 2-8 s (uniform; {audio_s / args.clips:.1f} s mean),

@@ -23,9 +23,13 @@ from spoofdet.data.corpora._common import find_missing  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, default=611_829, help="key lines (2021 DF has 611,829)")
-    ap.add_argument("--files", type=int, default=200_000, help="audio files actually created (empty)")
+    ap.add_argument(
+        "--files", type=int, default=200_000, help="audio files actually created (empty)"
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -35,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         flac.mkdir(parents=True)
         with open(key, "w") as fh:
             for i in range(args.rows):
-                fh.write(f"LA_{i % 90:04d} DF_E_{2_000_000 + i} low_m4a asvspoof A{7 + i % 13:02d} spoof notrim "
-                         f"{('eval', 'progress', 'hidden')[i % 3]} traditional_vocoder - - - -\n")
+                fh.write(
+                    f"LA_{i % 90:04d} DF_E_{2_000_000 + i} low_m4a asvspoof A{7 + i % 13:02d} spoof notrim "
+                    f"{('eval', 'progress', 'hidden')[i % 3]} traditional_vocoder - - - -\n"
+                )
         for i in range(args.files):
             open(flac / f"DF_E_{2_000_000 + i}.flac", "wb").close()
 

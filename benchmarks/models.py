@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import machine, write_section  # noqa: E402
-from spoofdet.models import HEADS, Detector, build_head  # noqa: E402
+from spoofdet.models import Detector, build_head  # noqa: E402
 from spoofdet.models.frontend import load_frontend  # noqa: E402
 
 FRAMES, DIM, SR = 201, 1024, 16_000
@@ -74,7 +74,9 @@ def available_heads() -> tuple[list[str], str]:
     return heads, "; ".join(notes)
 
 
-def time_module(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
+def time_module(
+    module: torch.nn.Module, x: torch.Tensor, repeats: int
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """(forward, forward + backward) (CPU, wall) seconds per clip: eval mode under ``inference_mode``,
     then train mode with a cross-entropy backward."""
     batch = x.shape[0]
@@ -95,7 +97,9 @@ def time_module(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> tuple
     return f, fb
 
 
-def bench_heads(heads: list[str], batch: int, repeats: int) -> list[tuple[str, int, tuple[float, float], tuple[float, float]]]:
+def bench_heads(
+    heads: list[str], batch: int, repeats: int
+) -> list[tuple[str, int, tuple[float, float], tuple[float, float]]]:
     rows = []
     feats = torch.randn(batch, FRAMES, DIM)
     for name in heads:
@@ -104,13 +108,23 @@ def bench_heads(heads: list[str], batch: int, repeats: int) -> list[tuple[str, i
         n = sum(p.numel() for p in head.parameters())
         f, fb = time_module(head, feats, repeats)
         rows.append((name, n, f, fb))
-        print(f"head {name}: {n:,} params, fwd {_ms(f)} ms/clip, fwd+bwd {_ms(fb)} ms/clip (cpu / wall)", flush=True)
+        print(
+            f"head {name}: {n:,} params, fwd {_ms(f)} ms/clip, fwd+bwd {_ms(fb)} ms/clip (cpu / wall)",
+            flush=True,
+        )
     return rows
 
 
 #: Seed systems benchmarked beside the heads: those whose input is not (B, 201, 1024) features of
 #: the last layer, or whose head has other settings (name -> what the timed module reads).
-NEW_SYSTEMS = ("sls", "aasist", "aasist_l", "codecfake_w2v2_aasist", "codecfake_w2v2_lcnn", "codecfake_mel_lcnn")
+NEW_SYSTEMS = (
+    "sls",
+    "aasist",
+    "aasist_l",
+    "codecfake_w2v2_aasist",
+    "codecfake_w2v2_lcnn",
+    "codecfake_mel_lcnn",
+)
 
 
 def seed_system(name: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor, str]:
@@ -122,17 +136,32 @@ def seed_system(name: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor, s
     spec = SEEDS[name]
     g = torch.Generator().manual_seed(0)
     if spec.frontend not in ("fairseq", "pretrained"):  # the whole system: waveform in
-        module = build_model(spec.frontend, spec.head, head_kwargs=dict(spec.model.get("head_kwargs", {})))
-        return module, 0.1 * torch.randn(batch, 64_600, generator=g), f"{spec.frontend} front-end + head, 64,600 samples"
+        module = build_model(
+            spec.frontend, spec.head, head_kwargs=dict(spec.model.get("head_kwargs", {}))
+        )
+        return (
+            module,
+            0.1 * torch.randn(batch, 64_600, generator=g),
+            f"{spec.frontend} front-end + head, 64,600 samples",
+        )
     module = build_seed_head(name, spec.n_logits or 2)
     if spec.model.get("frontend_layer") == "all":
-        return module, torch.randn(batch, 24, FRAMES, DIM, generator=g), "24 layer outputs of 201 x 1024"
+        return (
+            module,
+            torch.randn(batch, 24, FRAMES, DIM, generator=g),
+            "24 layer outputs of 201 x 1024",
+        )
     layer = spec.model.get("frontend_layer")
-    return module, torch.randn(batch, FRAMES, DIM, generator=g), f"201 x 1024 (layer {layer or 'last'})"
+    return (
+        module,
+        torch.randn(batch, FRAMES, DIM, generator=g),
+        f"201 x 1024 (layer {layer or 'last'})",
+    )
 
 
-def bench_systems(names: list[str], batch: int, wave_batch: int, repeats: int,
-                  wave_repeats: int) -> list[tuple[str, int, str, tuple[float, float], tuple[float, float]]]:
+def bench_systems(
+    names: list[str], batch: int, wave_batch: int, repeats: int, wave_repeats: int
+) -> list[tuple[str, int, str, tuple[float, float], tuple[float, float]]]:
     from spoofdet.models.checkpoints import SEEDS
 
     rows = []
@@ -144,11 +173,16 @@ def bench_systems(names: list[str], batch: int, wave_batch: int, repeats: int,
         n = sum(p.numel() for p in module.parameters())
         f, fb = time_module(module, x, r)
         rows.append((name, n, what + f", B = {b}", f, fb))
-        print(f"system {name}: {n:,} params, fwd {_ms(f)} ms/clip, fwd+bwd {_ms(fb)} ms/clip (cpu / wall)", flush=True)
+        print(
+            f"system {name}: {n:,} params, fwd {_ms(f)} ms/clip, fwd+bwd {_ms(fb)} ms/clip (cpu / wall)",
+            flush=True,
+        )
     return rows
 
 
-def bench_rtf(heads: list[str], seconds: list[int], repeats: int) -> tuple[dict[str, list[tuple[float, float]]], int]:
+def bench_rtf(
+    heads: list[str], seconds: list[int], repeats: int
+) -> tuple[dict[str, list[tuple[float, float]]], int]:
     torch.manual_seed(0)
     frontend = load_frontend("xlsr_300m_random").eval()
     n_front = sum(p.numel() for p in frontend.parameters())
@@ -158,6 +192,7 @@ def bench_rtf(heads: list[str], seconds: list[int], repeats: int) -> tuple[dict[
         def call() -> None:
             with torch.inference_mode():
                 det(wave)
+
         return call
 
     for det in dets.values():  # one warm-up per detector keeps the whole run under ~5 min here
@@ -170,9 +205,17 @@ def bench_rtf(heads: list[str], seconds: list[int], repeats: int) -> tuple[dict[
             for name, det in dets.items():
                 runs[name].append(once(run(det, wave)))
         for name in heads:
-            rtf[name].append((statistics.median(r[0] for r in runs[name]) / s,
-                              statistics.median(r[1] for r in runs[name]) / s))
-        print(f"{s} s: RTF " + ", ".join(f"{n} {rtf[n][-1][0]:.3f} / {rtf[n][-1][1]:.3f}" for n in heads), flush=True)
+            rtf[name].append(
+                (
+                    statistics.median(r[0] for r in runs[name]) / s,
+                    statistics.median(r[1] for r in runs[name]) / s,
+                )
+            )
+        print(
+            f"{s} s: RTF "
+            + ", ".join(f"{n} {rtf[n][-1][0]:.3f} / {rtf[n][-1][1]:.3f}" for n in heads),
+            flush=True,
+        )
     return rtf, n_front
 
 
@@ -187,9 +230,17 @@ def bench_scan(batch: int, repeats: int) -> str:
     delta = torch.randn(batch, d, length, generator=g)
     a = -torch.rand(d, n, generator=g) * 8
     b_, c_ = torch.randn(batch, n, length, generator=g), torch.randn(batch, n, length, generator=g)
-    dd, z, bias = torch.randn(d, generator=g), torch.randn(batch, d, length, generator=g), torch.randn(d, generator=g)
+    dd, z, bias = (
+        torch.randn(d, generator=g),
+        torch.randn(batch, d, length, generator=g),
+        torch.randn(d, generator=g),
+    )
     rows, outs = [], {}
-    for label, fn in (("parallel `selective_scan`", selective_scan), ("loop `selective_scan_sequential`", selective_scan_sequential)):
+    for label, fn in (
+        ("parallel `selective_scan`", selective_scan),
+        ("loop `selective_scan_sequential`", selective_scan_sequential),
+    ):
+
         def fwd() -> None:
             with torch.inference_mode():
                 outs[label] = fn(u, delta, a, b_, c_, dd, z, bias, True)
@@ -204,38 +255,77 @@ def bench_scan(batch: int, repeats: int) -> str:
         f = tuple(t / batch for t in timed(fwd, repeats))
         fb = tuple(t / batch for t in timed(fwd_bwd, repeats))
         rows.append(f"| {label} | {_ms(f, 2)} | {_ms(fb, 2)} |")
-        print(f"scan {label}: fwd {_ms(f, 2)} ms/clip, fwd+bwd {_ms(fb, 2)} ms/clip (cpu / wall)", flush=True)
-    diff = (outs["parallel `selective_scan`"] - outs["loop `selective_scan_sequential`"]).abs().max().item()
-    return ("| implementation | forward ms/clip, CPU / wall | forward + backward ms/clip, CPU / wall |\n|---|---|---|\n" + "\n".join(rows)
-            + f"\n\nOne mixer's scan per 4-s clip: batch {batch}, 288 channels x 16 states x {length} steps, "
-              f"float32. Largest output difference between the two: {diff:.1e}. An XLSR-Mamba head runs 12 such "
-              "scans per clip, Fake-Mamba 14 (7 blocks x 2 directions).")
+        print(
+            f"scan {label}: fwd {_ms(f, 2)} ms/clip, fwd+bwd {_ms(fb, 2)} ms/clip (cpu / wall)",
+            flush=True,
+        )
+    diff = (
+        (outs["parallel `selective_scan`"] - outs["loop `selective_scan_sequential`"])
+        .abs()
+        .max()
+        .item()
+    )
+    return (
+        "| implementation | forward ms/clip, CPU / wall | forward + backward ms/clip, CPU / wall |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\nOne mixer's scan per 4-s clip: batch {batch}, 288 channels x 16 states x {length} steps, "
+        f"float32. Largest output difference between the two: {diff:.1e}. An XLSR-Mamba head runs 12 such "
+        "scans per clip, Fake-Mamba 14 (7 blocks x 2 directions)."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    ap.add_argument("--batch", type=int, default=4, help="clips per batch in the head and scan benchmarks")
-    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per head / scan measurement")
-    ap.add_argument("--rtf-repeats", type=int, default=3, help="timed repeats per detector and input length")
-    ap.add_argument("--seconds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], help="detector input lengths")
-    ap.add_argument("--wave-batch", type=int, default=1, help="clips per batch for waveform-input systems (raw AASIST)")
-    ap.add_argument("--wave-repeats", type=int, default=3, help="timed repeats for waveform-input systems")
+    ap.add_argument(
+        "--batch", type=int, default=4, help="clips per batch in the head and scan benchmarks"
+    )
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="timed repeats per head / scan measurement"
+    )
+    ap.add_argument(
+        "--rtf-repeats", type=int, default=3, help="timed repeats per detector and input length"
+    )
+    ap.add_argument(
+        "--seconds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6], help="detector input lengths"
+    )
+    ap.add_argument(
+        "--wave-batch",
+        type=int,
+        default=1,
+        help="clips per batch for waveform-input systems (raw AASIST)",
+    )
+    ap.add_argument(
+        "--wave-repeats", type=int, default=3, help="timed repeats for waveform-input systems"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
     heads, skipped = available_heads()
     head_rows = bench_heads(heads, args.batch, args.repeats)
-    systems = bench_systems(list(NEW_SYSTEMS), args.batch, args.wave_batch, args.repeats, args.wave_repeats)
+    systems = bench_systems(
+        list(NEW_SYSTEMS), args.batch, args.wave_batch, args.repeats, args.wave_repeats
+    )
     scan = bench_scan(args.batch, args.repeats)
     rtf, n_front = bench_rtf(heads, args.seconds, args.rtf_repeats)
     total = time.perf_counter() - start
 
     head_table = "\n".join(f"| {n} | {p:,} | {_ms(f)} | {_ms(fb)} |" for n, p, f, fb in head_rows)
-    system_table = "\n".join(f"| `{n}` | {what} | {p:,} | {_ms(f)} | {_ms(fb)} |" for n, p, what, f, fb in systems)
-    rtf_head = "| head | " + " | ".join(f"{s} s" for s in args.seconds) + " |\n|---|" + "---|" * len(args.seconds)
-    rtf_table = "\n".join(f"| {n} | " + " | ".join(f"{c:.2f} / {w:.2f}" for c, w in rtf[n]) + " |" for n in heads)
+    system_table = "\n".join(
+        f"| `{n}` | {what} | {p:,} | {_ms(f)} | {_ms(fb)} |" for n, p, what, f, fb in systems
+    )
+    rtf_head = (
+        "| head | "
+        + " | ".join(f"{s} s" for s in args.seconds)
+        + " |\n|---|"
+        + "---|" * len(args.seconds)
+    )
+    rtf_table = "\n".join(
+        f"| {n} | " + " | ".join(f"{c:.2f} / {w:.2f}" for c, w in rtf[n]) + " |" for n in heads
+    )
     body = f"""## Models on CPU (`benchmarks/models.py`)
 
 Machine: {machine()}; torch {torch.__version__} with {args.threads} intra-op thread(s). Random weights
@@ -244,7 +334,7 @@ Machine: {machine()}; torch {torch.__version__} with {args.threads} intra-op thr
 heads interleaved run by run; repeats kept this low so the whole run stays under ~5 min). Figures are
 **CPU time / wall time**: other jobs shared this 2-core machine while it ran, and with one thread the
 process's CPU time is the compute cost without the waiting for a core, so read the first number; the
-wall time shows what the load did. Total benchmark time {total:.0f} s.{(' ' + skipped + '.') if skipped else ''}
+wall time shows what the load did. Total benchmark time {total:.0f} s.{(" " + skipped + ".") if skipped else ""}
 
 ### Heads on XLS-R features (B = {args.batch} clips of 201 x 1024, i.e. 4.04 s each)
 

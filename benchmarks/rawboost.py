@@ -40,11 +40,14 @@ N = 64_600
 
 # ---- the direct-form baseline -----------------------------------------------------------------
 
+
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return lo + (hi - lo) * rng.random()
 
 
-def direct_notch(rng: np.random.Generator, p: RawBoostParams, g_lo: float, g_hi: float) -> np.ndarray:
+def direct_notch(
+    rng: np.random.Generator, p: RawBoostParams, g_lo: float, g_hi: float
+) -> np.ndarray:
     b = np.ones(1)
     for _ in range(p.n_bands):
         fc = _u(rng, p.min_f, p.max_f)
@@ -66,7 +69,7 @@ def direct_notch(rng: np.random.Generator, p: RawBoostParams, g_lo: float, g_hi:
 def direct_filter(x: np.ndarray, b: np.ndarray) -> np.ndarray:
     pad = len(b) + 1
     y = signal.lfilter(b, 1, np.pad(x, (0, pad)))
-    return y[pad // 2: pad // 2 + len(x)]
+    return y[pad // 2 : pad // 2 + len(x)]
 
 
 def direct_norm(x: np.ndarray, always: bool) -> np.ndarray:
@@ -110,8 +113,11 @@ DIRECT = {
 
 # ---- the run ----------------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--clips", type=int, default=50, help="clips per algorithm and implementation")
     ap.add_argument("--algos", type=int, nargs="+", default=[5, 3, 4], choices=sorted(DIRECT))
     args = ap.parse_args(argv)
@@ -139,10 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             direct_dev.append(np.std(z - x) / np.std(x))
         f_ms, d_ms = 1e3 * np.median(fast_t), 1e3 * np.median(direct_t)
         rows.append((algo, d_ms, f_ms, d_ms / f_ms, np.median(direct_dev), np.median(fast_dev)))
-        print(f"algo {algo}: direct {d_ms:.2f} ms, spoofdet {f_ms:.2f} ms, {d_ms / f_ms:.1f}x", flush=True)
+        print(
+            f"algo {algo}: direct {d_ms:.2f} ms, spoofdet {f_ms:.2f} ms, {d_ms / f_ms:.1f}x",
+            flush=True,
+        )
 
     table = "\n".join(
-        f"| {a} ({ALGORITHMS[a]}) | {d:.2f} | {f:.2f} | {s:.1f}x | {dd:.2f} / {fd:.2f} |" for a, d, f, s, dd, fd in rows)
+        f"| {a} ({ALGORITHMS[a]}) | {d:.2f} | {f:.2f} | {s:.1f}x | {dd:.2f} / {fd:.2f} |"
+        for a, d, f, s, dd, fd in rows
+    )
     body = f"""## RawBoost (`benchmarks/rawboost.py`)
 
 Machine: {machine()}; one thread per implementation. Median time per 4-s clip (64,600

@@ -46,42 +46,67 @@ from typing import Any
 import numpy as np
 
 from spoofdet.data import features as feature_cache
-from spoofdet.data.pipeline import NUM_SAMPLES, READ_COLUMNS, Source, decode_window, shard_files
 from spoofdet.data.audio import crop_or_pad
+from spoofdet.data.pipeline import NUM_SAMPLES, READ_COLUMNS, Source, decode_window, shard_files
 
 
 class ExtractFeatures:
     """Ray Data callable class: a batch of shard rows -> rows of cached features (one model per actor)."""
 
-    def __init__(self, frontend: str, layer: int, weights: str, num_samples: int, dtype: str, device: str) -> None:
+    def __init__(
+        self, frontend: str, layer: int, weights: str, num_samples: int, dtype: str, device: str
+    ) -> None:
         import torch
 
         from spoofdet.models.cached import RANDOM_SHAPE
         from spoofdet.models.frontend import load_frontend
 
         self.torch = torch
-        self.device = torch.device("cuda" if device == "cuda" and torch.cuda.is_available() else "cpu")
+        self.device = torch.device(
+            "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
+        )
         model = load_frontend(RANDOM_SHAPE.get(frontend, frontend), layer=layer, freeze="all")
         model.load_state_dict(torch.load(weights, map_location="cpu"))
         self.model = model.eval().to(self.device)
         self.num_samples, self.dtype = num_samples, dtype
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        waves = np.stack([crop_or_pad(decode_window(a, 0, self.num_samples), self.num_samples) for a in batch["audio"]])
+        waves = np.stack(
+            [
+                crop_or_pad(decode_window(a, 0, self.num_samples), self.num_samples)
+                for a in batch["audio"]
+            ]
+        )
         with self.torch.inference_mode():
             feats = self.model(self.torch.from_numpy(waves).to(self.device)).float().cpu().numpy()
         blobs = np.empty(len(feats), dtype=object)
         for i, f in enumerate(feats):
             blobs[i] = feature_cache.encode_feats(f, self.dtype)
         n = len(feats)
-        return {"utt_id": batch["utt_id"], "corpus": batch["corpus"], "label": batch["label"],
-                "num_samples": batch["num_samples"], "feats": blobs,
-                "frames": np.full(n, feats.shape[1], dtype=np.int32), "dim": np.full(n, feats.shape[2], dtype=np.int32)}
+        return {
+            "utt_id": batch["utt_id"],
+            "corpus": batch["corpus"],
+            "label": batch["label"],
+            "num_samples": batch["num_samples"],
+            "feats": blobs,
+            "frames": np.full(n, feats.shape[1], dtype=np.int32),
+            "dim": np.full(n, feats.shape[2], dtype=np.int32),
+        }
 
 
-def run(shards: str, out: str, *, frontend: str, layer: int = 5, num_samples: int = NUM_SAMPLES,
-        dtype: str = "float16", batch_size: int = 8, concurrency: int = 1, num_gpus: float = 0.0,
-        seed: int = 0) -> dict[str, Any]:
+def run(
+    shards: str,
+    out: str,
+    *,
+    frontend: str,
+    layer: int = 5,
+    num_samples: int = NUM_SAMPLES,
+    dtype: str = "float16",
+    batch_size: int = 8,
+    concurrency: int = 1,
+    num_gpus: float = 0.0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Extract ``frontend``'s layer-``layer`` features of every row of ``shards`` into ``out``.
 
     Args:
@@ -109,15 +134,23 @@ def run(shards: str, out: str, *, frontend: str, layer: int = 5, num_samples: in
 
     if dtype not in feature_cache.DTYPES:
         raise ValueError(f"--dtype: {dtype!r} is not one of {', '.join(feature_cache.DTYPES)}")
-    for name, value in (("--batch-size", batch_size), ("--concurrency", concurrency), ("--num-samples", num_samples)):
+    for name, value in (
+        ("--batch-size", batch_size),
+        ("--concurrency", concurrency),
+        ("--num-samples", num_samples),
+    ):
         if value <= 0:
             raise ValueError(f"{name}: must be positive, got {value}")
     if num_gpus < 0:
         raise ValueError(f"--num-gpus: must be >= 0, got {num_gpus}")
     if "://" in out or "://" in shards:
-        raise ValueError("--shards/--out: local or mounted (NFS) paths only; every node must read --out")
+        raise ValueError(
+            "--shards/--out: local or mounted (NFS) paths only; every node must read --out"
+        )
     if feature_cache.is_feature_folder(out):
-        raise ValueError(f"--out: {out} already holds features (features.json); remove it or choose another folder")
+        raise ValueError(
+            f"--out: {out} already holds features (features.json); remove it or choose another folder"
+        )
     source = Source(shards)
     files = shard_files(source)
     if not os.path.isfile(os.path.join(shards, "metadata.parquet")):
@@ -134,37 +167,74 @@ def run(shards: str, out: str, *, frontend: str, layer: int = 5, num_samples: in
     if not ray.is_initialized():
         ray.init()
     ds = ray.data.read_parquet(files).select_columns(READ_COLUMNS)
-    ds = ds.map_batches(ExtractFeatures, batch_size=batch_size, batch_format="numpy", concurrency=concurrency,
-                        num_gpus=num_gpus or None,
-                        fn_constructor_kwargs={"frontend": frontend, "layer": layer, "weights": os.path.abspath(weights),
-                                               "num_samples": num_samples, "dtype": dtype,
-                                               "device": "cuda" if num_gpus else "cpu"})
+    ds = ds.map_batches(
+        ExtractFeatures,
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=concurrency,
+        num_gpus=num_gpus or None,
+        fn_constructor_kwargs={
+            "frontend": frontend,
+            "layer": layer,
+            "weights": os.path.abspath(weights),
+            "num_samples": num_samples,
+            "dtype": dtype,
+            "device": "cuda" if num_gpus else "cpu",
+        },
+    )
     ds.write_parquet(os.path.abspath(os.path.join(out, "shards")))
     shutil.copyfile(os.path.join(shards, "metadata.parquet"), os.path.join(out, "metadata.parquet"))
     import pyarrow.parquet as pq
 
-    rows = sum(pq.read_metadata(os.path.join(out, "shards", f)).num_rows
-               for f in os.listdir(os.path.join(out, "shards")) if f.endswith(".parquet"))
+    rows = sum(
+        pq.read_metadata(os.path.join(out, "shards", f)).num_rows
+        for f in os.listdir(os.path.join(out, "shards"))
+        if f.endswith(".parquet")
+    )
     expected = pq.read_metadata(os.path.join(shards, "metadata.parquet")).num_rows
     if rows != expected:
-        raise RuntimeError(f"wrote {rows} feature rows for {expected} shard rows; the folder is incomplete")
-    info = {"frontend": str(frontend), "layer": layer, "dtype": dtype, "num_samples": num_samples, "dim": dim,
-            "frames": num_frames(num_samples), "rows": rows, "source": os.path.abspath(shards)}
+        raise RuntimeError(
+            f"wrote {rows} feature rows for {expected} shard rows; the folder is incomplete"
+        )
+    info = {
+        "frontend": str(frontend),
+        "layer": layer,
+        "dtype": dtype,
+        "num_samples": num_samples,
+        "dim": dim,
+        "frames": num_frames(num_samples),
+        "rows": rows,
+        "source": os.path.abspath(shards),
+    }
     tmp = os.path.join(out, feature_cache.FEATURES_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(info, f, indent=2)
-    os.replace(tmp, os.path.join(out, feature_cache.FEATURES_FILE))  # last: marks the folder complete
+    os.replace(
+        tmp, os.path.join(out, feature_cache.FEATURES_FILE)
+    )  # last: marks the folder complete
     return info
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="spoofdet features", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shards", required=True, help="shard folder written by `spoofdet prepare --out`")
+    ap = argparse.ArgumentParser(
+        prog="spoofdet features",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--shards", required=True, help="shard folder written by `spoofdet prepare --out`"
+    )
     ap.add_argument("--out", required=True, help="feature folder to write")
-    ap.add_argument("--frontend", required=True, help="front-end name (xlsr_300m, tiny, ...) or local model dir")
+    ap.add_argument(
+        "--frontend", required=True, help="front-end name (xlsr_300m, tiny, ...) or local model dir"
+    )
     ap.add_argument("--layer", type=int, default=5, help="hidden state index (Codecfake: 5)")
-    ap.add_argument("--num-samples", type=int, default=NUM_SAMPLES, help="crop length in samples (default 64600)")
+    ap.add_argument(
+        "--num-samples",
+        type=int,
+        default=NUM_SAMPLES,
+        help="crop length in samples (default 64600)",
+    )
     ap.add_argument("--dtype", default="float16", choices=feature_cache.DTYPES)
     ap.add_argument("--batch-size", type=int, default=8, help="clips per front-end call")
     ap.add_argument("--concurrency", type=int, default=1, help="actors in the pool")
@@ -172,9 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="torch seed for random-init front-ends")
     args = ap.parse_args(argv)
     try:
-        info = run(args.shards, args.out, frontend=args.frontend, layer=args.layer, num_samples=args.num_samples,
-                   dtype=args.dtype, batch_size=args.batch_size, concurrency=args.concurrency,
-                   num_gpus=args.num_gpus, seed=args.seed)
+        info = run(
+            args.shards,
+            args.out,
+            frontend=args.frontend,
+            layer=args.layer,
+            num_samples=args.num_samples,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            num_gpus=args.num_gpus,
+            seed=args.seed,
+        )
     except ValueError as exc:
         print(f"spoofdet features: error: {exc}", file=sys.stderr)
         return 2

@@ -38,7 +38,6 @@ import sys
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -49,8 +48,14 @@ from spoofdet.data.audio import AudioError, encode_flac, load_16k
 from spoofdet.data.schema import METADATA_COLUMNS, SAMPLE_RATE, TableBuilder
 
 PLAN_VERSION = 1
-QUARANTINE_SCHEMA = pa.schema([("utt_id", pa.string()), ("source_path", pa.string()),
-                               ("reason", pa.string()), ("detail", pa.string())])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("utt_id", pa.string()),
+        ("source_path", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
 ROW_GROUP_ROWS = 64
 #: Testing aid: SIGKILL the process after writing shard N's temporary file, before its rename.
 KILL_ENV = "SPOOFDET_SHARD_KILL_AT"
@@ -61,6 +66,7 @@ class ShardError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- filesystem
+
 
 def resolve_out(out: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
     """``(filesystem, base path)`` for a local path or any pyarrow URI (s3://, gs://, file://)."""
@@ -108,6 +114,7 @@ def _quarantine_part(base: str, index: int) -> str:
 
 # ----------------------------------------------------------------------------- planning
 
+
 def fingerprint(table: pa.Table) -> str:
     """Identity of an input manifest: a hash of its ids, paths and labels, in order."""
     h = hashlib.sha256()
@@ -120,7 +127,9 @@ def fingerprint(table: pa.Table) -> str:
     return h.hexdigest()
 
 
-def estimate_rows_per_shard(table: pa.Table, shard_mb: float, *, probes: int = 24, min_seconds: float = 0.0) -> int:
+def estimate_rows_per_shard(
+    table: pa.Table, shard_mb: float, *, probes: int = 24, min_seconds: float = 0.0
+) -> int:
     """Rows per shard so that a shard holds about ``shard_mb`` MiB: encode a few evenly spaced
     files for real and divide (failed probes are ignored; none usable -> 4 s of audio per row)."""
     paths = table.column("source_path").to_pylist()
@@ -133,7 +142,7 @@ def estimate_rows_per_shard(table: pa.Table, shard_mb: float, *, probes: int = 2
             continue
         sizes.append(len(encode_flac(wave)) + 256)
     per_row = sum(sizes) / len(sizes) if sizes else 4 * SAMPLE_RATE * 2 * 0.6
-    return max(1, int(shard_mb * 2 ** 20 / per_row))
+    return max(1, int(shard_mb * 2**20 / per_row))
 
 
 def balanced_rows_per_shard(n_rows: int, size_rows: int, parallelism: int) -> int:
@@ -146,8 +155,17 @@ def balanced_rows_per_shard(n_rows: int, size_rows: int, parallelism: int) -> in
     return max(1, -(-n_rows // n))
 
 
-def make_plan(fs: pafs.FileSystem, base: str, table: pa.Table, *, corpus: str, shard_mb: float,
-              shard_rows: int | None, min_seconds: float, parallelism: int = 1) -> dict[str, Any]:
+def make_plan(
+    fs: pafs.FileSystem,
+    base: str,
+    table: pa.Table,
+    *,
+    corpus: str,
+    shard_mb: float,
+    shard_rows: int | None,
+    min_seconds: float,
+    parallelism: int = 1,
+) -> dict[str, Any]:
     """Create the plan and the row-grouped input manifest, or load and check an existing one.
 
     Without ``shard_rows``, rows per shard come from ``shard_mb``; with ``parallelism`` > 1 the
@@ -159,36 +177,66 @@ def make_plan(fs: pafs.FileSystem, base: str, table: pa.Table, *, corpus: str, s
     """
     plan_path = f"{base}/_work/plan.json"
     fp = fingerprint(table)
-    settings = {"corpus": corpus, "shard_mb": shard_mb, "shard_rows": shard_rows, "min_seconds": min_seconds}
+    settings = {
+        "corpus": corpus,
+        "shard_mb": shard_mb,
+        "shard_rows": shard_rows,
+        "min_seconds": min_seconds,
+    }
     if _exists(fs, plan_path):
         with fs.open_input_stream(plan_path) as fh:
             plan = json.loads(fh.read())
         if plan["fingerprint"] != fp:
-            raise ShardError(f"{base} already holds shards of a different input manifest "
-                             f"({plan['rows_in']} rows of {plan['corpus']}); use a new --out, or delete it to start over")
-        changed = {k: (plan["settings"].get(k), v) for k, v in settings.items() if plan["settings"].get(k) != v}
+            raise ShardError(
+                f"{base} already holds shards of a different input manifest "
+                f"({plan['rows_in']} rows of {plan['corpus']}); use a new --out, or delete it to start over"
+            )
+        changed = {
+            k: (plan["settings"].get(k), v)
+            for k, v in settings.items()
+            if plan["settings"].get(k) != v
+        }
         if changed:
-            raise ShardError(f"{base} was started with other settings {changed} (saved, given); "
-                             "re-run with the saved settings or use a new --out")
+            raise ShardError(
+                f"{base} was started with other settings {changed} (saved, given); "
+                "re-run with the saved settings or use a new --out"
+            )
         return plan
     rows_per_shard = shard_rows or balanced_rows_per_shard(
-        table.num_rows, estimate_rows_per_shard(table, shard_mb, min_seconds=min_seconds), parallelism)
+        table.num_rows,
+        estimate_rows_per_shard(table, shard_mb, min_seconds=min_seconds),
+        parallelism,
+    )
     fs.create_dir(f"{base}/_work/quarantine", recursive=True)
     fs.create_dir(f"{base}/shards", recursive=True)
     tmp = f"{base}/_work/input.parquet.tmp-{uuid.uuid4().hex}"
     pq.write_table(table, tmp, filesystem=fs, row_group_size=rows_per_shard)
     fs.move(tmp, f"{base}/_work/input.parquet")
     n_shards = max(1, -(-table.num_rows // rows_per_shard))
-    plan = {"version": PLAN_VERSION, "fingerprint": fp, "corpus": corpus, "rows_in": table.num_rows,
-            "rows_per_shard": rows_per_shard, "shards": n_shards, "settings": settings}
+    plan = {
+        "version": PLAN_VERSION,
+        "fingerprint": fp,
+        "corpus": corpus,
+        "rows_in": table.num_rows,
+        "rows_per_shard": rows_per_shard,
+        "shards": n_shards,
+        "settings": settings,
+    }
     _write_bytes_atomic(fs, plan_path, json.dumps(plan, indent=2).encode())
     return plan
 
 
 # ----------------------------------------------------------------------------- one shard
 
-def write_shard(index: int, base: str, *, min_seconds: float, filesystem: pafs.FileSystem | None = None,
-                out_uri: str | None = None) -> dict[str, Any]:
+
+def write_shard(
+    index: int,
+    base: str,
+    *,
+    min_seconds: float,
+    filesystem: pafs.FileSystem | None = None,
+    out_uri: str | None = None,
+) -> dict[str, Any]:
     """Decode, resample and encode the rows of shard ``index``; write quarantine part, then shard.
 
     Runs inside a Ray Data task (``out_uri`` given; the filesystem is rebuilt there) or in-process.
@@ -208,11 +256,21 @@ def write_shard(index: int, base: str, *, min_seconds: float, filesystem: pafs.F
             try:
                 wave, orig_sr = load_16k(row["source_path"], min_seconds=min_seconds)
             except AudioError as exc:
-                quarantined.append({"utt_id": row["utt_id"], "source_path": row["source_path"],
-                                    "reason": exc.reason, "detail": exc.detail})
+                quarantined.append(
+                    {
+                        "utt_id": row["utt_id"],
+                        "source_path": row["source_path"],
+                        "reason": exc.reason,
+                        "detail": exc.detail,
+                    }
+                )
                 continue
-            row.update(orig_sample_rate=orig_sr, num_samples=len(wave), duration=len(wave) / SAMPLE_RATE,
-                       audio=encode_flac(wave))
+            row.update(
+                orig_sample_rate=orig_sr,
+                num_samples=len(wave),
+                duration=len(wave) / SAMPLE_RATE,
+                audio=encode_flac(wave),
+            )
             batch.append(**row)
             written += 1
             audio_seconds += len(wave) / SAMPLE_RATE
@@ -221,15 +279,26 @@ def write_shard(index: int, base: str, *, min_seconds: float, filesystem: pafs.F
                 batch = TableBuilder()
         if len(batch):
             writer.write_table(batch.to_table())
-    _write_table_atomic(fs, _quarantine_part(base, index), pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA))
+    _write_table_atomic(
+        fs,
+        _quarantine_part(base, index),
+        pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA),
+    )
     if os.environ.get(KILL_ENV) == str(index):
         os.kill(os.getpid(), signal.SIGKILL)
     fs.move(tmp, shard_path(base, index))
-    return {"index": index, "rows": len(rows), "written": written, "quarantined": len(quarantined),
-            "by_reason": dict(Counter(q["reason"] for q in quarantined)), "audio_seconds": audio_seconds}
+    return {
+        "index": index,
+        "rows": len(rows),
+        "written": written,
+        "quarantined": len(quarantined),
+        "by_reason": dict(Counter(q["reason"] for q in quarantined)),
+        "audio_seconds": audio_seconds,
+    }
 
 
 # ----------------------------------------------------------------------------- the job
+
 
 def _done(fs: pafs.FileSystem, base: str, n_shards: int) -> set[int]:
     infos = fs.get_file_info(pafs.FileSelector(f"{base}/shards", allow_not_found=True))
@@ -242,7 +311,9 @@ def _ray_cpus(num_cpus: int | None) -> int:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
@@ -253,11 +324,17 @@ def _run_ray(todo: list[int], out_uri: str, base: str, min_seconds: float):
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False
     ds = ray.data.from_items([{"index": i} for i in todo], override_num_blocks=len(todo))
-    ds = ds.map(_ray_task, fn_kwargs={"out_uri": out_uri, "base": base, "min_seconds": min_seconds}, num_cpus=1)
+    ds = ds.map(
+        _ray_task,
+        fn_kwargs={"out_uri": out_uri, "base": base, "min_seconds": min_seconds},
+        num_cpus=1,
+    )
     yield from ds.iter_rows()
 
 
-def _ray_task(item: dict[str, Any], *, out_uri: str, base: str, min_seconds: float) -> dict[str, Any]:
+def _ray_task(
+    item: dict[str, Any], *, out_uri: str, base: str, min_seconds: float
+) -> dict[str, Any]:
     stats = write_shard(int(item["index"]), base, min_seconds=min_seconds, out_uri=out_uri)
     stats["by_reason"] = json.dumps(stats["by_reason"])  # keep Ray Data's row schema flat
     return stats
@@ -268,31 +345,54 @@ def finalize(fs: pafs.FileSystem, base: str, plan: dict[str, Any]) -> dict[str, 
     check the bookkeeping, write summary.json."""
     n = plan["shards"]
     quarantine = pa.concat_tables(
-        [pq.read_table(_quarantine_part(base, i), filesystem=fs) for i in range(n)]).combine_chunks()
+        [pq.read_table(_quarantine_part(base, i), filesystem=fs) for i in range(n)]
+    ).combine_chunks()
     meta = pa.concat_tables(
-        [pq.read_table(shard_path(base, i), columns=list(METADATA_COLUMNS), filesystem=fs) for i in range(n)])
+        [
+            pq.read_table(shard_path(base, i), columns=list(METADATA_COLUMNS), filesystem=fs)
+            for i in range(n)
+        ]
+    )
     written = meta.num_rows
     if written + quarantine.num_rows != plan["rows_in"]:
-        raise ShardError(f"bookkeeping broken: {written} written + {quarantine.num_rows} quarantined != {plan['rows_in']} in")
-    ids = pa.concat_arrays([meta.column("utt_id").combine_chunks(), quarantine.column("utt_id").combine_chunks()])
+        raise ShardError(
+            f"bookkeeping broken: {written} written + {quarantine.num_rows} quarantined != {plan['rows_in']} in"
+        )
+    ids = pa.concat_arrays(
+        [meta.column("utt_id").combine_chunks(), quarantine.column("utt_id").combine_chunks()]
+    )
     if len(ids.unique()) != plan["rows_in"]:
         raise ShardError("an utterance appears twice across shards and quarantine")
     _write_table_atomic(fs, f"{base}/quarantine.parquet", quarantine)
     _write_table_atomic(fs, f"{base}/metadata.parquet", meta)
     durations = meta.column("duration").to_pylist()
     summary = {
-        "corpus": plan["corpus"], "out": base, "rows_in": plan["rows_in"], "rows_written": written,
+        "corpus": plan["corpus"],
+        "out": base,
+        "rows_in": plan["rows_in"],
+        "rows_written": written,
         "quarantined": quarantine.num_rows,
         "by_reason": dict(sorted(Counter(quarantine.column("reason").to_pylist()).items())),
-        "shards": n, "audio_hours": round(sum(d for d in durations if d) / 3600, 4),
+        "shards": n,
+        "audio_hours": round(sum(d for d in durations if d) / 3600, 4),
     }
     _write_bytes_atomic(fs, f"{base}/summary.json", json.dumps(summary, indent=2).encode())
     return summary
 
 
-def run(manifest_table: pa.Table, out: str, *, corpus: str, shard_mb: float = 192.0, shard_rows: int | None = None,
-        min_seconds: float = 0.1, executor: str = "ray", num_cpus: int | None = None, progress: bool | None = None,
-        filesystem: pafs.FileSystem | None = None) -> dict[str, Any]:
+def run(
+    manifest_table: pa.Table,
+    out: str,
+    *,
+    corpus: str,
+    shard_mb: float = 192.0,
+    shard_rows: int | None = None,
+    min_seconds: float = 0.1,
+    executor: str = "ray",
+    num_cpus: int | None = None,
+    progress: bool | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> dict[str, Any]:
     """Shard ``manifest_table`` (schema rows from a parser) into ``out``; resume if it was started.
 
     Args:
@@ -307,15 +407,25 @@ def run(manifest_table: pa.Table, out: str, *, corpus: str, shard_mb: float = 19
     if executor not in ("ray", "local"):
         raise ValueError(f"executor must be 'ray' or 'local', not {executor!r}")
     if executor == "ray" and filesystem is not None:
-        raise ValueError("an in-memory filesystem object cannot reach Ray workers; pass a URI instead")
+        raise ValueError(
+            "an in-memory filesystem object cannot reach Ray workers; pass a URI instead"
+        )
     if manifest_table.num_rows == 0:
         raise ShardError("the manifest has no rows: nothing to shard (check --root and --split)")
     t0 = time.perf_counter()
     fs, base = resolve_out(out, filesystem)
     planned = _exists(fs, f"{base}/_work/plan.json")
     parallelism = _ray_cpus(num_cpus) if executor == "ray" and not planned else 1
-    plan = make_plan(fs, base, manifest_table, corpus=corpus, shard_mb=shard_mb, shard_rows=shard_rows,
-                     min_seconds=min_seconds, parallelism=parallelism)
+    plan = make_plan(
+        fs,
+        base,
+        manifest_table,
+        corpus=corpus,
+        shard_mb=shard_mb,
+        shard_rows=shard_rows,
+        min_seconds=min_seconds,
+        parallelism=parallelism,
+    )
     n = plan["shards"]
     _remove_stale_tmp(fs, f"{base}/shards")
     _remove_stale_tmp(fs, f"{base}/_work/quarantine")
@@ -328,8 +438,14 @@ def run(manifest_table: pa.Table, out: str, *, corpus: str, shard_mb: float = 19
     if todo:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, initial=len(done), desc=f"sharding {corpus}", unit="shard", file=sys.stderr,
-                   disable=(not sys.stderr.isatty()) if progress is None else not progress)
+        bar = tqdm(
+            total=n,
+            initial=len(done),
+            desc=f"sharding {corpus}",
+            unit="shard",
+            file=sys.stderr,
+            disable=(not sys.stderr.isatty()) if progress is None else not progress,
+        )
         if executor == "ray":
             _ray_cpus(num_cpus)
             results = _run_ray(todo, out if "://" in out else base, base, min_seconds)
@@ -341,37 +457,79 @@ def run(manifest_table: pa.Table, out: str, *, corpus: str, shard_mb: float = 19
         bar.close()
     missing = set(range(n)) - _done(fs, base, n)
     if missing:
-        raise ShardError(f"shards {sorted(missing)[:10]} were not written; re-run the same command to resume")
+        raise ShardError(
+            f"shards {sorted(missing)[:10]} were not written; re-run the same command to resume"
+        )
     summary = finalize(fs, base, plan)
-    return {**summary, "shards_done_before": len(done), "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        **summary,
+        "shards_done_before": len(done),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
 # ----------------------------------------------------------------------------- command line
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from spoofdet.data.corpora import CORPORA
 
-    parser.add_argument("corpus", choices=list(CORPORA), metavar="CORPUS", help="one of: " + ", ".join(CORPORA))
+    parser.add_argument(
+        "corpus", choices=list(CORPORA), metavar="CORPUS", help="one of: " + ", ".join(CORPORA)
+    )
     parser.add_argument("--root", required=True, help="corpus root (as for `spoofdet manifest`)")
-    parser.add_argument("--out", required=True, help="output folder: local path or a pyarrow URI (s3://..., gs://...)")
-    parser.add_argument("--split", default=None, help="restrict to one split/phase/subset (as for `spoofdet manifest`)")
-    parser.add_argument("--shard-mb", type=float, default=192.0, help="target shard size in MiB (default 192)")
-    parser.add_argument("--shard-rows", type=int, default=None, help="fix rows per shard instead (overrides --shard-mb)")
-    parser.add_argument("--min-seconds", type=float, default=0.1,
-                        help="quarantine clips shorter than this (default 0.1 s)")
-    parser.add_argument("--executor", choices=("ray", "local"), default="ray",
-                        help="ray: Ray Data tasks, one per shard (default); local: one process, no Ray")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for a Ray started in-process (default: all)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: local path or a pyarrow URI (s3://..., gs://...)",
+    )
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="restrict to one split/phase/subset (as for `spoofdet manifest`)",
+    )
+    parser.add_argument(
+        "--shard-mb", type=float, default=192.0, help="target shard size in MiB (default 192)"
+    )
+    parser.add_argument(
+        "--shard-rows",
+        type=int,
+        default=None,
+        help="fix rows per shard instead (overrides --shard-mb)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=0.1,
+        help="quarantine clips shorter than this (default 0.1 s)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray: Ray Data tasks, one per shard (default); local: one process, no Ray",
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs for a Ray started in-process (default: all)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary object")
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    lines = [f"{s['corpus']} -> {s['out']}",
-             f"  rows in {s['rows_in']:,} = written {s['rows_written']:,} + quarantined {s['quarantined']:,}"
-             f"   ({s['shards']} shard(s), {s['audio_hours']} h of audio)"]
+    lines = [
+        f"{s['corpus']} -> {s['out']}",
+        f"  rows in {s['rows_in']:,} = written {s['rows_written']:,} + quarantined {s['quarantined']:,}"
+        f"   ({s['shards']} shard(s), {s['audio_hours']} h of audio)",
+    ]
     if s["by_reason"]:
-        lines.append("  quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in s["by_reason"].items())
-                     + f"  (see {s['out']}/quarantine.parquet)")
+        lines.append(
+            "  quarantined by reason: "
+            + ", ".join(f"{k} {v}" for k, v in s["by_reason"].items())
+            + f"  (see {s['out']}/quarantine.parquet)"
+        )
     if s.get("shards_done_before") == s["shards"]:
         lines.append("  already complete: nothing to do")
     elif s.get("shards_done_before"):
@@ -381,8 +539,11 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_prep.shard", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m data_prep.shard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 
@@ -392,8 +553,16 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     try:
         manifest = prepare(args.corpus, args.root, args.split, check_audio=False)
-        summary = run(manifest.table, args.out, corpus=args.corpus, shard_mb=args.shard_mb, shard_rows=args.shard_rows,
-                      min_seconds=args.min_seconds, executor=args.executor, num_cpus=args.num_cpus)
+        summary = run(
+            manifest.table,
+            args.out,
+            corpus=args.corpus,
+            shard_mb=args.shard_mb,
+            shard_rows=args.shard_rows,
+            min_seconds=args.min_seconds,
+            executor=args.executor,
+            num_cpus=args.num_cpus,
+        )
     except (ManifestError, ShardError, ValueError) as exc:
         print(f"prepare: error: {exc}", file=sys.stderr)
         return 2

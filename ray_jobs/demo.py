@@ -40,17 +40,31 @@ TRAIN_SPLITS = ("train", "dev", "eval")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_jobs.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_jobs.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
-    parser.add_argument("--per-split", type=int, default=24, help="synthetic clips per split (default 24)")
-    parser.add_argument("--train-per-split", type=int, default=300,
-                        help="synthetic clips per split of ASVspoof 2019 LA, the training corpus (default 300)")
+    parser.add_argument(
+        "--per-split", type=int, default=24, help="synthetic clips per split (default 24)"
+    )
+    parser.add_argument(
+        "--train-per-split",
+        type=int,
+        default=300,
+        help="synthetic clips per split of ASVspoof 2019 LA, the training corpus (default 300)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-train", action="store_true", help="stop after sharding")
-    parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "demo.yaml"),
-                        help="train recipe (default ray_jobs/configs/demo.yaml)")
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs for the in-process Ray (default: all)")
+    parser.add_argument(
+        "--config",
+        default=str(Path(__file__).parent / "configs" / "demo.yaml"),
+        help="train recipe (default ray_jobs/configs/demo.yaml)",
+    )
+    parser.add_argument(
+        "--num-cpus", type=int, default=None, help="CPUs for the in-process Ray (default: all)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON summary at the end")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -60,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     corpora = {}
     for i, name in enumerate(DEMO_CORPORA):
         per_split = args.train_per_split if name == TRAIN_CORPUS else args.per_split
-        corpora[name] = write_corpus(name, out / "corpora" / name, per_split=per_split, seed=args.seed + i)
-        print(f"[demo] wrote {corpora[name]['rows']:>4} clips of {name} to {corpora[name]['root']}", file=sys.stderr)
+        corpora[name] = write_corpus(
+            name, out / "corpora" / name, per_split=per_split, seed=args.seed + i
+        )
+        print(
+            f"[demo] wrote {corpora[name]['rows']:>4} clips of {name} to {corpora[name]['root']}",
+            file=sys.stderr,
+        )
 
     # 2. manifests: protocols -> schema rows (metadata only), missing audio listed
     summaries = {}
@@ -72,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         import pyarrow.parquet as pq
 
         pq.write_table(manifest.table, path)
-        summaries[name] = {**manifest.summary(), "out": str(path), "deliberately_broken": info["broken"]}
+        summaries[name] = {
+            **manifest.summary(),
+            "out": str(path),
+            "deliberately_broken": info["broken"],
+        }
         if not args.json:
             print(format_summary(summaries[name]))
             print(f"  deliberately broken: {info['broken']}\n")
@@ -80,14 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     # 3. shards: decode once, 16 kHz mono FLAC in Parquet, broken files quarantined (Ray Data)
     import ray
 
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        num_cpus=args.num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     shards, trained, evaluation, promotion = {}, None, None, None
     try:
         for name, info in corpora.items():
             for split in TRAIN_SPLITS if name == TRAIN_CORPUS else (None,):
                 key = f"{name}/{split}" if split else name
                 table = prepare(name, info["root"], split, check_audio=False).table
-                shards[key] = shard.run(table, str(out / "shards" / key), corpus=name, shard_mb=1.0, executor="ray")
+                shards[key] = shard.run(
+                    table, str(out / "shards" / key), corpus=name, shard_mb=1.0, executor="ray"
+                )
                 if not args.json:
                     print(shard.format_summary(shards[key]))
 
@@ -96,10 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             from ray_jobs import train
 
             shard_root = out / "shards" / TRAIN_CORPUS
-            overrides = [f"data.train.0.shards={shard_root / 'train'}", f"data.dev.shards={shard_root / 'dev'}"]
+            overrides = [
+                f"data.train.0.shards={shard_root / 'train'}",
+                f"data.dev.shards={shard_root / 'dev'}",
+            ]
             argv = ["--config", args.config, "--storage", str(out / "train"), *overrides]
             print(f"[demo] training: python -m ray_jobs.train {' '.join(argv)}", file=sys.stderr)
-            with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):  # --json: one object on stdout
+            with contextlib.redirect_stdout(
+                sys.stderr if args.json else sys.stdout
+            ):  # --json: one object on stdout
                 if train.main(argv) != 0:
                     return 1
             trained = json.loads((out / "train" / "demo" / "final" / "summary.json").read_text())
@@ -112,11 +147,23 @@ def main(argv: list[str] | None = None) -> int:
 
     elapsed = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({"corpora": summaries, "shards": shards, "train": trained, "evaluation": evaluation,
-                          "promotion": promotion, "seconds": round(elapsed, 2)}))
+        print(
+            json.dumps(
+                {
+                    "corpora": summaries,
+                    "shards": shards,
+                    "train": trained,
+                    "evaluation": evaluation,
+                    "promotion": promotion,
+                    "seconds": round(elapsed, 2),
+                }
+            )
+        )
     else:
-        print(f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, shards in {out / 'shards'}"
-              + (f", run in {out / 'train' / 'demo'}" if trained else ""))
+        print(
+            f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, shards in {out / 'shards'}"
+            + (f", run in {out / 'train' / 'demo'}" if trained else "")
+        )
         if promotion:
             print(champion_report(trained, evaluation, promotion))
     return 0
@@ -134,16 +181,34 @@ def evaluate_and_promote(trained: dict, eval_shards: Path, out: Path) -> tuple[d
     """Steps 5-6: ``spoofdet score`` then ``spoofdet promote`` of the version just registered."""
     from ray_jobs import evaluate, promote
 
-    name, version, uri = trained["registered"]["name"], str(trained["registered"]["version"]), trained["tracking_uri"]
+    name, version, uri = (
+        trained["registered"]["name"],
+        str(trained["registered"]["version"]),
+        trained["tracking_uri"],
+    )
     common = ["--eval-set", str(eval_shards), "--tracking-uri", uri]
-    print(f"[demo] evaluating: spoofdet score --model models:/{name}/{version} {' '.join(common)}", file=sys.stderr)
-    rc, evaluation = _job(evaluate.main, ["--model", f"models:/{name}/{version}", *common, "--out", str(out / "eval")])
+    print(
+        f"[demo] evaluating: spoofdet score --model models:/{name}/{version} {' '.join(common)}",
+        file=sys.stderr,
+    )
+    rc, evaluation = _job(
+        evaluate.main, ["--model", f"models:/{name}/{version}", *common, "--out", str(out / "eval")]
+    )
     if rc != 0:
-        raise RuntimeError(f"evaluation of models:/{name}/{version} failed (exit code {rc}); see the messages above")
-    print(f"[demo] promoting: spoofdet promote --name {name} --version {version} {' '.join(common)}", file=sys.stderr)
-    rc, promotion = _job(promote.main, ["--name", name, "--version", version, *common, "--out", str(out / "promote")])
+        raise RuntimeError(
+            f"evaluation of models:/{name}/{version} failed (exit code {rc}); see the messages above"
+        )
+    print(
+        f"[demo] promoting: spoofdet promote --name {name} --version {version} {' '.join(common)}",
+        file=sys.stderr,
+    )
+    rc, promotion = _job(
+        promote.main, ["--name", name, "--version", version, *common, "--out", str(out / "promote")]
+    )
     if rc not in (0, promote.EXIT_REFUSED):
-        raise RuntimeError(f"promotion of {name} v{version} failed (exit code {rc}); see the messages above")
+        raise RuntimeError(
+            f"promotion of {name} v{version} failed (exit code {rc}); see the messages above"
+        )
     return evaluation, promotion
 
 
@@ -151,27 +216,42 @@ def champion_report(trained: dict, evaluation: dict, promotion: dict) -> str:
     """What `make demo` ends with: the champion, its metrics, and where everything is."""
     name, uri = promotion["name"], trained["tracking_uri"]
     champion = promotion["champion"] if promotion["result"] == "refused" else promotion["candidate"]
-    verdict = {"first champion": "the first version, so it becomes champion",
-               "promoted": f"it beat v{promotion['champion']}, so it becomes champion",
-               "already champion": "it already was champion",
-               "refused": f"it did not beat v{champion} on {promotion['metric']}, so v{champion} stays champion"}
-    calibrated = (promotion["evaluations"].get(f"v{champion}") or {}).get("calibrated", evaluation["calibrated"])
-    lines = [f"[demo] v{promotion['candidate']} of {name}: {verdict[promotion['result']]}",
-             f"[demo] champion: models:/{name}@champion = v{champion}"
-             + (" (calibrated: scores are LLRs, decision threshold -0.642)" if calibrated else " (not calibrated)")]
+    verdict = {
+        "first champion": "the first version, so it becomes champion",
+        "promoted": f"it beat v{promotion['champion']}, so it becomes champion",
+        "already champion": "it already was champion",
+        "refused": f"it did not beat v{champion} on {promotion['metric']}, so v{champion} stays champion",
+    }
+    calibrated = (promotion["evaluations"].get(f"v{champion}") or {}).get(
+        "calibrated", evaluation["calibrated"]
+    )
+    lines = [
+        f"[demo] v{promotion['candidate']} of {name}: {verdict[promotion['result']]}",
+        f"[demo] champion: models:/{name}@champion = v{champion}"
+        + (
+            " (calibrated: scores are LLRs, decision threshold -0.642)"
+            if calibrated
+            else " (not calibrated)"
+        ),
+    ]
     sets = (promotion["evaluations"].get(f"v{champion}") or {}).get("sets") or {
-        r["eval_set"]: r["metrics"] for r in evaluation["sets"]}
+        r["eval_set"]: r["metrics"] for r in evaluation["sets"]
+    }
     for set_name, m in sets.items():
         act = "" if m["act_dcf"] is None else f", actDCF {m['act_dcf']:.4f}, Cllr {m['cllr']:.4f}"
-        lines.append(f"[demo]   {set_name} ({promotion['protocol']}): EER {m['eer']:.2f} %, minDCF {m['min_dcf']:.4f}{act}")
+        lines.append(
+            f"[demo]   {set_name} ({promotion['protocol']}): EER {m['eer']:.2f} %, minDCF {m['min_dcf']:.4f}{act}"
+        )
     s = evaluation["sets"][0]
-    lines += [f"[demo] MLflow store {uri}: training run {trained['mlflow_run_id']}, evaluation run "
-              f"{evaluation['mlflow']['run_id']}, model {trained['model_uri']}",
-              f"[demo] browse it: mlflow ui --backend-store-uri {uri}",
-              f"[demo] scores of v{promotion['candidate']}: {s['scores']}; plots: {s.get('det_png')}, {s.get('hist_png')}; "
-              f"metrics: {Path(s['scores']).with_name('metrics.json')}",
-              f"[demo] promotion record: {promotion['record']}",
-              f"[demo] score your own audio: spoofdet predict FOLDER --model models:/{name}@champion --tracking-uri {uri}"]
+    lines += [
+        f"[demo] MLflow store {uri}: training run {trained['mlflow_run_id']}, evaluation run "
+        f"{evaluation['mlflow']['run_id']}, model {trained['model_uri']}",
+        f"[demo] browse it: mlflow ui --backend-store-uri {uri}",
+        f"[demo] scores of v{promotion['candidate']}: {s['scores']}; plots: {s.get('det_png')}, {s.get('hist_png')}; "
+        f"metrics: {Path(s['scores']).with_name('metrics.json')}",
+        f"[demo] promotion record: {promotion['record']}",
+        f"[demo] score your own audio: spoofdet predict FOLDER --model models:/{name}@champion --tracking-uri {uri}",
+    ]
     return "\n".join(lines)
 
 

@@ -53,13 +53,17 @@ def mean_metric(summary: dict[str, Any], metric: str) -> float:
     for r in summary["sets"]:
         value = (r["metrics"] or {}).get(metric)
         if value is None:
-            raise ValueError(f"eval set {r['eval_set']} has no {metric} for {summary['model']['uri']}: it needs labels "
-                             "of both classes" + (" and a calibrated model" if metric in LLR_METRICS else ""))
+            raise ValueError(
+                f"eval set {r['eval_set']} has no {metric} for {summary['model']['uri']}: it needs labels "
+                "of both classes" + (" and a calibrated model" if metric in LLR_METRICS else "")
+            )
         values.append(float(value))
     return sum(values) / len(values)
 
 
-def recorded_evaluation(ref: Any, sets: list[Any], wanted: dict[str, dict[str, Any]], length: str) -> dict[str, Any] | None:
+def recorded_evaluation(
+    ref: Any, sets: list[Any], wanted: dict[str, dict[str, Any]], length: str
+) -> dict[str, Any] | None:
     """The evaluation of ``ref`` on every set as recorded in its version tags, or None if any set lacks a match."""
     from spoofdet.serve.registry import version_tags
 
@@ -68,37 +72,79 @@ def recorded_evaluation(ref: Any, sets: list[Any], wanted: dict[str, dict[str, A
         rec = json.loads(tags.get(f"eval.{es.name}.{length}", "null"))
         if not rec or any(rec.get(k) != v for k, v in wanted[es.name].items()):
             return None
-        results.append({"eval_set": es.name, "selection": rec["selection"], "metrics": rec, "run_id": rec["run_id"]})
-    return {"model": ref.to_dict(), "calibrated": all(r["metrics"]["score_type"] == "llr" for r in results),
-            "sets": results, "out": None, "reused": True,
-            "mlflow": {"run_id": ",".join(sorted({r["run_id"] for r in results}))}}
+        results.append(
+            {
+                "eval_set": es.name,
+                "selection": rec["selection"],
+                "metrics": rec,
+                "run_id": rec["run_id"],
+            }
+        )
+    return {
+        "model": ref.to_dict(),
+        "calibrated": all(r["metrics"]["score_type"] == "llr" for r in results),
+        "sets": results,
+        "out": None,
+        "reused": True,
+        "mlflow": {"run_id": ",".join(sorted({r["run_id"] for r in results}))},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="spoofdet promote", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="spoofdet promote",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--name", required=True, help="registered model name")
     ap.add_argument("--version", required=True, help="candidate version")
-    ap.add_argument("--eval-set", required=True, nargs="+", action="extend", metavar="[NAME=]SHARDS",
-                    help="labelled shard folder(s) from `spoofdet prepare`")
-    ap.add_argument("--metric", choices=METRICS, default="eer", help="what to compare, lower is better (default eer)")
-    ap.add_argument("--margin", type=float, default=0.0, help="required improvement, in the metric's units (EER: "
-                    "percentage points; default 0: strictly better)")
+    ap.add_argument(
+        "--eval-set",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="[NAME=]SHARDS",
+        help="labelled shard folder(s) from `spoofdet prepare`",
+    )
+    ap.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="eer",
+        help="what to compare, lower is better (default eer)",
+    )
+    ap.add_argument(
+        "--margin",
+        type=float,
+        default=0.0,
+        help="required improvement, in the metric's units (EER: "
+        "percentage points; default 0: strictly better)",
+    )
     ap.add_argument("--out", default=None, help="output folder (default runs/promote/<name>)")
-    ap.add_argument("--fresh", action="store_true", help="score both versions even if their eval.* tags already "
-                    "hold an evaluation on the same sets and protocol")
+    ap.add_argument(
+        "--fresh",
+        action="store_true",
+        help="score both versions even if their eval.* tags already "
+        "hold an evaluation on the same sets and protocol",
+    )
     add_scoring_arguments(ap)
     args = ap.parse_args(argv)
 
     # 1. look up candidate and champion (before Ray is touched)
-    from spoofdet.serve.registry import CHAMPION, default_tracking_uri, resolve_model, set_version_tags
+    from spoofdet.serve.registry import (
+        CHAMPION,
+        default_tracking_uri,
+        resolve_model,
+        set_version_tags,
+    )
 
     try:
         opts = scoring_options(args)
         sets = parse_eval_sets(args.eval_set)
         if any(s.kind != "shards" for s in sets):
-            raise ValueError("--eval-set: promotion needs labelled shard folders (from `spoofdet prepare`), "
-                             "not audio folders")
+            raise ValueError(
+                "--eval-set: promotion needs labelled shard folders (from `spoofdet prepare`), "
+                "not audio folders"
+            )
         if args.margin < 0:
             raise ValueError(f"--margin must be >= 0, got {args.margin}")
         uri = default_tracking_uri(args.tracking_uri)
@@ -111,9 +157,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spoofdet promote: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs/promote") / args.name)
-    record: dict[str, Any] = {"name": args.name, "candidate": candidate.version, "champion": champion and champion.version,
-                              "metric": args.metric, "margin": args.margin, "protocol": args.length,
-                              "eval_sets": [s.name for s in sets], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record: dict[str, Any] = {
+        "name": args.name,
+        "candidate": candidate.version,
+        "champion": champion and champion.version,
+        "metric": args.metric,
+        "margin": args.margin,
+        "protocol": args.length,
+        "eval_sets": [s.name for s in sets],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     if champion is not None and champion.version == candidate.version:
         record.update(result="already champion", evaluations={})
         return report(record, out, args.json)
@@ -126,32 +179,62 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {}
         for es in sets:
             meta = eval_sets.read_metadata(es)
-            wanted[es.name] = {"fingerprint": eval_sets.fingerprint(meta),
-                               "selection": eval_sets.select_rows(meta, args.phase)[1],
-                               "window": args.window, "hop": args.hop if args.length == "full" else None}
+            wanted[es.name] = {
+                "fingerprint": eval_sets.fingerprint(meta),
+                "selection": eval_sets.select_rows(meta, args.phase)[1],
+                "window": args.window,
+                "hop": args.hop if args.length == "full" else None,
+            }
         refs = [r for r in (candidate, champion) if r is not None]
-        evaluations = {f"v{r.version}": None if args.fresh else recorded_evaluation(r, sets, wanted, args.length)
-                       for r in refs}
+        evaluations = {
+            f"v{r.version}": None
+            if args.fresh
+            else recorded_evaluation(r, sets, wanted, args.length)
+            for r in refs
+        }
         todo = [r for r in refs if evaluations[f"v{r.version}"] is None]
         if todo:
             import ray
 
             started = not ray.is_initialized()
             if started:
-                ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+                ray.init(
+                    num_cpus=args.num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         for r in todo:
-            evaluations[f"v{r.version}"] = run_evaluation(r, sets, length=args.length, hop=args.hop, phase=args.phase,
-                                                          out=out / f"v{r.version}", opts=opts)
-        record["evaluations"] = {k: {"out": v["out"], "mlflow_run_id": v["mlflow"]["run_id"],
-                                     "reused": v.get("reused", False), "calibrated": v["calibrated"],
-                                     "sets": {r["eval_set"]: r["metrics"] and {m: r["metrics"][m] for m in METRICS}
-                                              for r in v["sets"]}} for k, v in evaluations.items()}
+            evaluations[f"v{r.version}"] = run_evaluation(
+                r,
+                sets,
+                length=args.length,
+                hop=args.hop,
+                phase=args.phase,
+                out=out / f"v{r.version}",
+                opts=opts,
+            )
+        record["evaluations"] = {
+            k: {
+                "out": v["out"],
+                "mlflow_run_id": v["mlflow"]["run_id"],
+                "reused": v.get("reused", False),
+                "calibrated": v["calibrated"],
+                "sets": {
+                    r["eval_set"]: r["metrics"] and {m: r["metrics"][m] for m in METRICS}
+                    for r in v["sets"]
+                },
+            }
+            for k, v in evaluations.items()
+        }
         # 3. decide
         if args.metric in LLR_METRICS:
             uncal = [k for k, v in evaluations.items() if not v["calibrated"]]
             if uncal:
-                raise ValueError(f"--metric {args.metric} needs calibrated LLR scores but {', '.join(uncal)} of "
-                                 f"{args.name} store no calibration; compare on eer or min_dcf")
+                raise ValueError(
+                    f"--metric {args.metric} needs calibrated LLR scores but {', '.join(uncal)} of "
+                    f"{args.name} store no calibration; compare on eer or min_dcf"
+                )
         record["candidate_score"] = mean_metric(evaluations[f"v{candidate.version}"], args.metric)
         if champion is None:
             record["result"] = "first champion"
@@ -173,15 +256,26 @@ def main(argv: list[str] | None = None) -> int:
 
     keys = ("result", "metric", "margin", "protocol", "candidate_score", "champion_score", "time")
     tags = {f"promotion.{k}": record[k] for k in keys if record.get(k) is not None}
-    tags.update({"promotion.compared_with": record["champion"] or "", "promotion.eval_sets": ",".join(record["eval_sets"])})
+    tags.update(
+        {
+            "promotion.compared_with": record["champion"] or "",
+            "promotion.eval_sets": ",".join(record["eval_sets"]),
+        }
+    )
     set_version_tags(args.name, candidate.version, tags, uri)
     if champion is not None:
         challenge = {k: record.get(k) for k in ("candidate", *keys)}
-        set_version_tags(args.name, champion.version, {"promotion.last_challenge": json.dumps(challenge)}, uri)
+        set_version_tags(
+            args.name, champion.version, {"promotion.last_challenge": json.dumps(challenge)}, uri
+        )
     if record["result"] in ("promoted", "first champion"):
-        MlflowClient(tracking_uri=uri).set_registered_model_alias(args.name, CHAMPION, candidate.version)
+        MlflowClient(tracking_uri=uri).set_registered_model_alias(
+            args.name, CHAMPION, candidate.version
+        )
         if champion is not None:
-            set_version_tags(args.name, champion.version, {"promotion.replaced_by": candidate.version}, uri)
+            set_version_tags(
+                args.name, champion.version, {"promotion.replaced_by": candidate.version}, uri
+            )
     return report(record, out, args.json)
 
 
@@ -193,12 +287,24 @@ def report(record: dict[str, Any], out: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps(record, allow_nan=False))
     else:
-        name, cand, champ, m = record["name"], record["candidate"], record["champion"], record["metric"]
-        scores = (f" ({m} {record['candidate_score']:.4g} vs {record['champion_score']:.4g}, margin {record['margin']:g})"
-                  if "champion_score" in record else "")
-        print({"promoted": f"PROMOTED: {name} v{cand} is now @champion, replacing v{champ}{scores}",
-               "refused": f"REFUSED: {name} v{cand} is not better than @champion v{champ}{scores}; alias unchanged",
-               "first champion": f"{name} v{cand} is the first @champion ({m} {record.get('candidate_score', 0):.4g})",
-               "already champion": f"{name} v{cand} is already @champion; nothing to do"}[record["result"]])
+        name, cand, champ, m = (
+            record["name"],
+            record["candidate"],
+            record["champion"],
+            record["metric"],
+        )
+        scores = (
+            f" ({m} {record['candidate_score']:.4g} vs {record['champion_score']:.4g}, margin {record['margin']:g})"
+            if "champion_score" in record
+            else ""
+        )
+        print(
+            {
+                "promoted": f"PROMOTED: {name} v{cand} is now @champion, replacing v{champ}{scores}",
+                "refused": f"REFUSED: {name} v{cand} is not better than @champion v{champ}{scores}; alias unchanged",
+                "first champion": f"{name} v{cand} is the first @champion ({m} {record.get('candidate_score', 0):.4g})",
+                "already champion": f"{name} v{cand} is already @champion; nothing to do",
+            }[record["result"]]
+        )
         print(f"record: {out / 'promotion.json'}")
     return EXIT_REFUSED if record["result"] == "refused" else 0

@@ -61,18 +61,33 @@ def unreadable_sources(cfg: TrainJobConfig) -> list[str]:
     """The recipe's local shard folders that are no longer complete here (a lost mount, a deleted folder)."""
     sources = [(f"data.train[{i}]", s) for i, s in enumerate(cfg.data.train)]
     sources += [("data.dev", cfg.data.dev)] if cfg.data.dev else []
-    return [f"{where}.shards={src.shards}" for where, src in sources if "://" not in src.shards
-            and not ((Path(src.shards) / "metadata.parquet").is_file() and (Path(src.shards) / "shards").is_dir())]
+    return [
+        f"{where}.shards={src.shards}"
+        for where, src in sources
+        if "://" not in src.shards
+        and not (
+            (Path(src.shards) / "metadata.parquet").is_file()
+            and (Path(src.shards) / "shards").is_dir()
+        )
+    ]
 
 
 def model_kwargs(cfg: TrainJobConfig) -> dict[str, Any]:
     m = cfg.model
-    kw = {"frontend": m.frontend, "head": m.head, "frontend_layer": m.frontend_layer, "freeze": m.freeze,
-          "gradient_checkpointing": m.gradient_checkpointing, "n_logits": m.n_logits,
-          "head_kwargs": dict(m.head_kwargs)}
+    kw = {
+        "frontend": m.frontend,
+        "head": m.head,
+        "frontend_layer": m.frontend_layer,
+        "freeze": m.freeze,
+        "gradient_checkpointing": m.gradient_checkpointing,
+        "n_logits": m.n_logits,
+        "head_kwargs": dict(m.head_kwargs),
+    }
     if m.frontend_kwargs:
         kw["frontend_kwargs"] = dict(m.frontend_kwargs)
-    if m.frontend == "cached":  # head only, over data_prep.features output (identity front-end of its dim)
+    if (
+        m.frontend == "cached"
+    ):  # head only, over data_prep.features output (identity front-end of its dim)
         from spoofdet.data.features import read_info
 
         kw["frontend_kwargs"] = {"out_dim": int(read_info(cfg.data.train[0].shards)["dim"])}
@@ -80,6 +95,7 @@ def model_kwargs(cfg: TrainJobConfig) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the worker
+
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     import numpy as np
@@ -98,16 +114,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(**model_kwargs(cfg))
-    if cfg.model.init_from:  # a published seed checkpoint (converted), a spoofdet model or state dict
+    if (
+        cfg.model.init_from
+    ):  # a published seed checkpoint (converted), a spoofdet model or state dict
         from spoofdet.models.checkpoints import load_state_dict_strict
         from spoofdet.serve.importer import init_state_dict
 
-        load_state_dict_strict(model, init_state_dict(cfg.model.init_from, model, head=cfg.model.head,
-                                                      seed=cfg.model.init_seed, tracking_uri=cfg.mlflow.tracking_uri))
+        load_state_dict_strict(
+            model,
+            init_state_dict(
+                cfg.model.init_from,
+                model,
+                head=cfg.model.head,
+                seed=cfg.model.init_seed,
+                tracking_uri=cfg.mlflow.tracking_uri,
+            ),
+        )
     model = model.to(device)
     lr, global_batch = effective_lr(cfg)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                 betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=lr,
+        betas=tuple(cfg.optim.betas),
+        weight_decay=cfg.optim.weight_decay,
+    )
     bf16 = cfg.scaling.use_gpu and cfg.deepspeed.precision in ("auto", "bf16")
     if cfg.deepspeed.enabled:
         import deepspeed
@@ -116,12 +146,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # DeepSpeed's CPU accelerator JIT-compiles a shared-memory allreduce op on first use (~35 s,
             # and it needs a C++ compiler on every node); gloo's allreduce is what the CPU path needs.
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-        ds_config = {"train_micro_batch_size_per_gpu": cfg.train.batch_size, "gradient_accumulation_steps": 1,
-                     "zero_optimization": {"stage": cfg.deepspeed.zero_stage}, "bf16": {"enabled": bf16},
-                     "fp16": {"enabled": cfg.deepspeed.precision == "fp16"},
-                     "gradient_clipping": cfg.optim.grad_clip or 0.0, "steps_per_print": 10**9}
-        engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config,
-                                                       dist_init_required=False)
+        ds_config = {
+            "train_micro_batch_size_per_gpu": cfg.train.batch_size,
+            "gradient_accumulation_steps": 1,
+            "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
+            "bf16": {"enabled": bf16},
+            "fp16": {"enabled": cfg.deepspeed.precision == "fp16"},
+            "gradient_clipping": cfg.optim.grad_clip or 0.0,
+            "steps_per_print": 10**9,
+        }
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=ds_config, dist_init_required=False
+        )
         net = engine
     else:
         net = ray.train.torch.prepare_model(model)
@@ -140,10 +176,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         """SAM (Codecfake's CSAM with data.proportional_batches): ascend, then descend (spoofdet.optim)."""
         from spoofdet.optim import sam_step
 
-        return sam_step(plain, lambda: loss_fn(net(wave), label), optimizer, rho=cfg.optim.sam_rho,
-                        grad_clip=cfg.optim.grad_clip)
+        return sam_step(
+            plain,
+            lambda: loss_fn(net(wave), label),
+            optimizer,
+            rho=cfg.optim.sam_rho,
+            grad_clip=cfg.optim.grad_clip,
+        )
 
-    state = {"epoch": 0, "step": 0, "history": [], "best": None, "bad_epochs": 0, "mlflow_run_id": config["run_id"]}
+    state = {
+        "epoch": 0,
+        "step": 0,
+        "history": [],
+        "best": None,
+        "bad_epochs": 0,
+        "mlflow_run_id": config["run_id"],
+    }
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -160,7 +208,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         import mlflow
 
         mlflow.set_tracking_uri(config["tracking_uri"])
-        mlflow.start_run(run_id=state["mlflow_run_id"], log_system_metrics=cfg.mlflow.system_metrics)
+        mlflow.start_run(
+            run_id=state["mlflow_run_id"], log_system_metrics=cfg.mlflow.system_metrics
+        )
 
     def gather(obj: Any) -> list[Any]:
         if world == 1 or not dist.is_initialized():
@@ -170,16 +220,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         return out
 
     dev_source = data.Source(cfg.data.dev.shards, name=cfg.data.dev.name) if cfg.data.dev else None
-    dev_recipe = data.Recipe(num_samples=cfg.data.num_samples, seed=cfg.seed,
-                             rawboost_algo=cfg.data.rawboost.algo if cfg.data.dev_rawboost else 0,
-                             rawboost_p=cfg.data.rawboost.p)
+    dev_recipe = data.Recipe(
+        num_samples=cfg.data.num_samples,
+        seed=cfg.seed,
+        rawboost_algo=cfg.data.rawboost.algo if cfg.data.dev_rawboost else 0,
+        rawboost_p=cfg.data.rawboost.p,
+    )
 
     def evaluate() -> dict[str, float]:
         net.eval()
         scores, labels, num, den = [], [], 0.0, 0.0
         with torch.no_grad():
-            for batch in data.iter_eval_part(dev_source, rank, world, batch_size=cfg.train.dev_batch_size,
-                                             recipe=dev_recipe, max_batches=cfg.train.max_dev_batches):
+            for batch in data.iter_eval_part(
+                dev_source,
+                rank,
+                world,
+                batch_size=cfg.train.dev_batch_size,
+                recipe=dev_recipe,
+                max_batches=cfg.train.max_dev_batches,
+            ):
                 wave, label = data.model_input(batch).to(device), batch["label"].to(device)
                 logits = net(wave.to(torch.bfloat16) if bf16 else wave)
                 num += float(loss_fn(logits, label, reduction="sum"))
@@ -192,8 +251,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
         loss = sum(p[2] for p in parts) / max(sum(p[3] for p in parts), 1e-12)
         eer, threshold = compute_eer(s[y == 1], s[y == 0])
-        return {"dev_loss": loss, "dev_eer": 100.0 * eer, "dev_min_dcf": min_dcf(s[y == 1], s[y == 0])[0],
-                "dev_threshold": float(threshold), "dev_n": int(len(s))}
+        return {
+            "dev_loss": loss,
+            "dev_eer": 100.0 * eer,
+            "dev_min_dcf": min_dcf(s[y == 1], s[y == 0])[0],
+            "dev_threshold": float(threshold),
+            "dev_n": int(len(s)),
+        }
 
     shards = {name: ray.train.get_dataset_shard(name) for name in config["datasets"]}
     stop = False
@@ -206,9 +270,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             dist.barrier()  # every rank starts reading only once the clock shows this epoch
         net.train()
         t_window, n_window, loss_sum, n_steps = time.perf_counter(), 0, 0.0, 0
-        for i, batch in enumerate(data.iter_train_batches(
-                shards, shares=config["shares"], batch_size=cfg.train.batch_size,
-                shuffle_buffer=cfg.data.shuffle_buffer, shuffle_seed=cfg.seed + 1000 * epoch + rank)):
+        for i, batch in enumerate(
+            data.iter_train_batches(
+                shards,
+                shares=config["shares"],
+                batch_size=cfg.train.batch_size,
+                shuffle_buffer=cfg.data.shuffle_buffer,
+                shuffle_seed=cfg.seed + 1000 * epoch + rank,
+            )
+        ):
             wave, label = data.model_input(batch).to(device), batch["label"].to(device)
             if cfg.optim.sam_rho > 0:
                 loss = step_sam(wave, label)
@@ -227,13 +297,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             loss_sum, n_steps, n_window = loss_sum + loss.item(), n_steps + 1, n_window + len(label)
             if rank == 0 and state["step"] % cfg.train.log_every == 0:
                 elapsed = time.perf_counter() - t_window
-                mlflow.log_metrics({"train_loss": loss.item(), "lr": optimizer.param_groups[0]["lr"],
-                                    "clips_per_s": n_window * world / max(elapsed, 1e-9)}, step=state["step"])
+                mlflow.log_metrics(
+                    {
+                        "train_loss": loss.item(),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "clips_per_s": n_window * world / max(elapsed, 1e-9),
+                    },
+                    step=state["step"],
+                )
                 t_window, n_window = time.perf_counter(), 0
             if cfg.train.max_steps_per_epoch and i + 1 >= cfg.train.max_steps_per_epoch:
                 break
 
-        metrics = {"epoch": epoch, "train_loss_epoch": loss_sum / max(n_steps, 1), "steps": state["step"]}
+        metrics = {
+            "epoch": epoch,
+            "train_loss_epoch": loss_sum / max(n_steps, 1),
+            "steps": state["step"],
+        }
         if dev_source is not None:
             metrics.update(evaluate())
             value = metrics[cfg.train.select]
@@ -245,13 +325,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         state["epoch"] = epoch
         state["history"].append({k: v for k, v in metrics.items()})
         if rank == 0:
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+            mlflow.log_metrics(
+                {k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch
+            )
         with tempfile.TemporaryDirectory() as tmp:
             if cfg.deepspeed.enabled:
-                engine.save_checkpoint(tmp, tag="ds")  # every rank writes its part (ZeRO optimizer shards)
+                engine.save_checkpoint(
+                    tmp, tag="ds"
+                )  # every rank writes its part (ZeRO optimizer shards)
             if rank == 0:
-                torch.save({k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-                            for k, v in plain.state_dict().items()}, Path(tmp) / "model.pt")
+                torch.save(
+                    {
+                        k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                        for k, v in plain.state_dict().items()
+                    },
+                    Path(tmp) / "model.pt",
+                )
                 if not cfg.deepspeed.enabled:
                     torch.save(optimizer.state_dict(), Path(tmp) / "optimizer.pt")
                 (Path(tmp) / "state.json").write_text(json.dumps(state, indent=1))
@@ -264,7 +353,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- the driver
 
-def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: str) -> dict[str, Any]:
+
+def finish(
+    result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: str
+) -> dict[str, Any]:
     """Average the best K checkpoints, score the dev set with the average, log and register it."""
     import mlflow
     import numpy as np
@@ -278,12 +370,14 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
     from spoofdet.serve.model import frontend_for_rebuild, log_detector
     from spoofdet.tracking import using_tracking_uri
 
-    ranked = [(c, m) for c, m in result.best_checkpoints if cfg.train.select in m or cfg.data.dev is None]
+    ranked = [
+        (c, m) for c, m in result.best_checkpoints if cfg.train.select in m or cfg.data.dev is None
+    ]
     if cfg.data.dev is not None:
         ranked.sort(key=lambda cm: cm[1][cfg.train.select])
     else:
         ranked.sort(key=lambda cm: -cm[1]["epoch"])
-    chosen = ranked[:cfg.train.average_best]
+    chosen = ranked[: cfg.train.average_best]
     if not chosen:
         raise RuntimeError("training reported no checkpoint; nothing to average")
     states = []
@@ -294,65 +388,118 @@ def finish(result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: 
     out = Path(storage) / cfg.name / "final"
     out.mkdir(parents=True, exist_ok=True)
     torch.save(averaged, out / "model.pt")
-    summary: dict[str, Any] = {"name": cfg.name, "storage": storage, "mlflow_run_id": run_id, "tracking_uri": uri,
-                               "averaged_epochs": [m["epoch"] for _, m in chosen], "final_model": str(out / "model.pt")}
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "storage": storage,
+        "mlflow_run_id": run_id,
+        "tracking_uri": uri,
+        "averaged_epochs": [m["epoch"] for _, m in chosen],
+        "final_model": str(out / "model.pt"),
+    }
     model = build_model(**model_kwargs(cfg)).eval()
     load_state_dict_strict(model, averaged)
     if cfg.data.dev is not None:
         recipe = data.Recipe(num_samples=cfg.data.num_samples, seed=cfg.seed)
         scores, labels = [], []
         with torch.no_grad():
-            for batch in data.iter_eval_part(data.Source(cfg.data.dev.shards), 0, 1, batch_size=cfg.train.dev_batch_size,
-                                             recipe=recipe, max_batches=cfg.train.max_dev_batches):
+            for batch in data.iter_eval_part(
+                data.Source(cfg.data.dev.shards),
+                0,
+                1,
+                batch_size=cfg.train.dev_batch_size,
+                recipe=recipe,
+                max_batches=cfg.train.max_dev_batches,
+            ):
                 scores += model.score(data.model_input(batch)).tolist()
                 labels += batch["label"].tolist()
         s, y = np.asarray(scores), np.asarray(labels)
         eer, thr = compute_eer(s[y == 1], s[y == 0])
-        summary.update(final_dev_eer=100.0 * eer, final_dev_min_dcf=min_dcf(s[y == 1], s[y == 0])[0],
-                       final_dev_threshold=float(thr), final_dev_n=int(len(s)))
+        summary.update(
+            final_dev_eer=100.0 * eer,
+            final_dev_min_dcf=min_dcf(s[y == 1], s[y == 0])[0],
+            final_dev_threshold=float(thr),
+            final_dev_n=int(len(s)),
+        )
         try:  # raw scores -> LLRs, fitted on the dev scores of the final model, stored with it
             cal = fit_calibration(s[y == 1], s[y == 0])
             cal.save(out / "calibration.json")
             llr = cal.apply(s)
-            summary.update(calibration=str(out / "calibration.json"),
-                           final_dev_act_dcf=act_dcf(llr[y == 1], llr[y == 0]), final_dev_cllr=cllr(llr[y == 1], llr[y == 0]))
+            summary.update(
+                calibration=str(out / "calibration.json"),
+                final_dev_act_dcf=act_dcf(llr[y == 1], llr[y == 0]),
+                final_dev_cllr=cllr(llr[y == 1], llr[y == 0]),
+            )
         except CalibrationError as exc:
             print(f"no calibration stored: {exc}", file=sys.stderr)
     with using_tracking_uri(uri):  # restores MLFLOW_TRACKING_URI afterwards (see spoofdet.tracking)
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("final_dev")})
-            mlflow.set_tag("final.averaged_epochs", ",".join(str(e) for e in summary["averaged_epochs"]))  # a tag: a resumed run may average others
+            mlflow.set_tag(
+                "final.averaged_epochs", ",".join(str(e) for e in summary["averaged_epochs"])
+            )  # a tag: a resumed run may average others
         rebuild = dict(model_kwargs(cfg), frontend=frontend_for_rebuild(cfg.model.frontend))
         weights, extra = out / "model.pt", {}
-        if cfg.model.frontend == "cached":  # register the waveform model: recorded front-end (frozen) + trained head
+        if (
+            cfg.model.frontend == "cached"
+        ):  # register the waveform model: recorded front-end (frozen) + trained head
             from spoofdet.data.features import read_info
             from spoofdet.models.cached import waveform_detector
 
-            _, rebuild, full = waveform_detector(cfg.data.train[0].shards, averaged, head=cfg.model.head,
-                                                 n_logits=cfg.model.n_logits, head_kwargs=dict(cfg.model.head_kwargs))
+            _, rebuild, full = waveform_detector(
+                cfg.data.train[0].shards,
+                averaged,
+                head=cfg.model.head,
+                n_logits=cfg.model.n_logits,
+                head_kwargs=dict(cfg.model.head_kwargs),
+            )
             weights = out / "detector.pt"
             torch.save(full, weights)
-            extra = {"trained_on": "cached features", "features": read_info(cfg.data.train[0].shards)}
+            extra = {
+                "trained_on": "cached features",
+                "features": read_info(cfg.data.train[0].shards),
+            }
             summary["waveform_model"] = str(weights)  # final_model holds the head-only average
-        info = log_detector(run_id=run_id, uri=uri, weights=str(weights), model_config=rebuild,
-                            input_example=np.zeros((1, cfg.data.num_samples), dtype=np.float32),
-                            register_as=cfg.mlflow.register_as, calibration=summary.get("calibration"),
-                            metadata={"train_sources": [s.shards for s in cfg.data.train],
-                                      "num_samples": cfg.data.num_samples, **extra})
+        info = log_detector(
+            run_id=run_id,
+            uri=uri,
+            weights=str(weights),
+            model_config=rebuild,
+            input_example=np.zeros((1, cfg.data.num_samples), dtype=np.float32),
+            register_as=cfg.mlflow.register_as,
+            calibration=summary.get("calibration"),
+            metadata={
+                "train_sources": [s.shards for s in cfg.data.train],
+                "num_samples": cfg.data.num_samples,
+                **extra,
+            },
+        )
         summary["model_uri"] = info.model_uri
         if cfg.mlflow.register_as:
-            summary["registered"] = {"name": cfg.mlflow.register_as, "version": info.registered_model_version}
+            summary["registered"] = {
+                "name": cfg.mlflow.register_as,
+                "version": info.registered_model_version,
+            }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ray_jobs.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="ray_jobs.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--config", required=True, help="recipe YAML (ray_jobs/configs/*.yaml)")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-5 scaling.num_workers=2")
-    ap.add_argument("--storage", help="run storage root (default $SPOOFDET_STORAGE, run.storage_path, ./runs/train)")
-    ap.add_argument("--validate", action="store_true", help="only load and validate the config, print it, exit")
+    ap.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. optim.lr=1e-5 scaling.num_workers=2"
+    )
+    ap.add_argument(
+        "--storage",
+        help="run storage root (default $SPOOFDET_STORAGE, run.storage_path, ./runs/train)",
+    )
+    ap.add_argument(
+        "--validate", action="store_true", help="only load and validate the config, print it, exit"
+    )
     ap.add_argument("--json", action="store_true", help="print the final summary as JSON")
     args = ap.parse_args(argv)
     try:
@@ -374,52 +521,109 @@ def main(argv: list[str] | None = None) -> int:
 
     storage = storage_root(args.storage, cfg)
     uri = tracking_uri(cfg.mlflow.tracking_uri, storage)
-    if not ray.is_initialized():  # under `ray job submit` the job's runtime_env already reaches every worker,
-        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # and Ray refuses to set its env keys a second time
-        ray.init(runtime_env=None if in_job else {"env_vars": {k: v for k, v in os.environ.items()
-                                                               if k.startswith(("RAY_TRAIN_", "SPOOFDET_"))}})
+    if (
+        not ray.is_initialized()
+    ):  # under `ray job submit` the job's runtime_env already reaches every worker,
+        in_job = (
+            "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        )  # and Ray refuses to set its env keys a second time
+        ray.init(
+            runtime_env=None
+            if in_job
+            else {
+                "env_vars": {
+                    k: v for k, v in os.environ.items() if k.startswith(("RAY_TRAIN_", "SPOOFDET_"))
+                }
+            }
+        )
     d = cfg.data
     pipeline = data.build_train_dataset(
-        [data.Source(s.shards, name=s.name, weight=s.weight) for s in d.train], num_samples=d.num_samples,
-        crop=d.crop, rawboost_algo=d.rawboost.algo, rawboost_p=d.rawboost.p, rawboost=d.rawboost.params,
-        seed=cfg.seed, mix=d.mix, class_balance=d.class_balance, epoch_size=d.epoch_size, batch_rows=d.batch_rows,
-        proportional_batches=d.proportional_batches)
+        [data.Source(s.shards, name=s.name, weight=s.weight) for s in d.train],
+        num_samples=d.num_samples,
+        crop=d.crop,
+        rawboost_algo=d.rawboost.algo,
+        rawboost_p=d.rawboost.p,
+        rawboost=d.rawboost.params,
+        seed=cfg.seed,
+        mix=d.mix,
+        class_balance=d.class_balance,
+        epoch_size=d.epoch_size,
+        batch_rows=d.batch_rows,
+        proportional_batches=d.proportional_batches,
+    )
 
-    run_id = attach_run(uri=uri, experiment=cfg.mlflow.experiment, storage=storage, name=cfg.name,
-                        tags={"spoofdet.config": str(args.config)})
+    run_id = attach_run(
+        uri=uri,
+        experiment=cfg.mlflow.experiment,
+        storage=storage,
+        name=cfg.name,
+        tags={"spoofdet.config": str(args.config)},
+    )
     from mlflow.tracking import MlflowClient
 
     lr, global_batch = effective_lr(cfg)
     params = flatten(to_dict(cfg))
-    params.update({f"data.rawboost.resolved.{k}": v for k, v in to_dict(rawboost_params(**d.rawboost.params)).items()})
-    params.update({"derived.world_size": cfg.scaling.num_workers, "derived.global_batch_size": global_batch,
-                   "derived.effective_lr": lr, "derived.storage": storage})
+    params.update(
+        {
+            f"data.rawboost.resolved.{k}": v
+            for k, v in to_dict(rawboost_params(**d.rawboost.params)).items()
+        }
+    )
+    params.update(
+        {
+            "derived.world_size": cfg.scaling.num_workers,
+            "derived.global_batch_size": global_batch,
+            "derived.effective_lr": lr,
+            "derived.storage": storage,
+        }
+    )
     client = MlflowClient(tracking_uri=uri)
     changed = log_params(client, run_id, params)
     if changed:
-        print(f"run {cfg.name} resumes with changed settings (tagged changed.*): "
-              + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()), file=sys.stderr)
+        print(
+            f"run {cfg.name} resumes with changed settings (tagged changed.*): "
+            + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()),
+            file=sys.stderr,
+        )
     mix = pipeline.mix(0)
     client.log_dict(run_id, mix, "data/mix_epoch0.json")
-    print(f"run {cfg.name}: MLflow run {run_id} at {uri}; epoch-0 mix "
-          + ", ".join(f"{k} {sum(v['drawn'].values())} ({100 * v['share']:.1f}%)" for k, v in mix["sources"].items()),
-          file=sys.stderr)
+    print(
+        f"run {cfg.name}: MLflow run {run_id} at {uri}; epoch-0 mix "
+        + ", ".join(
+            f"{k} {sum(v['drawn'].values())} ({100 * v['share']:.1f}%)"
+            for k, v in mix["sources"].items()
+        ),
+        file=sys.stderr,
+    )
 
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "clock": pipeline.clock, "run_id": run_id, "tracking_uri": uri,
-                           "datasets": list(pipeline.datasets), "shares": pipeline.shares},
-        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(name=cfg.name, storage_path=storage,
-                             checkpoint_config=CheckpointConfig(
-                                 num_to_keep=cfg.run.checkpoints_to_keep,
-                                 checkpoint_score_attribute=cfg.train.select if d.dev else "epoch",
-                                 checkpoint_score_order=SELECT_MODE[cfg.train.select] if d.dev else "max"),
-                             failure_config=FailureConfig(max_failures=cfg.run.max_failures)),
+        train_loop_config={
+            "cfg": cfg,
+            "clock": pipeline.clock,
+            "run_id": run_id,
+            "tracking_uri": uri,
+            "datasets": list(pipeline.datasets),
+            "shares": pipeline.shares,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker=resources,
+        ),
+        run_config=RunConfig(
+            name=cfg.name,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.run.checkpoints_to_keep,
+                checkpoint_score_attribute=cfg.train.select if d.dev else "epoch",
+                checkpoint_score_order=SELECT_MODE[cfg.train.select] if d.dev else "max",
+            ),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+        ),
         datasets=pipeline.datasets,
         dataset_config=DataConfig(datasets_to_split=list(pipeline.datasets)),
     )
@@ -430,22 +634,34 @@ def main(argv: list[str] | None = None) -> int:
         if not gone:
             raise
         traceback.print_exc()  # Ray's account first; the diagnosis last, where a reader of the job logs looks
-        print(f"train: error: run {cfg.name} stopped because its shards are no longer readable: {'; '.join(gone)} "
-              f"(an unmounted or deleted folder?). No model was logged or registered. Make the shards readable "
-              f"on every node again and resubmit the same command: the run resumes from its last checkpoint in "
-              f"{storage}/{cfg.name}, in MLflow run {run_id}.", file=sys.stderr)
+        print(
+            f"train: error: run {cfg.name} stopped because its shards are no longer readable: {'; '.join(gone)} "
+            f"(an unmounted or deleted folder?). No model was logged or registered. Make the shards readable "
+            f"on every node again and resubmit the same command: the run resumes from its last checkpoint in "
+            f"{storage}/{cfg.name}, in MLflow run {run_id}.",
+            file=sys.stderr,
+        )
         return 1
     summary = finish(result, cfg, run_id=run_id, uri=uri, storage=storage)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"final model (average of epochs {summary['averaged_epochs']}): {summary['final_model']}")
+        print(
+            f"final model (average of epochs {summary['averaged_epochs']}): {summary['final_model']}"
+        )
         if "final_dev_eer" in summary:
-            print(f"dev EER {summary['final_dev_eer']:.2f}%  minDCF {summary['final_dev_min_dcf']:.4f}  "
-                  f"({summary['final_dev_n']} clips)")
-        print(f"MLflow: run {run_id} at {uri}; model {summary['model_uri']}"
-              + (f"; registered {summary['registered']['name']} v{summary['registered']['version']}"
-                 if "registered" in summary else ""))
+            print(
+                f"dev EER {summary['final_dev_eer']:.2f}%  minDCF {summary['final_dev_min_dcf']:.4f}  "
+                f"({summary['final_dev_n']} clips)"
+            )
+        print(
+            f"MLflow: run {run_id} at {uri}; model {summary['model_uri']}"
+            + (
+                f"; registered {summary['registered']['name']} v{summary['registered']['version']}"
+                if "registered" in summary
+                else ""
+            )
+        )
     return 0
 
 

@@ -42,7 +42,7 @@ def new_name(old: str) -> str | None:
     """The new path of ``old`` (a moved module or a submodule of a moved package), else None."""
     for prefix, target in MOVED.items():
         if old == prefix or old.startswith(prefix + "."):
-            return target + old[len(prefix):]
+            return target + old[len(prefix) :]
     return None
 
 
@@ -56,8 +56,11 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         target = new_name(spec.name)
-        warnings.warn(f"{spec.name} moved to {target}; the old path goes in the next release",
-                      DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{spec.name} moved to {target}; the old path goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return importlib.import_module(target)
 
     def exec_module(self, module: ModuleType) -> None:

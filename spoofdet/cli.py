@@ -39,8 +39,11 @@ def _manifest(args: argparse.Namespace) -> int:
     from spoofdet.data.corpora import prepare
 
     manifest = prepare(
-        args.corpus, args.root, args.split,
-        check_audio=not args.no_audio_check, progress=not args.json and sys.stderr.isatty(),
+        args.corpus,
+        args.root,
+        args.split,
+        check_audio=not args.no_audio_check,
+        progress=not args.json and sys.stderr.isatty(),
     )
     summary = manifest.summary()
     if args.out:
@@ -61,26 +64,36 @@ def _manifest(args: argparse.Namespace) -> int:
 
 def format_summary(s: dict[str, Any]) -> str:
     """Render a manifest summary as a short report."""
-    lines = [f"{s['corpus']} at {s['root']}",
-             f"  rows {s['rows']:,}   bona fide {s['bonafide']:,}   spoof {s['spoof']:,}"
-             + (f"   unlabelled {s['unlabelled']:,}" if s.get("unlabelled") else "")]
+    lines = [
+        f"{s['corpus']} at {s['root']}",
+        f"  rows {s['rows']:,}   bona fide {s['bonafide']:,}   spoof {s['spoof']:,}"
+        + (f"   unlabelled {s['unlabelled']:,}" if s.get("unlabelled") else ""),
+    ]
     lines.append("  by subset:")
     for name, c in s["by_subset"].items():
-        lines.append(f"    {name:<10} rows {c['rows']:>9,}  bona fide {c['bonafide']:>9,}  spoof {c['spoof']:>9,}")
+        lines.append(
+            f"    {name:<10} rows {c['rows']:>9,}  bona fide {c['bonafide']:>9,}  spoof {c['spoof']:>9,}"
+        )
     for name, c in s.get("by_phase", {}).items():
         if name == next(iter(s["by_phase"])):
             lines.append("  by phase:")
-        lines.append(f"    {name:<10} rows {c['rows']:>9,}  bona fide {c['bonafide']:>9,}  spoof {c['spoof']:>9,}")
+        lines.append(
+            f"    {name:<10} rows {c['rows']:>9,}  bona fide {c['bonafide']:>9,}  spoof {c['spoof']:>9,}"
+        )
     attacks = {k: v for k, v in s["by_attack"].items() if k != "bonafide"}
     if attacks:
         lines.append("  spoof by attack: " + ", ".join(f"{k} {v:,}" for k, v in attacks.items()))
     if not s["audio_checked"]:
         lines.append("  audio files not checked (--no-audio-check)")
     elif s["missing_audio"]:
-        lines.append(f"  MISSING AUDIO: {s['missing_audio']:,} file(s) listed in the protocol do not exist, e.g.:")
+        lines.append(
+            f"  MISSING AUDIO: {s['missing_audio']:,} file(s) listed in the protocol do not exist, e.g.:"
+        )
         lines.extend(f"    {p}" for p in s["missing_audio_examples"])
-        lines.append("  (rows kept; the shard job quarantines them)"
-                     + (f"; full list in {s['missing_audio_list']}" if "missing_audio_list" in s else ""))
+        lines.append(
+            "  (rows kept; the shard job quarantines them)"
+            + (f"; full list in {s['missing_audio_list']}" if "missing_audio_list" in s else "")
+        )
     else:
         lines.append("  all audio files present")
     if "out" in s:
@@ -95,10 +108,14 @@ def _synth(args: argparse.Namespace) -> int:
     results = {}
     for name in names:
         out = Path(args.out) / name if args.corpus == "all" else Path(args.out)
-        info = write_corpus(name, out, per_split=args.per_split, seed=args.seed, broken=not args.no_broken)
+        info = write_corpus(
+            name, out, per_split=args.per_split, seed=args.seed, broken=not args.no_broken
+        )
         results[name] = info
         if not args.json:
-            print(f"{name}: {info['rows']} rows ({len(info['broken'])} deliberately broken) in {out}")
+            print(
+                f"{name}: {info['rows']} rows ({len(info['broken'])} deliberately broken) in {out}"
+            )
     if args.json:
         print(json.dumps(results if args.corpus == "all" else results[args.corpus]))
     return 0
@@ -119,7 +136,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         asv, form = load_asv(args.format, args.asv_scores, args.asv_key, args.phase)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate_files(args.scores, key, layout=args.score_layout, asv=asv, tdcf_form=form, fuse=args.fuse)
+        result = evaluate_files(
+            args.scores, key, layout=args.score_layout, asv=asv, tdcf_form=form, fuse=args.fuse
+        )
     for w in caught:
         print(f"spoofdet evaluate: warning: {w.message}", file=sys.stderr)
     if args.json:
@@ -156,20 +175,60 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "  spoofdet evaluate --scores m1.txt m2.txt m3.txt --key release_in_the_wild/meta.csv --format in-the-wild --fuse mean",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    e.add_argument("--scores", required=True, nargs="+", action="extend", metavar="FILE",
-                   help="score file(s); repeat or list several to compare models")
-    e.add_argument("--key", required=True, help="the key file (protocol, trial_metadata.txt, meta.csv, Codecfake "
-                   "label file, CSV manifest) or the corpus root holding it")
-    e.add_argument("--format", required=True, choices=FORMATS, metavar="FMT", help="one of: " + ", ".join(FORMATS))
-    e.add_argument("--phase", default=None, help="rows to score: 2021 LA/DF phase eval|progress|hidden|all (default "
-                   "eval); 2019 LA split (default: from the protocol's name); Codecfake subset (C1..C7, A1..A3, test); "
-                   "csv subset")
-    e.add_argument("--asv-scores", default=None, metavar="FILE", help="ASV scores for the t-DCF (2019 LA: "
-                   "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt; 2021 LA: keys/LA/ASV/ASVTorch_Kaldi/score.txt)")
-    e.add_argument("--asv-key", default=None, metavar="FILE", help="2021 LA only: keys/LA/ASV/trial_metadata.txt")
-    e.add_argument("--score-layout", default="id-score", choices=list(LAYOUTS), metavar="L",
-                   help="score-file layout (default id-score: exactly two columns)")
-    e.add_argument("--fuse", default=None, choices=FUSIONS, help="also evaluate the per-utterance mean of the scores")
+    e.add_argument(
+        "--scores",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="FILE",
+        help="score file(s); repeat or list several to compare models",
+    )
+    e.add_argument(
+        "--key",
+        required=True,
+        help="the key file (protocol, trial_metadata.txt, meta.csv, Codecfake "
+        "label file, CSV manifest) or the corpus root holding it",
+    )
+    e.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        metavar="FMT",
+        help="one of: " + ", ".join(FORMATS),
+    )
+    e.add_argument(
+        "--phase",
+        default=None,
+        help="rows to score: 2021 LA/DF phase eval|progress|hidden|all (default "
+        "eval); 2019 LA split (default: from the protocol's name); Codecfake subset (C1..C7, A1..A3, test); "
+        "csv subset",
+    )
+    e.add_argument(
+        "--asv-scores",
+        default=None,
+        metavar="FILE",
+        help="ASV scores for the t-DCF (2019 LA: "
+        "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt; 2021 LA: keys/LA/ASV/ASVTorch_Kaldi/score.txt)",
+    )
+    e.add_argument(
+        "--asv-key",
+        default=None,
+        metavar="FILE",
+        help="2021 LA only: keys/LA/ASV/trial_metadata.txt",
+    )
+    e.add_argument(
+        "--score-layout",
+        default="id-score",
+        choices=list(LAYOUTS),
+        metavar="L",
+        help="score-file layout (default id-score: exactly two columns)",
+    )
+    e.add_argument(
+        "--fuse",
+        default=None,
+        choices=FUSIONS,
+        help="also evaluate the per-utterance mean of the scores",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_evaluate)
 
@@ -193,25 +252,64 @@ def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
         "  spoofdet predict --model models:/spoofdet-demo@champion --show-model   # metadata, calibration, eval tags",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="*", metavar="PATH", help="audio files and/or folders (searched recursively)")
-    p.add_argument("--model", required=True, help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
-                   "or a train run's final/ folder")
-    p.add_argument("--out", default=None, metavar="FILE.csv", help="write the CSV here (default: stdout)")
-    p.add_argument("--length", choices=("full", "4s"), default="full",
-                   help="full: mean over --window-sample windows covering each file (default); 4s: the first --window samples")
-    p.add_argument("--window", type=int, default=64_600, help="samples per window (default 64,600; XLSR-Mamba and "
-                   "Fake-Mamba checkpoints were trained and evaluated on 66,800)")
-    p.add_argument("--hop", type=int, default=None, help="window hop for --length full (default half the window, "
-                   "32,300)")
-    p.add_argument("--threshold", type=float, default=None, help="LLR decision threshold (default -ln(1.9) ~= -0.642, "
-                   "the ASVspoof 5 Bayes threshold)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    p.add_argument(
+        "paths", nargs="*", metavar="PATH", help="audio files and/or folders (searched recursively)"
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
+        "or a train run's final/ folder",
+    )
+    p.add_argument(
+        "--out", default=None, metavar="FILE.csv", help="write the CSV here (default: stdout)"
+    )
+    p.add_argument(
+        "--length",
+        choices=("full", "4s"),
+        default="full",
+        help="full: mean over --window-sample windows covering each file (default); 4s: the first --window samples",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=64_600,
+        help="samples per window (default 64,600; XLSR-Mamba and "
+        "Fake-Mamba checkpoints were trained and evaluated on 66,800)",
+    )
+    p.add_argument(
+        "--hop",
+        type=int,
+        default=None,
+        help="window hop for --length full (default half the window, 32,300)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="LLR decision threshold (default -ln(1.9) ~= -0.642, the ASVspoof 5 Bayes threshold)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="windows per forward pass (default 16)"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow store for registry URIs (default $MLFLOW_TRACKING_URI, "
-                   "else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)")
-    p.add_argument("--show-model", action="store_true", help="print what the model is (metadata, calibration, "
-                   "threshold, version tags) as JSON and exit")
-    p.add_argument("--json", action="store_true", help="print one JSON summary (with the predictions unless --out)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store for registry URIs (default $MLFLOW_TRACKING_URI, "
+        "else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)",
+    )
+    p.add_argument(
+        "--show-model",
+        action="store_true",
+        help="print what the model is (metadata, calibration, "
+        "threshold, version tags) as JSON and exit",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON summary (with the predictions unless --out)",
+    )
     p.set_defaults(func=_predict)
 
 
@@ -235,12 +333,29 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"corpora:\n{corpora_help}\n\nexample:\n  spoofdet manifest asvspoof2019-la --root ~/data/LA --split train --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    m.add_argument("corpus", choices=list(CORPORA), metavar="CORPUS", help="one of: " + ", ".join(CORPORA))
-    m.add_argument("--root", required=True, help="corpus root folder (for csv: the .csv file or its folder)")
+    m.add_argument(
+        "corpus", choices=list(CORPORA), metavar="CORPUS", help="one of: " + ", ".join(CORPORA)
+    )
+    m.add_argument(
+        "--root", required=True, help="corpus root folder (for csv: the .csv file or its folder)"
+    )
     m.add_argument("--split", default=None, help="restrict to one split/phase/subset (see below)")
-    m.add_argument("--out", default=None, metavar="FILE.parquet", help="write the metadata table (no audio) here")
-    m.add_argument("--no-audio-check", action="store_true", help="parse protocols only; do not look for audio files")
-    m.add_argument("--json", action="store_true", help="print one JSON object (rows, bonafide, spoof, by_attack, by_subset, ...)")
+    m.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.parquet",
+        help="write the metadata table (no audio) here",
+    )
+    m.add_argument(
+        "--no-audio-check",
+        action="store_true",
+        help="parse protocols only; do not look for audio files",
+    )
+    m.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (rows, bonafide, spoof, by_attack, by_subset, ...)",
+    )
     m.set_defaults(func=_manifest)
 
     p = sub.add_parser(
@@ -271,8 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
         "distributions. A few deliberately broken files (missing, empty, corrupt, too short, NaN) "
         "are included unless --no-broken.",
     )
-    s.add_argument("corpus", choices=[*LAYOUTS, "all"], metavar="CORPUS", help="one of: " + ", ".join([*LAYOUTS, "all"]))
-    s.add_argument("--out", required=True, help="output folder (with 'all': one sub-folder per corpus)")
+    s.add_argument(
+        "corpus",
+        choices=[*LAYOUTS, "all"],
+        metavar="CORPUS",
+        help="one of: " + ", ".join([*LAYOUTS, "all"]),
+    )
+    s.add_argument(
+        "--out", required=True, help="output folder (with 'all': one sub-folder per corpus)"
+    )
     s.add_argument("--per-split", type=int, default=12, help="clips per split/subset (default 12)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-broken", action="store_true", help="do not add broken files")
@@ -282,31 +404,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(sub)
 
     sub.add_parser(
-        "train", add_help=False,
+        "train",
+        add_help=False,
         help="train a detector from a recipe (Ray Train + DeepSpeed, MLflow); see 'spoofdet train --help'",
         description="Same as python -m ray_jobs.train: spoofdet train --config FILE [key=value ...]",
     )
     sub.add_parser(
-        "score", add_help=False,
+        "score",
+        add_help=False,
         help="evaluate a model on eval sets with Ray Data: score files, metrics, DET/histogram plots, MLflow; "
         "see 'spoofdet score --help'",
         description="Same as python -m ray_jobs.evaluate",
     )
     _add_predict_parser(sub)
     sub.add_parser(
-        "features", add_help=False,
+        "features",
+        add_help=False,
         help="run a frozen front-end once over shards and cache one layer's features (Codecfake's trick); "
         "see 'spoofdet features --help'",
         description="Same as python -m data_prep.features",
     )
     sub.add_parser(
-        "import", add_help=False,
+        "import",
+        add_help=False,
         help="turn a seed system's published checkpoint (.pth) into a spoofdet model folder or registered "
         "version; see 'spoofdet import --help'",
         description="Same as python -m spoofdet.serve.importer",
     )
     sub.add_parser(
-        "promote", add_help=False,
+        "promote",
+        add_help=False,
         help="move @champion to a model version only if it beats the champion; see 'spoofdet promote --help'",
         description="Same as python -m ray_jobs.promote",
     )
@@ -314,15 +441,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # subcommands that are whole jobs: ``spoofdet CMD ARGS`` runs ``python -m MODULE ARGS`` in-process
-JOB_COMMANDS = {"train": "ray_jobs.train", "score": "ray_jobs.evaluate", "features": "data_prep.features",
-                "promote": "ray_jobs.promote", "import": "spoofdet.serve.importer"}
+JOB_COMMANDS = {
+    "train": "ray_jobs.train",
+    "score": "ray_jobs.evaluate",
+    "features": "data_prep.features",
+    "promote": "ray_jobs.promote",
+    "import": "spoofdet.serve.importer",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     from spoofdet.data.corpora import ManifestError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] and argv[0] in JOB_COMMANDS:  # the jobs own their arguments (train: config + key=value overrides)
+    if (
+        argv[:1] and argv[0] in JOB_COMMANDS
+    ):  # the jobs own their arguments (train: config + key=value overrides)
         return importlib.import_module(JOB_COMMANDS[argv[0]]).main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -31,10 +31,13 @@ class ConfigError(ValueError):
 
     def __init__(self, problems: list[str], source: str = "config") -> None:
         self.problems = list(problems)
-        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(
+            f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)
+        )
 
 
 # ----------------------------------------------------------------------------- the train recipe
+
 
 @dataclass
 class SourceConfig:
@@ -67,7 +70,9 @@ class DataConfig:
     dev_rawboost: bool = False
     batch_rows: int = 16
     shuffle_buffer: int = 256
-    proportional_batches: bool = False  # every batch holds each source in proportion to its share (CSAM)
+    proportional_batches: bool = (
+        False  # every batch holds each source in proportion to its share (CSAM)
+    )
 
 
 @dataclass
@@ -80,7 +85,9 @@ class ModelConfig:
     n_logits: int = 2
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     frontend_kwargs: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None  # FILE.pth (spoofdet or a seed's published checkpoint) | models:/... | DIR
+    init_from: str | None = (
+        None  # FILE.pth (spoofdet or a seed's published checkpoint) | models:/... | DIR
+    )
     init_seed: str | None = None  # which seed's layout init_from is in (default: found by trying)
 
 
@@ -156,6 +163,7 @@ class TrainJobConfig:
 
 # ----------------------------------------------------------------------------- generic loading
 
+
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """``["optim.lr=1e-5", "data.train.0.weight=2"]`` -> nested dict (values parsed as YAML scalars)."""
     out: dict[str, Any] = {}
@@ -168,7 +176,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
-            problems.append(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})")
+            problems.append(
+                f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})"
+            )
             continue
         out[key.strip()] = value
     if problems:
@@ -181,13 +191,18 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any, problems: list[str]
     node: Any = tree
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list) and not (part.isdigit() and int(part) < len(node)):
-            problems.append(f"override {dotted}: no list item {part} in {'.'.join(parts[:i]) or 'the config'} "
-                            f"(it has {len(node)})")
+            problems.append(
+                f"override {dotted}: no list item {part} in {'.'.join(parts[:i]) or 'the config'} "
+                f"(it has {len(node)})"
+            )
             return
-        nxt = node[int(part)] if isinstance(node, list) else (
-            node.setdefault(part, {}) if isinstance(node, dict) else None)
+        nxt = (
+            node[int(part)]
+            if isinstance(node, list)
+            else (node.setdefault(part, {}) if isinstance(node, dict) else None)
+        )
         if nxt is None or not isinstance(nxt, (dict, list)):
-            problems.append(f"override {dotted}: {'.'.join(parts[:i + 1])} is not a section")
+            problems.append(f"override {dotted}: {'.'.join(parts[: i + 1])} is not a section")
             return
         node = nxt
     last = parts[-1]
@@ -204,7 +219,7 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) < len(typing.get_args(tp)):
-            return True, args[0] if len(args) == 1 else typing.Union[tuple(args)]
+            return True, args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007 - built at run time
     return False, tp
 
 
@@ -277,8 +292,11 @@ def _build(cls: type, values: dict[str, Any], where: str, problems: list[str]) -
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(names)})"
             problems.append(f"{where + '.' if where else ''}{key}: unknown key{hint}")
-    kwargs = {name: _convert(values[name], hints[name], f"{where + '.' if where else ''}{name}", problems)
-              for name in names if name in values}
+    kwargs = {
+        name: _convert(values[name], hints[name], f"{where + '.' if where else ''}{name}", problems)
+        for name in names
+        if name in values
+    }
     return cls(**kwargs)
 
 
@@ -294,7 +312,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         line = f" line {mark.line + 1}" if mark else ""
         if start is not None and mark is not None and start.line != mark.line:
             line += f" (in the block starting at line {start.line + 1})"
-        raise ConfigError([f"not valid YAML at{line}: {getattr(exc, 'problem', exc)}"], str(path)) from None
+        raise ConfigError(
+            [f"not valid YAML at{line}: {getattr(exc, 'problem', exc)}"], str(path)
+        ) from None
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
@@ -315,20 +335,34 @@ PRECISION = ("auto", "fp32", "bf16", "fp16")
 def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -> None:
     from spoofdet.data.rawboost import ALGORITHMS, PARAM_NAMES
 
-    d, m, o, s, ds, sc, r = cfg.data, cfg.model, cfg.optim, cfg.train, cfg.deepspeed, cfg.scaling, cfg.run
+    d, m, o, s, ds, sc, r = (
+        cfg.data,
+        cfg.model,
+        cfg.optim,
+        cfg.train,
+        cfg.deepspeed,
+        cfg.scaling,
+        cfg.run,
+    )
     if not cfg.name:
-        problems.append("name: every run needs a name (it is the Ray run name and the MLflow run name)")
+        problems.append(
+            "name: every run needs a name (it is the Ray run name and the MLflow run name)"
+        )
     if not d.train:
         problems.append("data.train: list at least one shard folder (- shards: PATH)")
-    sources = [(f"data.train[{i}]", src) for i, src in enumerate(d.train)] + ([("data.dev", d.dev)] if d.dev else [])
+    sources = [(f"data.train[{i}]", src) for i, src in enumerate(d.train)] + (
+        [("data.dev", d.dev)] if d.dev else []
+    )
     for where, src in sources:
         if not src.shards:
             problems.append(f"{where}.shards: give the folder written by `spoofdet prepare --out`")
         elif check_paths and "://" not in src.shards:
             folder = resolve_path(src.shards)
             if not (folder / "metadata.parquet").is_file():
-                problems.append(f"{where}.shards: {folder} holds no finished shard job (no metadata.parquet); "
-                                f"run `spoofdet prepare CORPUS --root ... --out {src.shards}` first")
+                problems.append(
+                    f"{where}.shards: {folder} holds no finished shard job (no metadata.parquet); "
+                    f"run `spoofdet prepare CORPUS --root ... --out {src.shards}` first"
+                )
         if src.weight < 0:
             problems.append(f"{where}.weight: must be >= 0, got {src.weight}")
     if d.mix not in MIXES:
@@ -336,7 +370,9 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
     if d.crop not in CROPS:
         problems.append(f"data.crop: {d.crop!r} is not one of {', '.join(CROPS)}")
     if d.num_samples < 400:
-        problems.append(f"data.num_samples: {d.num_samples} is shorter than one XLS-R frame (400 samples)")
+        problems.append(
+            f"data.num_samples: {d.num_samples} is shorter than one XLS-R frame (400 samples)"
+        )
     if d.rawboost.algo not in ALGORITHMS:
         problems.append(f"data.rawboost.algo: {d.rawboost.algo} is not one of {sorted(ALGORITHMS)}")
     if not 0 <= d.rawboost.p <= 1:
@@ -344,8 +380,14 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
     for key in d.rawboost.params:
         if key not in PARAM_NAMES:
             close = difflib.get_close_matches(key, PARAM_NAMES, n=1)
-            problems.append(f"data.rawboost.params.{key}: unknown RawBoost parameter"
-                            + (f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(PARAM_NAMES)})"))
+            problems.append(
+                f"data.rawboost.params.{key}: unknown RawBoost parameter"
+                + (
+                    f" (did you mean {close[0]!r}?)"
+                    if close
+                    else f" (valid: {', '.join(PARAM_NAMES)})"
+                )
+            )
     if d.epoch_size is not None and d.epoch_size <= 0:
         problems.append(f"data.epoch_size: must be positive, got {d.epoch_size}")
     for name in ("batch_rows", "shuffle_buffer"):
@@ -353,7 +395,9 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
             problems.append(f"data.{name}: must be positive, got {getattr(d, name)}")
     _check_cached(cfg, problems, check_paths)
     if d.shuffle_buffer < s.batch_size:
-        problems.append(f"data.shuffle_buffer ({d.shuffle_buffer}) must be >= train.batch_size ({s.batch_size})")
+        problems.append(
+            f"data.shuffle_buffer ({d.shuffle_buffer}) must be >= train.batch_size ({s.batch_size})"
+        )
     if m.head not in head_names():
         problems.append(f"model.head: {m.head!r} is not one of {', '.join(head_names())}")
     if m.freeze not in FREEZE:
@@ -361,8 +405,10 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
     if m.n_logits not in (1, 2):
         problems.append(f"model.n_logits: 1 or 2, got {m.n_logits}")
     if isinstance(m.frontend_layer, str) and m.frontend_layer not in ("weighted", "all"):
-        problems.append(f"model.frontend_layer: an integer layer index, 'weighted', 'all' or null, "
-                        f"got {m.frontend_layer!r}")
+        problems.append(
+            f"model.frontend_layer: an integer layer index, 'weighted', 'all' or null, "
+            f"got {m.frontend_layer!r}"
+        )
     _check_init(m, problems, check_paths)
     if o.lr <= 0:
         problems.append(f"optim.lr: must be positive, got {o.lr}")
@@ -373,12 +419,16 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
     if o.lr_scaling not in LR_SCALING:
         problems.append(f"optim.lr_scaling: {o.lr_scaling!r} is not one of {', '.join(LR_SCALING)}")
     if len(o.class_weights) != 2 or any(w < 0 for w in o.class_weights):
-        problems.append(f"optim.class_weights: [spoof, bonafide] weights >= 0, got {o.class_weights}")
+        problems.append(
+            f"optim.class_weights: [spoof, bonafide] weights >= 0, got {o.class_weights}"
+        )
     if o.sam_rho < 0:
         problems.append(f"optim.sam_rho: must be >= 0 (0 = plain training), got {o.sam_rho}")
     if o.sam_rho > 0 and cfg.deepspeed.enabled:
-        problems.append("optim.sam_rho: SAM needs two backward passes per step, which DeepSpeed's engine does "
-                        "not expose; set deepspeed.enabled=false for SAM/CSAM runs")
+        problems.append(
+            "optim.sam_rho: SAM needs two backward passes per step, which DeepSpeed's engine does "
+            "not expose; set deepspeed.enabled=false for SAM/CSAM runs"
+        )
     for name in ("epochs", "batch_size", "dev_batch_size", "patience", "average_best", "log_every"):
         if getattr(s, name) <= 0:
             problems.append(f"train.{name}: must be positive, got {getattr(s, name)}")
@@ -388,16 +438,26 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
     if s.select not in SELECT:
         problems.append(f"train.select: {s.select!r} is not one of {', '.join(SELECT)}")
     if d.dev is None and (s.select == "dev_eer" or s.patience < s.epochs):
-        problems.append("data.dev: model selection and early stopping need a dev set (data.dev.shards)")
+        problems.append(
+            "data.dev: model selection and early stopping need a dev set (data.dev.shards)"
+        )
     if s.average_best > r.checkpoints_to_keep:
-        problems.append(f"train.average_best ({s.average_best}) cannot exceed run.checkpoints_to_keep "
-                        f"({r.checkpoints_to_keep}): the checkpoints to average must still exist")
+        problems.append(
+            f"train.average_best ({s.average_best}) cannot exceed run.checkpoints_to_keep "
+            f"({r.checkpoints_to_keep}): the checkpoints to average must still exist"
+        )
     if ds.zero_stage not in (0, 1, 2):
-        problems.append(f"deepspeed.zero_stage: 0, 1 or 2 (stage 3 would shard the averaged weights), got {ds.zero_stage}")
+        problems.append(
+            f"deepspeed.zero_stage: 0, 1 or 2 (stage 3 would shard the averaged weights), got {ds.zero_stage}"
+        )
     if ds.precision not in PRECISION:
-        problems.append(f"deepspeed.precision: {ds.precision!r} is not one of {', '.join(PRECISION)}")
+        problems.append(
+            f"deepspeed.precision: {ds.precision!r} is not one of {', '.join(PRECISION)}"
+        )
     if not sc.use_gpu and ds.precision in ("bf16", "fp16"):
-        problems.append(f"deepspeed.precision: {ds.precision} needs scaling.use_gpu=true (CPU runs are fp32)")
+        problems.append(
+            f"deepspeed.precision: {ds.precision} needs scaling.use_gpu=true (CPU runs are fp32)"
+        )
     if sc.num_workers < 1:
         problems.append(f"scaling.num_workers: at least 1, got {sc.num_workers}")
     if sc.cpus_per_worker <= 0:
@@ -416,33 +476,53 @@ def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -
     cached = m.frontend == "cached"
     if cached:
         if d.crop != "first":
-            problems.append("data.crop: random crops are invalid on cached-feature sources (model.frontend=cached: "
-                            "features were computed once on the first num_samples); use crop: first")
+            problems.append(
+                "data.crop: random crops are invalid on cached-feature sources (model.frontend=cached: "
+                "features were computed once on the first num_samples); use crop: first"
+            )
         if d.rawboost.algo != 0:
-            problems.append("data.rawboost.algo: RawBoost is invalid on cached-feature sources (model.frontend="
-                            "cached: no waveform left to augment); set it to 0")
+            problems.append(
+                "data.rawboost.algo: RawBoost is invalid on cached-feature sources (model.frontend="
+                "cached: no waveform left to augment); set it to 0"
+            )
         if d.dev_rawboost:
-            problems.append("data.dev_rawboost: invalid with model.frontend=cached (the dev features are fixed)")
+            problems.append(
+                "data.dev_rawboost: invalid with model.frontend=cached (the dev features are fixed)"
+            )
         if m.frontend_layer is not None:
-            problems.append("model.frontend_layer: leave null with model.frontend=cached (the layer is recorded in "
-                            "the sources' features.json)")
+            problems.append(
+                "model.frontend_layer: leave null with model.frontend=cached (the layer is recorded in "
+                "the sources' features.json)"
+            )
         if m.freeze != "none" or m.gradient_checkpointing:
-            problems.append("model.freeze: leave 'none' (and gradient_checkpointing false) with model.frontend="
-                            "cached: the front-end already ran, only the head trains")
+            problems.append(
+                "model.freeze: leave 'none' (and gradient_checkpointing false) with model.frontend="
+                "cached: the front-end already ran, only the head trains"
+            )
     if not check_paths:
         return
-    sources = [(f"data.train[{i}]", src) for i, src in enumerate(d.train)] + ([("data.dev", d.dev)] if d.dev else [])
+    sources = [(f"data.train[{i}]", src) for i, src in enumerate(d.train)] + (
+        [("data.dev", d.dev)] if d.dev else []
+    )
     for where, src in sources:
-        if not src.shards or "://" in src.shards or not (resolve_path(src.shards) / "metadata.parquet").is_file():
+        if (
+            not src.shards
+            or "://" in src.shards
+            or not (resolve_path(src.shards) / "metadata.parquet").is_file()
+        ):
             continue
         folder = resolve_path(src.shards)
         has = feature_cache.is_feature_folder(folder)
         if has and not cached:
-            problems.append(f"{where}.shards: {folder} holds cached features (features.json); train on it with "
-                            f"model.frontend=cached, or point at the audio shards")
+            problems.append(
+                f"{where}.shards: {folder} holds cached features (features.json); train on it with "
+                f"model.frontend=cached, or point at the audio shards"
+            )
         elif cached and not has:
-            problems.append(f"{where}.shards: model.frontend=cached needs feature folders written by "
-                            f"`python -m data_prep.features`, but {folder} has no features.json")
+            problems.append(
+                f"{where}.shards: model.frontend=cached needs feature folders written by "
+                f"`python -m data_prep.features`, but {folder} has no features.json"
+            )
         elif has:
             try:
                 info = feature_cache.read_info(folder)
@@ -450,8 +530,10 @@ def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -
                 problems.append(f"{where}.shards: {exc}")
                 continue
             if info["num_samples"] != d.num_samples:
-                problems.append(f"data.num_samples: {d.num_samples}, but the features in {where}.shards were "
-                                f"computed on {info['num_samples']} samples; set data.num_samples={info['num_samples']}")
+                problems.append(
+                    f"data.num_samples: {d.num_samples}, but the features in {where}.shards were "
+                    f"computed on {info['num_samples']} samples; set data.num_samples={info['num_samples']}"
+                )
 
 
 def head_names() -> list[str]:
@@ -465,22 +547,36 @@ def _check_init(m: ModelConfig, problems: list[str], check_paths: bool) -> None:
         from spoofdet.models.checkpoints import SEEDS  # only when a seed is named: it imports torch
 
         if m.init_from is None:
-            problems.append("model.init_seed: set model.init_from to the seed's checkpoint file too")
+            problems.append(
+                "model.init_seed: set model.init_from to the seed's checkpoint file too"
+            )
         if m.init_seed not in SEEDS:
-            problems.append(f"model.init_seed: {m.init_seed!r} is not one of {', '.join(sorted(SEEDS))}")
+            problems.append(
+                f"model.init_seed: {m.init_seed!r} is not one of {', '.join(sorted(SEEDS))}"
+            )
         elif SEEDS[m.init_seed].head != m.head:
-            problems.append(f"model.init_seed: {m.init_seed} checkpoints hold a {SEEDS[m.init_seed].head!r} head, "
-                            f"but model.head is {m.head!r}; set model.head={SEEDS[m.init_seed].head}")
-    if m.init_from is None or not check_paths or m.init_from.startswith(("models:/", "runs:/")) \
-            or "://" in m.init_from:
+            problems.append(
+                f"model.init_seed: {m.init_seed} checkpoints hold a {SEEDS[m.init_seed].head!r} head, "
+                f"but model.head is {m.head!r}; set model.head={SEEDS[m.init_seed].head}"
+            )
+    if (
+        m.init_from is None
+        or not check_paths
+        or m.init_from.startswith(("models:/", "runs:/"))
+        or "://" in m.init_from
+    ):
         return
     path = resolve_path(m.init_from)
     if path.is_dir() and not (path / "model.pt").is_file() and not (path / "MLmodel").is_file():
-        problems.append(f"model.init_from: {path} is a folder without model.pt or MLmodel; give a model folder, "
-                        "a checkpoint file or models:/NAME/VERSION")
+        problems.append(
+            f"model.init_from: {path} is a folder without model.pt or MLmodel; give a model folder, "
+            "a checkpoint file or models:/NAME/VERSION"
+        )
     elif not path.exists():
-        problems.append(f"model.init_from: {path} does not exist; give a checkpoint file (.pth), a model folder "
-                        "or models:/NAME/VERSION")
+        problems.append(
+            f"model.init_from: {path} does not exist; give a checkpoint file (.pth), a model folder "
+            "or models:/NAME/VERSION"
+        )
 
 
 def resolve_path(path: str) -> Path:
@@ -489,8 +585,9 @@ def resolve_path(path: str) -> Path:
     return Path(os.path.expanduser(path)).resolve()
 
 
-def load_train_config(path: str | os.PathLike, overrides: list[str] | None = None, *,
-                      check_paths: bool = True) -> TrainJobConfig:
+def load_train_config(
+    path: str | os.PathLike, overrides: list[str] | None = None, *, check_paths: bool = True
+) -> TrainJobConfig:
     """Load, override and validate a train recipe.
 
     Args:
@@ -508,7 +605,9 @@ def load_train_config(path: str | os.PathLike, overrides: list[str] | None = Non
     cfg = _build(TrainJobConfig, tree, "", problems)
     reported = {p.split(":", 1)[0] for p in problems}
     semantic: list[str] = []
-    _check_train(cfg, semantic, check_paths)  # also when some values were malformed: report everything at once
+    _check_train(
+        cfg, semantic, check_paths
+    )  # also when some values were malformed: report everything at once
     problems += [p for p in semantic if p.split(":", 1)[0] not in reported]
     if problems:
         raise ConfigError(problems, str(path))

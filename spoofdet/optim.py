@@ -19,8 +19,14 @@ import torch
 from torch import Tensor, nn
 
 
-def sam_step(module: nn.Module, compute_loss: Callable[[], Tensor], optimizer: torch.optim.Optimizer, *,
-             rho: float, grad_clip: float | None = None) -> Tensor:
+def sam_step(
+    module: nn.Module,
+    compute_loss: Callable[[], Tensor],
+    optimizer: torch.optim.Optimizer,
+    *,
+    rho: float,
+    grad_clip: float | None = None,
+) -> Tensor:
     """One SAM update of ``module``'s parameters; returns the loss at the unperturbed weights.
 
     Args:
@@ -45,11 +51,17 @@ def sam_step(module: nn.Module, compute_loss: Callable[[], Tensor], optimizer: t
     with torch.no_grad():
         for p, e in zip(params, eps):
             p.add_(e)
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bns = [
+        m
+        for m in module.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     optimizer.zero_grad()
     try:
         for m in bns:
-            m.track_running_stats = False  # batch statistics, no running-stat update (see the module docstring)
+            m.track_running_stats = (
+                False  # batch statistics, no running-stat update (see the module docstring)
+            )
         compute_loss().backward()
     finally:
         for m in bns:

@@ -37,18 +37,22 @@ def _experiment_id(client: Any, name: str, storage: str, uri: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if uri.startswith("sqlite:"):  # keep artifacts beside the database, not in ./mlruns of whatever cwd
+    if uri.startswith(
+        "sqlite:"
+    ):  # keep artifacts beside the database, not in ./mlruns of whatever cwd
         location = (Path(storage).resolve() / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
 def experiment_for(client: Any, name: str, uri: str) -> str:
     """Id of experiment ``name`` (created if missing; with a SQLite store, artifacts go beside the database)."""
-    storage = str(Path(uri[len("sqlite:///"):]).parent) if uri.startswith("sqlite:///") else "."
+    storage = str(Path(uri[len("sqlite:///") :]).parent) if uri.startswith("sqlite:///") else "."
     return _experiment_id(client, name, storage, uri)
 
 
-def attach_run(*, uri: str, experiment: str, storage: str, name: str, tags: dict[str, str] | None = None) -> str:
+def attach_run(
+    *, uri: str, experiment: str, storage: str, name: str, tags: dict[str, str] | None = None
+) -> str:
     """The MLflow run id for Ray run ``(storage, name)``: created once, reused on every resubmission."""
     from mlflow.tracking import MlflowClient
 
@@ -60,10 +64,14 @@ def attach_run(*, uri: str, experiment: str, storage: str, name: str, tags: dict
             client.get_run(run_id)
             return run_id
         except Exception as exc:  # the tracking store was reset or moved
-            raise RuntimeError(f"{marker} names MLflow run {run_id}, which {uri} does not know ({exc}). "
-                               f"Point mlflow.tracking_uri/MLFLOW_TRACKING_URI at the original store, or "
-                               f"start a new run with another name.") from None
-    run = client.create_run(_experiment_id(client, experiment, storage, uri), run_name=name, tags=tags or {})
+            raise RuntimeError(
+                f"{marker} names MLflow run {run_id}, which {uri} does not know ({exc}). "
+                f"Point mlflow.tracking_uri/MLFLOW_TRACKING_URI at the original store, or "
+                f"start a new run with another name."
+            ) from None
+    run = client.create_run(
+        _experiment_id(client, experiment, storage, uri), run_name=name, tags=tags or {}
+    )
     marker.parent.mkdir(parents=True, exist_ok=True)
     tmp = marker.with_suffix(".tmp")
     tmp.write_text(run.info.run_id)
@@ -85,12 +93,18 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> dict[str, tu
     changed = {k: (existing[k], v) for k, v in values.items() if k in existing and existing[k] != v}
     tags = [RunTag(f"changed.{k}", f"{old} -> {new}"[:5000]) for k, (old, new) in changed.items()]
     for i in range(0, max(len(todo), len(tags)), 100):
-        client.log_batch(run_id, params=todo[i:i + 100], tags=tags[i:i + 100])
+        client.log_batch(run_id, params=todo[i : i + 100], tags=tags[i : i + 100])
     return changed
 
 
-def log_evaluation(ref: Any, results: list[dict[str, Any]], out: str | os.PathLike, *, length: str,
-                   experiment: str | None = None) -> dict[str, str]:
+def log_evaluation(
+    ref: Any,
+    results: list[dict[str, Any]],
+    out: str | os.PathLike,
+    *,
+    length: str,
+    experiment: str | None = None,
+) -> dict[str, str]:
     """Log one evaluation job (``ray_jobs/evaluate.py``) to MLflow.
 
     A new run "eval <model> <length>" (tags ``spoofdet.kind=evaluation``, ``spoofdet.model``,
@@ -128,18 +142,34 @@ def log_evaluation(ref: Any, results: list[dict[str, Any]], out: str | os.PathLi
         exp_id = experiment_for(client, experiment or "spoofdet-eval", ref.tracking_uri)
     else:
         exp_id = parent.info.experiment_id
-    tags = {"spoofdet.kind": "evaluation", "spoofdet.model": ref.label, "spoofdet.model_uri": ref.uri,
-            "spoofdet.protocol": length}
+    tags = {
+        "spoofdet.kind": "evaluation",
+        "spoofdet.model": ref.label,
+        "spoofdet.model_uri": ref.uri,
+        "spoofdet.protocol": length,
+    }
     if parent is not None and parent.info.experiment_id == exp_id:
         tags["mlflow.parentRunId"] = ref.run_id
     run_id = client.create_run(exp_id, run_name=f"eval {ref.label} {length}", tags=tags).info.run_id
     now = int(time.time() * 1000)
     keys = ("eer", "min_dcf", "act_dcf", "cllr", "n_bonafide", "n_spoof")
-    metrics = [Metric(f"{r['eval_set']}.{length}.{k}", float(r["metrics"][k]), now, 0, model_id=ref.model_id)
-               for r in results if r["metrics"] for k in keys if r["metrics"].get(k) is not None]
+    metrics = [
+        Metric(
+            f"{r['eval_set']}.{length}.{k}", float(r["metrics"][k]), now, 0, model_id=ref.model_id
+        )
+        for r in results
+        if r["metrics"]
+        for k in keys
+        if r["metrics"].get(k) is not None
+    ]
     protocol = results[0]["protocol"] if results else {}
-    params = [Param("model", ref.uri), Param("length", length), Param("window", str(protocol.get("window"))),
-              Param("hop", str(protocol.get("hop"))), Param("eval_sets", ",".join(r["eval_set"] for r in results)[:6000])]
+    params = [
+        Param("model", ref.uri),
+        Param("length", length),
+        Param("window", str(protocol.get("window"))),
+        Param("hop", str(protocol.get("hop"))),
+        Param("eval_sets", ",".join(r["eval_set"] for r in results)[:6000]),
+    ]
     client.log_batch(run_id, metrics=metrics, params=params)
     client.log_artifacts(run_id, str(out), f"eval/{length}")
     client.set_terminated(run_id)
@@ -147,9 +177,16 @@ def log_evaluation(ref: Any, results: list[dict[str, Any]], out: str | os.PathLi
         for r in results:
             if r["metrics"]:
                 record = {k: r["metrics"].get(k) for k in keys} | {
-                    "selection": r["selection"], "score_type": r["score_type"], "window": r["protocol"]["window"],
-                    "hop": r["protocol"]["hop"], "fingerprint": r.get("fingerprint"), "run_id": run_id}
-                client.set_model_version_tag(ref.name, ref.version, f"eval.{r['eval_set']}.{length}", json.dumps(record))
+                    "selection": r["selection"],
+                    "score_type": r["score_type"],
+                    "window": r["protocol"]["window"],
+                    "hop": r["protocol"]["hop"],
+                    "fingerprint": r.get("fingerprint"),
+                    "run_id": run_id,
+                }
+                client.set_model_version_tag(
+                    ref.name, ref.version, f"eval.{r['eval_set']}.{length}", json.dumps(record)
+                )
     return {"tracking_uri": ref.tracking_uri, "experiment_id": exp_id, "run_id": run_id}
 
 

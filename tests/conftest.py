@@ -15,7 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPOOFDET_SHARED", REPO.parent / "shared"))
 SHARED_2019 = SHARED / "data" / "asvspoof2019_la"
 PUBLISHED = SHARED / "data" / "published-checkpoints"
-PROTOCOL_NAMES = ("ASVspoof2019.LA.cm.train.trn.txt", "ASVspoof2019.LA.cm.dev.trl.txt", "ASVspoof2019.LA.cm.eval.trl.txt")
+PROTOCOL_NAMES = (
+    "ASVspoof2019.LA.cm.train.trn.txt",
+    "ASVspoof2019.LA.cm.dev.trl.txt",
+    "ASVspoof2019.LA.cm.eval.trl.txt",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,16 +37,20 @@ def _no_tracking_uri_leak():
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
-        pytest.fail(f"this test left MLFLOW_TRACKING_URI={after!r} (was {before!r}); "
-                    "use spoofdet.tracking.using_tracking_uri or monkeypatch")
+        pytest.fail(
+            f"this test left MLFLOW_TRACKING_URI={after!r} (was {before!r}); "
+            "use spoofdet.tracking.using_tracking_uri or monkeypatch"
+        )
 
 
 @pytest.fixture(scope="session")
 def shared_2019() -> Path:
     """Folder with the real ASVspoof 2019 LA CM protocols and ASV score files."""
     if not all((SHARED_2019 / n).is_file() for n in PROTOCOL_NAMES):
-        pytest.skip(f"real ASVspoof 2019 LA protocols not found in {SHARED_2019} "
-                    "(they live in the project's ../shared; set SPOOFDET_SHARED to point elsewhere)")
+        pytest.skip(
+            f"real ASVspoof 2019 LA protocols not found in {SHARED_2019} "
+            "(they live in the project's ../shared; set SPOOFDET_SHARED to point elsewhere)"
+        )
     return SHARED_2019
 
 
@@ -81,8 +89,10 @@ def published_checkpoint(name: str) -> Path:
     saying where it was looked for."""
     path = PUBLISHED / name
     if not path.is_file():
-        pytest.skip(f"the published checkpoint {name} is not in {PUBLISHED} (it lives in the project's "
-                    "../shared; set SPOOFDET_SHARED to point elsewhere)")
+        pytest.skip(
+            f"the published checkpoint {name} is not in {PUBLISHED} (it lives in the project's "
+            "../shared; set SPOOFDET_SHARED to point elsewhere)"
+        )
     return path
 
 

@@ -18,13 +18,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import published_checkpoint, published_sha256
+
 from spoofdet.models import build_head, build_model
 from spoofdet.models.aasist_raw import AASIST_L, RawAASIST, sinc_filterbank
-from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
-                                         convert_seed_state_dict, load_state_dict_strict,
-                                         read_seed_checkpoint)
+from spoofdet.models.checkpoints import (
+    SEEDS,
+    SeedCheckpointError,
+    build_seed_head,
+    convert_seed_state_dict,
+    load_state_dict_strict,
+    read_seed_checkpoint,
+)
 from spoofdet.testing import layout_of, random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).parent / "data" / "seed_layouts"
@@ -32,21 +37,31 @@ FILES = {"aasist": "AASIST.pth", "aasist_l": "AASIST-L.pth"}
 
 #: The seed's logits on random checkpoints, float32: (seed, N) -> [[l0, l1], [l0, l1]].
 SEED_LOGITS = {
-    ("aasist", 64_600): [[9.238557815551758, 1.2030459642410278],
-                         [9.626449584960938, 0.9194736480712891]],
-    ("aasist", 66_560): [[9.260095596313477, 1.1499238014221191],
-                         [9.6299467086792, 0.9601274728775024]],
-    ("aasist_l", 64_600): [[-0.16561409831047058, 0.39041244983673096],
-                           [-0.18847033381462097, 0.3938990831375122]],
-    ("aasist_l", 66_560): [[-0.21097037196159363, 0.33450186252593994],
-                           [-0.2348780333995819, 0.3397408723831177]],
+    ("aasist", 64_600): [
+        [9.238557815551758, 1.2030459642410278],
+        [9.626449584960938, 0.9194736480712891],
+    ],
+    ("aasist", 66_560): [
+        [9.260095596313477, 1.1499238014221191],
+        [9.6299467086792, 0.9601274728775024],
+    ],
+    ("aasist_l", 64_600): [
+        [-0.16561409831047058, 0.39041244983673096],
+        [-0.18847033381462097, 0.3938990831375122],
+    ],
+    ("aasist_l", 66_560): [
+        [-0.21097037196159363, 0.33450186252593994],
+        [-0.2348780333995819, 0.3397408723831177],
+    ],
 }
 #: The same in float64 (free of float32 summation-order noise, which reaches ~1e-5 relative on
 #: AASIST-L's small random logits).
 SEED_LOGITS_F64 = {
     "aasist": [[9.23855631907914, 1.20304520978578], [9.62644718248773, 0.9194712664643905]],
-    "aasist_l": [[-0.16561449780590376, 0.39041334741272493],
-                 [-0.18847093826943562, 0.3938989322576745]],
+    "aasist_l": [
+        [-0.16561449780590376, 0.39041334741272493],
+        [-0.18847093826943562, 0.3938989322576745],
+    ],
 }
 #: The seed's logits with the real published files on random_waves(2, 64_600, seed=1).
 PUBLISHED_LOGITS = {
@@ -76,6 +91,7 @@ def _random_seed_checkpoint(seed: str) -> dict[str, torch.Tensor]:
 
 # ---- size and layout ----------------------------------------------------------------------------
 
+
 def test_exact_parameter_counts_and_the_seed_layout():
     assert n_params(RawAASIST()) == 297_866
     assert n_params(RawAASIST(**AASIST_L)) == 85_306
@@ -90,8 +106,9 @@ def test_exact_parameter_counts_and_the_seed_layout():
         assert model.sinc_filters.shape == (70, 1, 129)
         # the converted seed layout is exactly the model's, key by key and shape by shape
         converted, _ = convert_seed_state_dict(random_state_dict(layout), seed=seed)
-        assert {k: tuple(v.shape) for k, v in converted.items()} == \
-            {k: tuple(v.shape) for k, v in state.items()}
+        assert {k: tuple(v.shape) for k, v in converted.items()} == {
+            k: tuple(v.shape) for k, v in state.items()
+        }
 
 
 def test_sinc_filters_are_the_seed_design():
@@ -113,6 +130,7 @@ def test_sinc_filters_are_the_seed_design():
 
 # ---- outputs pinned to the seed's code ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", sorted(FILES))
 @pytest.mark.parametrize("samples", [64_600, 66_560])
 def test_random_checkpoint_gives_the_seeds_logits(seed, samples):
@@ -123,10 +141,13 @@ def test_random_checkpoint_gives_the_seeds_logits(seed, samples):
     def record(name: str):
         def hook(_module, _inputs, out) -> None:  # returns None: the output stays as it is
             seen[name] = tuple(out.shape[1:])
+
         return hook
 
-    hooks = [getattr(head, name).register_forward_hook(record(name))
-             for name in ("encoder", "pool_s", "pool_t", "pool_hs1", "pool_ht1")]
+    hooks = [
+        getattr(head, name).register_forward_hook(record(name))
+        for name in ("encoder", "pool_s", "pool_t", "pool_hs1", "pool_ht1")
+    ]
     with torch.no_grad():
         out = head(wave)
     for h in hooks:
@@ -139,8 +160,9 @@ def test_random_checkpoint_gives_the_seeds_logits(seed, samples):
         assert nodes == [s1, t1, s2, t2]
         with torch.no_grad():  # float64: the same computation to rounding, not only to 1e-5
             out64 = head.double()(wave.double())
-        torch.testing.assert_close(out64, torch.tensor(SEED_LOGITS_F64[seed], dtype=torch.float64),
-                                   rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            out64, torch.tensor(SEED_LOGITS_F64[seed], dtype=torch.float64), rtol=1e-10, atol=1e-12
+        )
         head.float()
 
     # the detector (parameter-free waveform front-end + this head) computes the same from the wave
@@ -165,6 +187,7 @@ def test_published_checkpoint_imports_and_gives_the_seeds_logits(seed):
 
 
 # ---- converter and errors -----------------------------------------------------------------------
+
 
 def test_seed_specs():
     for seed, kwargs in (("aasist", {}), ("aasist_l", AASIST_L)):
@@ -217,6 +240,7 @@ def test_errors_name_the_field():
 
 
 # ---- training ----------------------------------------------------------------------------------
+
 
 def test_detector_trains():
     """Five Adam steps (the seed's lr, weight decay and class weights) lower the loss on a tiny

@@ -8,7 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from spoofdet.evaluation.calibration import DEFAULT_P_BONAFIDE, Calibration, CalibrationError, apply, fit_calibration
+from spoofdet.evaluation.calibration import (
+    DEFAULT_P_BONAFIDE,
+    Calibration,
+    CalibrationError,
+    apply,
+    fit_calibration,
+)
 from spoofdet.evaluation.metrics import act_dcf, cllr, compute_eer, min_dcf
 
 
@@ -50,7 +56,9 @@ def test_calibration_improves_cllr_and_keeps_the_eer(gaussian):
         assert act_dcf(lb, ls) - min_dcf(lb, ls)[0] < 0.03
         assert act_dcf(bb, ss) - min_dcf(bb, ss)[0] > 0.3
     # Cllr of the calibrated scores is close to that of the true LLRs
-    assert cllr(apply(cal, b), apply(cal, s)) == pytest.approx(cllr(2 * (b - 5) / 3, 2 * (s - 5) / 3), abs=0.01)
+    assert cllr(apply(cal, b), apply(cal, s)) == pytest.approx(
+        cllr(2 * (b - 5) / 3, 2 * (s - 5) / 3), abs=0.01
+    )
 
 
 def test_negative_slope_is_refused(gaussian):
@@ -80,7 +88,10 @@ def test_json_round_trip_and_errors(tmp_path, gaussian):
     cal = fit_calibration(*gaussian)
     assert Calibration.from_json(cal.to_json()) == cal
     path = cal.save(tmp_path / "calibration.json")
-    assert Calibration.load(path) == cal and json.loads(path.read_text())["method"] == "prior-weighted-logistic-regression"
+    assert (
+        Calibration.load(path) == cal
+        and json.loads(path.read_text())["method"] == "prior-weighted-logistic-regression"
+    )
     d = cal.to_dict()
     with pytest.raises(CalibrationError, match=r"missing field\(s\) \['slope'\]"):
         Calibration.from_dict({k: v for k, v in d.items() if k != "slope"})

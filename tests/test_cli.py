@@ -17,9 +17,16 @@ def test_manifest_json_and_out(synth, tmp_path, capsys):
     assert {"rows", "bonafide", "spoof", "by_attack", "by_subset", "missing_audio"} <= set(s)
     assert s["rows"] == info["rows"] == s["bonafide"] + s["spoof"]
     table = pq.read_table(out)
-    assert table.schema.equals(UTTERANCE_SCHEMA, check_metadata=False) and table.num_rows == info["rows"]
+    assert (
+        table.schema.equals(UTTERANCE_SCHEMA, check_metadata=False)
+        and table.num_rows == info["rows"]
+    )
     missing = (tmp_path / "m" / "codecfake.missing.txt").read_text().splitlines()
-    assert len(missing) == s["missing_audio"] == sum(r == "missing_file" for r in info["broken"].values())
+    assert (
+        len(missing)
+        == s["missing_audio"]
+        == sum(r == "missing_file" for r in info["broken"].values())
+    )
 
 
 def test_manifest_text_summary(synth, capsys):
@@ -42,7 +49,9 @@ def test_unknown_corpus_is_an_argparse_error(capsys):
 
 
 def test_synth_command(tmp_path, capsys):
-    assert main(["synth", "folder", "--out", str(tmp_path / "f"), "--per-split", "3", "--json"]) == 0
+    assert (
+        main(["synth", "folder", "--out", str(tmp_path / "f"), "--per-split", "3", "--json"]) == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert info["rows"] == 3 and (tmp_path / "f" / "SYNTHETIC.json").exists()
 
@@ -50,8 +59,18 @@ def test_synth_command(tmp_path, capsys):
 def test_console_script_help():
     """The installed entry point runs and its help names every corpus and the split meanings."""
     exe = [sys.executable, "-m", "spoofdet.cli"]
-    out = subprocess.run([*exe, "manifest", "--help"], capture_output=True, text=True, check=True).stdout
-    for corpus in ("asvspoof2019-la", "asvspoof2021-la", "asvspoof2021-df", "in-the-wild", "codecfake", "folder", "csv"):
+    out = subprocess.run(
+        [*exe, "manifest", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for corpus in (
+        "asvspoof2019-la",
+        "asvspoof2021-la",
+        "asvspoof2021-df",
+        "in-the-wild",
+        "codecfake",
+        "folder",
+        "csv",
+    ):
         assert corpus in out
     assert "--no-audio-check" in out and "phase: eval, progress or hidden" in out
 
@@ -63,5 +82,18 @@ def test_job_subcommands_hand_over_their_arguments(tmp_path, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: spoofdet features") and "--layer" in out and "--num-gpus" in out
-    assert main(["features", "--shards", str(tmp_path / "nowhere"), "--out", str(tmp_path / "f"), "--frontend", "tiny"]) == 2
+    assert (
+        main(
+            [
+                "features",
+                "--shards",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(tmp_path / "f"),
+                "--frontend",
+                "tiny",
+            ]
+        )
+        == 2
+    )
     assert "nowhere" in capsys.readouterr().err

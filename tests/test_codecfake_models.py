@@ -19,9 +19,14 @@ import torch.nn.functional as F
 from conftest import published_checkpoint, published_sha256
 
 from spoofdet.models import build_model
-from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
-                                         convert_seed_state_dict, load_state_dict_strict,
-                                         read_seed_checkpoint)
+from spoofdet.models.checkpoints import (
+    SEEDS,
+    SeedCheckpointError,
+    build_seed_head,
+    convert_seed_state_dict,
+    load_state_dict_strict,
+    read_seed_checkpoint,
+)
 from spoofdet.models.frontend_spec import CodecfakeMel
 from spoofdet.models.lcnn import LCNN
 from spoofdet.testing import random_feats, random_state_dict, random_waves, read_layout
@@ -31,30 +36,41 @@ SEED_NAMES = ("codecfake_w2v2_aasist", "codecfake_w2v2_lcnn", "codecfake_mel_lcn
 
 # Seed logits (real, fake) of the seed's classes on random_state_dict(layout, seed=0).
 RANDOM_LOGITS = {
-    "codecfake_w2v2_aasist": [[0.7249085903167725, 2.1826229095458984],
-                              [0.652673602104187, 1.8346407413482666]],
-    "codecfake_w2v2_lcnn": [[2.4929561614990234, 0.6314966082572937],
-                            [2.972140312194824, 1.192088007926941]],
-    "codecfake_mel_lcnn": [[-121.04705047607422, 206.86045837402344],
-                           [-257.39031982421875, 132.9761199951172]],
+    "codecfake_w2v2_aasist": [
+        [0.7249085903167725, 2.1826229095458984],
+        [0.652673602104187, 1.8346407413482666],
+    ],
+    "codecfake_w2v2_lcnn": [
+        [2.4929561614990234, 0.6314966082572937],
+        [2.972140312194824, 1.192088007926941],
+    ],
+    "codecfake_mel_lcnn": [
+        [-121.04705047607422, 206.86045837402344],
+        [-257.39031982421875, 132.9761199951172],
+    ],
 }
 # Seed logits (real, fake) of the published files, loaded with the seed's classes.
 FILES = {
     "codecfake_codec_w2v2aasist.pt": (
-        "codecfake_w2v2_aasist", [[-4.107176303863525, 4.124520778656006],
-                                  [-4.10812520980835, 4.125476360321045]]),
+        "codecfake_w2v2_aasist",
+        [[-4.107176303863525, 4.124520778656006], [-4.10812520980835, 4.125476360321045]],
+    ),
     "codecfake_vocoder_w2v2aasist.pt": (
-        "codecfake_w2v2_aasist", [[-16.845333099365234, 16.859962463378906],
-                                  [-16.894479751586914, 16.905723571777344]]),
+        "codecfake_w2v2_aasist",
+        [[-16.845333099365234, 16.859962463378906], [-16.894479751586914, 16.905723571777344]],
+    ),
     "codecfake_cotrain_w2v2aasist_CSAM.pt": (
-        "codecfake_w2v2_aasist", [[17.10711669921875, -17.39996337890625],
-                                  [17.02703857421875, -17.319351196289062]]),
+        "codecfake_w2v2_aasist",
+        [[17.10711669921875, -17.39996337890625], [17.02703857421875, -17.319351196289062]],
+    ),
     "codecfake_codec_mellcnn.pt": (
-        "codecfake_mel_lcnn", [[-39.027645111083984, 28.220439910888672],
-                               [-39.7347526550293, 28.729694366455078]]),
+        "codecfake_mel_lcnn",
+        [[-39.027645111083984, 28.220439910888672], [-39.7347526550293, 28.729694366455078]],
+    ),
     "codecfake_vocoder_mellcnn.pt": (
-        "codecfake_mel_lcnn", [[-19.379732131958008, 20.73468017578125],
-                               [-28.278366088867188, 30.814998626708984]]),
+        "codecfake_mel_lcnn",
+        [[-19.379732131958008, 20.73468017578125], [-28.278366088867188, 30.814998626708984]],
+    ),
 }
 
 
@@ -84,8 +100,11 @@ def test_parameter_counts():
     assert count(build_seed_head("codecfake_w2v2_aasist", 2)) == 447_242
     for seed in SEED_NAMES:
         layout = read_layout(LAYOUTS / f"{seed}.tsv")
-        params = sum(int(torch.tensor(s).prod()) for k, s, d in layout
-                     if d == "float32" and "running" not in k)
+        params = sum(
+            int(torch.tensor(s).prod())
+            for k, s, d in layout
+            if d == "float32" and "running" not in k
+        )
         assert params == count(build_seed_head(seed, 2)), seed
 
 
@@ -105,9 +124,11 @@ def test_the_mel_front_end_is_torchaudios():
     sums = mel.double().sum(dim=(1, 2))
     expected_sums = torch.tensor([1374971.07542491, 1383156.1101690005], dtype=torch.float64)
     torch.testing.assert_close(sums, expected_sums, rtol=1e-6, atol=0)
-    expected = [[17.953418731689453, 17.727142333984375, 16.896759033203125, 14.292722702026367],
-                [0.7062485814094543, 4.957952499389648, 13.177882194519043, 0.9759383797645569],
-                [6.477874755859375, 9.057389259338379, 13.912314414978027, 9.142393112182617]]
+    expected = [
+        [17.953418731689453, 17.727142333984375, 16.896759033203125, 14.292722702026367],
+        [0.7062485814094543, 4.957952499389648, 13.177882194519043, 0.9759383797645569],
+        [6.477874755859375, 9.057389259338379, 13.912314414978027, 9.142393112182617],
+    ]
     torch.testing.assert_close(mel[0, :3, :4], torch.tensor(expected), rtol=1e-6, atol=0)
     bins = torch.tensor([28.889671325683594, 4.384352207183838])
     torch.testing.assert_close(mel[:, 250, 40], bins, rtol=1e-6, atol=0)
@@ -165,9 +186,12 @@ def test_published_files_read_safely_and_reproduce_the_seed(name):
 @pytest.mark.parametrize("name", ["codecfake_codec_mellcnn.pt", "codecfake_vocoder_mellcnn.pt"])
 def test_the_mel_detector_runs_from_the_waveform(name):
     seed, expected = FILES[name]
-    head_sd, _ = convert_seed_state_dict(read_seed_checkpoint(published_checkpoint(name)), seed=seed)
-    detector = build_model(frontend="codecfake_mel", head="lcnn",
-                           head_kwargs=SEEDS[seed].model["head_kwargs"])
+    head_sd, _ = convert_seed_state_dict(
+        read_seed_checkpoint(published_checkpoint(name)), seed=seed
+    )
+    detector = build_model(
+        frontend="codecfake_mel", head="lcnn", head_kwargs=SEEDS[seed].model["head_kwargs"]
+    )
     load_state_dict_strict(detector.head, head_sd)
     with torch.no_grad():
         out = detector.eval()(random_waves(2, 64_600, seed=1))
@@ -199,15 +223,23 @@ def _five_adam_steps_lower_the_loss(detector: torch.nn.Module, wave: torch.Tenso
 def test_the_mel_lcnn_trains():
     torch.manual_seed(0)
     wave = random_waves(4, 8_000, seed=2)  # 63 mel frames
-    detector = build_model(frontend="codecfake_mel", head="lcnn",
-                           head_kwargs={"frames": 63, "enc_dim": 16, "time_axis": "height"})
+    detector = build_model(
+        frontend="codecfake_mel",
+        head="lcnn",
+        head_kwargs={"frames": 63, "enc_dim": 16, "time_axis": "height"},
+    )
     _five_adam_steps_lower_the_loss(detector, wave)
 
 
 def test_the_w2v2_lcnn_trains_on_a_tiny_front_end():
     torch.manual_seed(0)
     wave = random_waves(4, 16_000, seed=2)  # 49 frames of the tiny XLS-R-shaped model (d = 64)
-    detector = build_model(frontend="tiny", frontend_layer=1, freeze="all",
-                           frontend_kwargs={"normalize": True},
-                           head="lcnn", head_kwargs={"frames": 49, "enc_dim": 16})
+    detector = build_model(
+        frontend="tiny",
+        frontend_layer=1,
+        freeze="all",
+        frontend_kwargs={"normalize": True},
+        head="lcnn",
+        head_kwargs={"frames": 49, "enc_dim": 16},
+    )
     _five_adam_steps_lower_the_loss(detector, wave)

@@ -4,16 +4,35 @@ from pathlib import Path
 
 import pytest
 
-from spoofdet.config import ConfigError, flatten, head_names, load_train_config, parse_overrides, to_dict
+from spoofdet.config import (
+    ConfigError,
+    flatten,
+    head_names,
+    load_train_config,
+    parse_overrides,
+    to_dict,
+)
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "ray_jobs" / "configs").glob("*.yaml"))
-SEED_RECIPES = {"demo", "xlsr_aasist_19la", "xlsr_aasist_19la_df", "xlsr_mamba_19la", "fake_mamba_19la",
-                "nes2net_x_19la", "cotrain_codecfake_19la"}
+SEED_RECIPES = {
+    "demo",
+    "xlsr_aasist_19la",
+    "xlsr_aasist_19la_df",
+    "xlsr_mamba_19la",
+    "fake_mamba_19la",
+    "nes2net_x_19la",
+    "cotrain_codecfake_19la",
+}
 #: clovaai/aasist recipes -> their model.head_kwargs (config/AASIST.conf, config/AASIST-L.conf)
-RAW_AASIST = {"aasist_19la": {},
-              "aasist_l_19la": {"filts": [70, [1, 32], [32, 32], [32, 24], [24, 24]],
-                                "gat_dims": [24, 32], "pool_ratios": [0.4, 0.5, 0.7, 0.5],
-                                "temperatures": [2.0, 2.0, 100.0, 100.0]}}
+RAW_AASIST = {
+    "aasist_19la": {},
+    "aasist_l_19la": {
+        "filts": [70, [1, 32], [32, 32], [32, 24], [24, 24]],
+        "gat_dims": [24, 32],
+        "pool_ratios": [0.4, 0.5, 0.7, 0.5],
+        "temperatures": [2.0, 2.0, 100.0, 100.0],
+    },
+}
 
 
 def test_every_seed_recipe_ships():
@@ -24,18 +43,25 @@ def test_every_seed_recipe_ships():
 def test_shipped_config_validates_and_says_how_to_launch(path):
     cfg = load_train_config(path, check_paths=False)
     assert cfg.name == path.stem
-    header = "".join(line for line in path.read_text().splitlines(keepends=True) if line.startswith("#"))
+    header = "".join(
+        line for line in path.read_text().splitlines(keepends=True) if line.startswith("#")
+    )
     assert f"ray_jobs/configs/{path.name}" in header and "python -m ray_jobs.train" in header
     assert "ray job submit" in header
     for key in ("storage_path", "tracking_uri"):  # infrastructure never lives in a recipe
-        assert flatten(to_dict(cfg))[f"{'run' if key == 'storage_path' else 'mlflow'}.{key}"] is None
+        assert (
+            flatten(to_dict(cfg))[f"{'run' if key == 'storage_path' else 'mlflow'}.{key}"] is None
+        )
 
 
 def test_recipes_match_the_seeds():
     by_name = {p.stem: load_train_config(p, check_paths=False) for p in CONFIGS}
     assert by_name["xlsr_aasist_19la"].data.rawboost.algo == 5
     assert by_name["xlsr_aasist_19la_df"].data.rawboost.algo == 3
-    assert by_name["nes2net_x_19la"].data.rawboost.algo == 4 and by_name["nes2net_x_19la"].optim.lr == 2.5e-7
+    assert (
+        by_name["nes2net_x_19la"].data.rawboost.algo == 4
+        and by_name["nes2net_x_19la"].optim.lr == 2.5e-7
+    )
     for name in ("xlsr_mamba_19la", "fake_mamba_19la"):
         assert by_name[name].data.num_samples == 66_800 and by_name[name].train.batch_size == 20
     for name, cfg in by_name.items():
@@ -57,11 +83,16 @@ def test_recipes_match_the_seeds():
         assert (cfg.data.num_samples, cfg.data.crop) == (64_600, "random")
         assert cfg.data.rawboost.algo == 0
     co = by_name["cotrain_codecfake_19la"]
-    assert [s.name for s in co.data.train] == ["codecfake-train", "asvspoof2019-la-train"] and co.data.mix == "size"
+    assert [s.name for s in co.data.train] == [
+        "codecfake-train",
+        "asvspoof2019-la-train",
+    ] and co.data.mix == "size"
     # Codecfake's LCNNs: Adam 5e-4, wd 5e-4, batch 128, 10 epochs, CE weight [10, 1] with
     # 0 = real, i.e. [1, 10] as [spoof, bona fide]
-    for name, frontend in (("codecfake_w2v2_lcnn", "xlsr_300m"),
-                           ("codecfake_mel_lcnn", "codecfake_mel")):
+    for name, frontend in (
+        ("codecfake_w2v2_lcnn", "xlsr_300m"),
+        ("codecfake_mel_lcnn", "codecfake_mel"),
+    ):
         cfg = by_name[name]
         assert cfg.optim.class_weights == [1.0, 10.0]
         assert cfg.optim.lr == cfg.optim.weight_decay == 5e-4
@@ -84,7 +115,9 @@ def write(tmp_path, text):
 
 
 def test_every_problem_is_reported_at_once(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
 name: x
 data:
   train: [{shards: /nope/train}]
@@ -96,15 +129,29 @@ train: {batch_size: 0, select: dev_acc, epochs: 30}
 deepspeed: {zero_stage: 3, precision: bf16}
 scaling: {num_workers: 0}
 extra_section: 1
-""")
+""",
+    )
     with pytest.raises(ConfigError) as info:
         load_train_config(p)
     text = str(info.value)
-    for needle in ["data.mix: 'zipf'", "data.rawboost.algo: 13", "data.rawboost.p", "snr_mim: unknown RawBoost parameter "
-                   "(did you mean 'snr_min'?)", "model.head: 'lstm'", "model.n_logits", "optim.lr: expected a number",
-                   "optim.betas", "train.batch_size", "train.select", "deepspeed.zero_stage", "deepspeed.precision: bf16 "
-                   "needs scaling.use_gpu=true", "scaling.num_workers", "extra_section: unknown key",
-                   "/nope/train holds no finished shard job", "data.dev: model selection and early stopping need a dev set"]:
+    for needle in [
+        "data.mix: 'zipf'",
+        "data.rawboost.algo: 13",
+        "data.rawboost.p",
+        "snr_mim: unknown RawBoost parameter (did you mean 'snr_min'?)",
+        "model.head: 'lstm'",
+        "model.n_logits",
+        "optim.lr: expected a number",
+        "optim.betas",
+        "train.batch_size",
+        "train.select",
+        "deepspeed.zero_stage",
+        "deepspeed.precision: bf16 needs scaling.use_gpu=true",
+        "scaling.num_workers",
+        "extra_section: unknown key",
+        "/nope/train holds no finished shard job",
+        "data.dev: model selection and early stopping need a dev set",
+    ]:
         assert needle in text, needle
     assert len(info.value.problems) >= 15
     assert "optim.lr: must be positive" not in text  # one message per broken field
@@ -112,8 +159,17 @@ extra_section: 1
 
 def test_overrides_apply_with_yaml_types(tmp_path):
     demo = CONFIGS[[p.stem for p in CONFIGS].index("demo")]
-    cfg = load_train_config(demo, ["optim.lr=1e-5", "scaling.num_workers=4", "data.train.0.weight=2.5",
-                                   "model.head_kwargs={dropout: 0.1}", "deepspeed.enabled=false"], check_paths=False)
+    cfg = load_train_config(
+        demo,
+        [
+            "optim.lr=1e-5",
+            "scaling.num_workers=4",
+            "data.train.0.weight=2.5",
+            "model.head_kwargs={dropout: 0.1}",
+            "deepspeed.enabled=false",
+        ],
+        check_paths=False,
+    )
     assert cfg.optim.lr == 1e-5 and cfg.scaling.num_workers == 4 and cfg.data.train[0].weight == 2.5
     assert cfg.model.head_kwargs == {"dropout": 0.1} and cfg.deepspeed.enabled is False
     with pytest.raises(ConfigError, match="override data.train.5.weight: no list item 5"):
@@ -125,7 +181,10 @@ def test_overrides_apply_with_yaml_types(tmp_path):
 def test_relative_shard_paths_become_absolute(tmp_path, monkeypatch):
     (tmp_path / "s" / "train").mkdir(parents=True)
     (tmp_path / "s" / "train" / "metadata.parquet").write_bytes(b"")
-    p = write(tmp_path, "name: x\ndata: {train: [{shards: s/train}]}\ntrain: {epochs: 1, patience: 1}\nrun: {checkpoints_to_keep: 5}\n")
+    p = write(
+        tmp_path,
+        "name: x\ndata: {train: [{shards: s/train}]}\ntrain: {epochs: 1, patience: 1}\nrun: {checkpoints_to_keep: 5}\n",
+    )
     monkeypatch.chdir(tmp_path)
     cfg = load_train_config(p)
     assert cfg.data.train[0].shards == str(tmp_path / "s" / "train")

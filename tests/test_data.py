@@ -30,7 +30,14 @@ def make_source(root, name, seconds_and_labels, seed):
         lines.append(f"{name}{i:03d}.wav,{label}")
     (audio / "manifest.csv").write_text("\n".join(lines) + "\n")
     out = root / name
-    shard.run(prepare_csv(audio).table, str(out), corpus="csv", shard_rows=4, executor="local", progress=False)
+    shard.run(
+        prepare_csv(audio).table,
+        str(out),
+        corpus="csv",
+        shard_rows=4,
+        executor="local",
+        progress=False,
+    )
     return out
 
 
@@ -38,8 +45,12 @@ def make_source(root, name, seconds_and_labels, seed):
 def sources(tmp_path_factory):
     """Two small shard folders, A (12 rows) and B (6 rows, weight 3): shared with test_data_ray.py."""
     root = tmp_path_factory.mktemp("data")
-    a = make_source(root, "a", [(0.3 + 0.4 * i, "bonafide" if i % 3 == 0 else "spoof") for i in range(12)], 1)
-    b = make_source(root, "b", [(0.2 + 0.5 * i, "bonafide" if i % 2 else "spoof") for i in range(6)], 2)
+    a = make_source(
+        root, "a", [(0.3 + 0.4 * i, "bonafide" if i % 3 == 0 else "spoof") for i in range(12)], 1
+    )
+    b = make_source(
+        root, "b", [(0.2 + 0.5 * i, "bonafide" if i % 2 else "spoof") for i in range(6)], 2
+    )
     return [data.Source(str(a), name="A"), data.Source(str(b), name="B", weight=3.0)]
 
 
@@ -56,6 +67,7 @@ def all_rows(source, with_path=True):
 
 # ----------------------------------------------------------------------------- crop / pad / decode
 
+
 def test_crop_keeps_first_samples_and_offsets():
     x = np.arange(100, dtype=np.float32)
     assert np.array_equal(crop_or_pad(x, 40), x[:40])
@@ -67,7 +79,9 @@ def test_crop_keeps_first_samples_and_offsets():
 @pytest.mark.parametrize("n, length", [(1, 7), (3, 10), (7, 64), (40, 41), (64, 64)])
 def test_short_clips_are_repeat_padded_like_the_seeds(n, length):
     x = np.arange(1, n + 1, dtype=np.float32)
-    seeds_rule = np.tile(x, int(math.ceil(length / n)) + 1)[:length]  # what SSL_Anti-spoofing's pad() does
+    seeds_rule = np.tile(x, int(math.ceil(length / n)) + 1)[
+        :length
+    ]  # what SSL_Anti-spoofing's pad() does
     assert np.array_equal(crop_or_pad(x, length), seeds_rule)
 
 
@@ -83,9 +97,17 @@ def test_windowed_decode_equals_slicing_the_full_decode(sources):
     data_bytes, n = rows["audio"][-1], int(rows["num_samples"][-1])  # the longest clip
     full, _ = decode_flac(data_bytes)
     assert len(full) == n
-    for offset, length in [(0, T), (1, T), (4095, T), (n - T, T), (n - 5, T), (0, None), (12345, None)]:
+    for offset, length in [
+        (0, T),
+        (1, T),
+        (4095, T),
+        (n - T, T),
+        (n - 5, T),
+        (0, None),
+        (12345, None),
+    ]:
         got = data.decode_window(data_bytes, offset, length)
-        want = full[offset:] if length is None else full[offset:offset + length]
+        want = full[offset:] if length is None else full[offset : offset + length]
         assert got.dtype == np.float32 and np.array_equal(got, want), (offset, length)
 
 
@@ -102,6 +124,7 @@ def test_crop_offsets_stay_inside_the_clip():
 
 # ----------------------------------------------------------------------------- mixing
 
+
 def test_mix_by_size_takes_every_row_once():
     assert data.mix_factors([{1: 10, 0: 90}, {1: 5, 0: 5}]) == [{1: 1.0, 0: 1.0}, {1: 1.0, 0: 1.0}]
 
@@ -112,24 +135,31 @@ def test_balanced_mix_and_weights():
     assert bal[0][1] == pytest.approx(0.55) and bal[1][0] == pytest.approx(5.5)
     w = data.mix_factors(counts, mix="weights", weights=[1, 10], epoch_size=220)
     assert w[0][0] * 100 == pytest.approx(20) and w[1][0] * 10 == pytest.approx(200)
-    cb = data.mix_factors(counts, class_balance=True)  # each source keeps its size, classes split 50/50
+    cb = data.mix_factors(
+        counts, class_balance=True
+    )  # each source keeps its size, classes split 50/50
     assert cb[0][1] * 10 == pytest.approx(50) and cb[0][0] * 90 == pytest.approx(50)
     assert cb[1][1] * 5 == pytest.approx(5) and cb[1][0] * 5 == pytest.approx(5)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"mix": "zipf"}, "data.mix"),
-    ({"mix": "weights", "weights": [0, 0]}, "weights must be >= 0 with a positive sum"),
-    ({"mix": "weights", "weights": [1]}, "not every source has a weight"),
-    ({"epoch_size": -3}, "epoch_size"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"mix": "zipf"}, "data.mix"),
+        ({"mix": "weights", "weights": [0, 0]}, "weights must be >= 0 with a positive sum"),
+        ({"mix": "weights", "weights": [1]}, "not every source has a weight"),
+        ({"epoch_size": -3}, "epoch_size"),
+    ],
+)
 def test_bad_mix_settings_are_named(kwargs, match):
     with pytest.raises(data.DataError, match=match):
         data.mix_factors([{1: 10, 0: 90}, {1: 5, 0: 5}], **kwargs)
 
 
 def test_class_balance_needs_both_classes():
-    with pytest.raises(data.DataError, match="B: data.class_balance needs both classes .* no bonafide"):
+    with pytest.raises(
+        data.DataError, match="B: data.class_balance needs both classes .* no bonafide"
+    ):
         data.mix_factors([{1: 3, 0: 3}, {0: 4}], class_balance=True, names=["A", "B"])
     with pytest.raises(data.DataError, match="B: the source has no rows"):
         data.mix_factors([{1: 3}, {}], names=["A", "B"])
@@ -141,10 +171,15 @@ def test_copies_have_the_right_expectation():
         drawn = np.array([data.copies(h, factor) for h in hashes])
         assert set(np.unique(drawn)) <= {math.floor(factor), math.floor(factor) + 1}
         assert drawn.mean() == pytest.approx(factor, abs=0.02)
-    assert data.row_hash(7, 0, "c", "u1") != data.row_hash(7, 1, "c", "u1") != data.row_hash(8, 0, "c", "u1")
+    assert (
+        data.row_hash(7, 0, "c", "u1")
+        != data.row_hash(7, 1, "c", "u1")
+        != data.row_hash(8, 0, "c", "u1")
+    )
 
 
 # ----------------------------------------------------------------------------- rows -> examples
+
 
 def test_prepare_rows_batch_contract_and_first_crop(sources):
     rows = all_rows(sources[0], with_path=False)
@@ -175,14 +210,20 @@ def test_random_crops_are_seeded_per_epoch(sources):
 def test_rawboost_is_applied_after_the_crop_with_probability_p(sources):
     rows = all_rows(sources[0], with_path=False)
     clean = data.prepare_rows(rows, data.Recipe(num_samples=T), epoch=0)["wave"]
-    never = data.prepare_rows(rows, data.Recipe(num_samples=T, rawboost_algo=5, rawboost_p=0.0), epoch=0)
+    never = data.prepare_rows(
+        rows, data.Recipe(num_samples=T, rawboost_algo=5, rawboost_p=0.0), epoch=0
+    )
     assert np.array_equal(never["wave"], clean) and not never["augmented"].any()
     always = data.prepare_rows(rows, data.Recipe(num_samples=T, rawboost_algo=5), epoch=0)
     assert always["augmented"].all() and always["wave"].shape == clean.shape
     assert np.isfinite(always["wave"]).all()
     assert all(not np.allclose(a, c) for a, c in zip(always["wave"], clean))
-    half = [data.prepare_rows(rows, data.Recipe(num_samples=T, rawboost_algo=3, rawboost_p=0.5), epoch=e)
-            for e in range(6)]
+    half = [
+        data.prepare_rows(
+            rows, data.Recipe(num_samples=T, rawboost_algo=3, rawboost_p=0.5), epoch=e
+        )
+        for e in range(6)
+    ]
     share = np.mean([h["augmented"].mean() for h in half])
     assert 0.3 < share < 0.7
     for h in half:
@@ -192,7 +233,9 @@ def test_rawboost_is_applied_after_the_crop_with_probability_p(sources):
 
 
 def test_recipe_rejects_bad_settings():
-    with pytest.raises(data.DataError, match="crop 'middle'.*rawboost.algo 12.*rawboost.p must lie"):
+    with pytest.raises(
+        data.DataError, match="crop 'middle'.*rawboost.algo 12.*rawboost.p must lie"
+    ):
         data.Recipe(crop="middle", rawboost_algo=12, rawboost_p=1.5)
 
 
@@ -201,8 +244,14 @@ def test_realised_mix_is_exactly_what_the_rows_produce(sources):
     for s in sources:
         labels = data.read_metadata(s, ("label",))["label"]
         counts.append({BONAFIDE: int((labels == 1).sum()), SPOOF: int((labels == 0).sum())})
-    factors = data.mix_factors(counts, mix="weights", weights=[s.weight for s in sources], class_balance=True,
-                               epoch_size=60, names=[s.label for s in sources])
+    factors = data.mix_factors(
+        counts,
+        mix="weights",
+        weights=[s.weight for s in sources],
+        class_balance=True,
+        epoch_size=60,
+        names=[s.label for s in sources],
+    )
     source_of = {data._norm_path(f): i for i, s in enumerate(sources) for f in data.shard_files(s)}
     recipe = data.Recipe(num_samples=T, factors=tuple(factors), source_of=source_of, seed=11)
     for epoch in (0, 1):
@@ -210,11 +259,16 @@ def test_realised_mix_is_exactly_what_the_rows_produce(sources):
         got = {}
         for i, s in enumerate(sources):
             out = data.prepare_rows(all_rows(s), recipe, epoch=epoch)
-            got[s.label] = {"bonafide": int((out["label"] == 1).sum()), "spoof": int((out["label"] == 0).sum())}
+            got[s.label] = {
+                "bonafide": int((out["label"] == 1).sum()),
+                "spoof": int((out["label"] == 0).sum()),
+            }
         assert got == {k: v["drawn"] for k, v in expected["sources"].items()}
         assert expected["total"] == sum(sum(v.values()) for v in got.values())
     # B (6 rows) holds 3/4 of a 60-row epoch, so it is repeated; A (12 rows) is subsampled
-    assert expected["sources"]["B"]["share"] > 0.6 and expected["sources"]["A"]["factor"]["spoof"] < 1
+    assert (
+        expected["sources"]["B"]["share"] > 0.6 and expected["sources"]["A"]["factor"]["spoof"] < 1
+    )
     b = data.prepare_rows(all_rows(sources[1]), recipe, epoch=0)
     assert np.unique(b["utt_id"], return_counts=True)[1].max() > 1
 
@@ -222,7 +276,9 @@ def test_realised_mix_is_exactly_what_the_rows_produce(sources):
 def test_repeated_rows_get_their_own_crops(sources):
     rows = all_rows(sources[1])
     source_of = {data._norm_path(f): 0 for f in data.shard_files(sources[1])}
-    recipe = data.Recipe(num_samples=T, crop="random", factors=({1: 4.0, 0: 4.0},), source_of=source_of)
+    recipe = data.Recipe(
+        num_samples=T, crop="random", factors=({1: 4.0, 0: 4.0},), source_of=source_of
+    )
     out = data.prepare_rows(rows, recipe, epoch=0)
     assert len(out["utt_id"]) == 4 * len(rows["utt_id"])
     longest = rows["utt_id"][np.argmax(rows["num_samples"])]
@@ -263,5 +319,7 @@ def test_eval_parts_cover_every_row_exactly_once(sources, world):
             seen += batch["utt_id"]
     assert sorted(seen) == sorted(str(u) for u in all_rows(sources[0])["utt_id"])
     assert len(seen) == len(set(seen))
-    limited = list(data.iter_eval_part(sources[0], 0, 1, batch_size=2, recipe=recipe, max_batches=3))
+    limited = list(
+        data.iter_eval_part(sources[0], 0, 1, batch_size=2, recipe=recipe, max_batches=3)
+    )
     assert len(limited) == 3

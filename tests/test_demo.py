@@ -17,7 +17,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert set(summary["corpora"]) == set(demo.DEMO_CORPORA)
     for name, s in summary["corpora"].items():
         assert pq.read_table(s["out"]).num_rows == s["rows"] > 0
-        assert s["missing_audio"] == sum(r == "missing_file" for r in s["deliberately_broken"].values())
+        assert s["missing_audio"] == sum(
+            r == "missing_file" for r in s["deliberately_broken"].values()
+        )
         parts = [v for k, v in summary["shards"].items() if k == name or k.startswith(name + "/")]
         assert sum(p["rows_in"] for p in parts) == s["rows"]
         assert all(p["rows_in"] == p["rows_written"] + p["quarantined"] for p in parts)
@@ -25,37 +27,61 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
         for p in parts:
             assert pq.read_table(f"{p['out']}/metadata.parquet").num_rows == p["rows_written"]
     assert {k for k in summary["shards"] if k.startswith(demo.TRAIN_CORPUS)} == {
-        f"{demo.TRAIN_CORPUS}/{s}" for s in demo.TRAIN_SPLITS}
+        f"{demo.TRAIN_CORPUS}/{s}" for s in demo.TRAIN_SPLITS
+    }
 
     train = summary["train"]
     assert train["registered"]["name"] == "spoofdet-demo" and train["calibration"]
     assert train["final_dev_n"] == summary["shards"][f"{demo.TRAIN_CORPUS}/dev"]["rows_written"]
-    assert train["final_dev_eer"] < 42.0, train  # chance is 50 %; measured ~31 % with the shipped recipe
+    assert train["final_dev_eer"] < 42.0, (
+        train
+    )  # chance is 50 %; measured ~31 % with the shipped recipe
     import mlflow
 
     # one MLflow run with the resolved config, per-epoch dev metrics and throughput; rank 1 saved its ZeRO part
     client = mlflow.tracking.MlflowClient(tracking_uri=train["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("spoofdet-demo").experiment_id])
-    (run,) = [r for r in runs if r.data.tags.get("spoofdet.kind") != "evaluation"]  # the eval run nests under it
-    assert {r.data.tags.get("mlflow.parentRunId") for r in runs if r is not run} == {run.info.run_id}
+    (run,) = [
+        r for r in runs if r.data.tags.get("spoofdet.kind") != "evaluation"
+    ]  # the eval run nests under it
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs if r is not run} == {
+        run.info.run_id
+    }
     assert run.info.run_id == train["mlflow_run_id"]
     params = run.data.params
     assert params["derived.world_size"] == "2" and params["derived.global_batch_size"] == "16"
-    assert params["data.rawboost.algo"] == "5" and params["data.rawboost.resolved.snr_min"] == "10.0"
+    assert (
+        params["data.rawboost.algo"] == "5" and params["data.rawboost.resolved.snr_min"] == "10.0"
+    )
     epochs = [m.step for m in client.get_metric_history(run.info.run_id, "dev_eer")]
     assert epochs == list(range(len(epochs))) and len(epochs) >= 2
     assert client.get_metric_history(run.info.run_id, "clips_per_s")
     ckpts = [p for p in (Path(train["storage"]) / train["name"]).glob("checkpoint_*") if p.is_dir()]
-    assert ckpts and all(json.loads((c / "state.json").read_text())["mlflow_run_id"] == run.info.run_id for c in ckpts)
-    assert all(any(p.name.startswith("zero_pp_rank_1") for p in (c / "ds").iterdir()) for c in ckpts)
+    assert ckpts and all(
+        json.loads((c / "state.json").read_text())["mlflow_run_id"] == run.info.run_id
+        for c in ckpts
+    )
+    assert all(
+        any(p.name.startswith("zero_pp_rank_1") for p in (c / "ds").iterdir()) for c in ckpts
+    )
 
     # 5.-6. the registered, calibrated version is evaluated on the 2019 LA eval shards and becomes champion
     evaluation, promotion = summary["evaluation"], summary["promotion"]
-    assert evaluation["calibrated"] and evaluation["model"]["version"] == str(train["registered"]["version"])
+    assert evaluation["calibrated"] and evaluation["model"]["version"] == str(
+        train["registered"]["version"]
+    )
     la19 = evaluation["sets"][0]
     assert la19["n_scored"] == summary["shards"][f"{demo.TRAIN_CORPUS}/eval"]["rows_written"]
     assert la19["metrics"]["act_dcf"] is not None and la19["protocol"]["length"] == "4s"
     assert all(Path(la19[k]).is_file() for k in ("scores", "det_png", "hist_png"))
-    assert promotion["result"] == "first champion" and promotion["candidate"] == evaluation["model"]["version"]
-    assert promotion["evaluations"][f"v{promotion['candidate']}"]["reused"]  # promote reused the evaluation's tags
-    assert str(client.get_model_version_by_alias("spoofdet-demo", "champion").version) == promotion["candidate"]
+    assert (
+        promotion["result"] == "first champion"
+        and promotion["candidate"] == evaluation["model"]["version"]
+    )
+    assert promotion["evaluations"][f"v{promotion['candidate']}"][
+        "reused"
+    ]  # promote reused the evaluation's tags
+    assert (
+        str(client.get_model_version_by_alias("spoofdet-demo", "champion").version)
+        == promotion["candidate"]
+    )

@@ -16,9 +16,9 @@ import yaml
 
 from data_prep import shard
 from data_prep.features import ExtractFeatures
+from spoofdet.config import ConfigError, load_train_config
 from spoofdet.data import features as feature_cache
 from spoofdet.data import pipeline as data
-from spoofdet.config import ConfigError, load_train_config
 from spoofdet.data.corpora import prepare
 from spoofdet.models import build_model
 from spoofdet.models.frontend import load_frontend, num_frames
@@ -38,7 +38,9 @@ def test_feature_bytes_round_trip():
     back = feature_cache.decode_feats(blob, 49, 64, "float16")
     assert back.dtype == np.float32 and back.shape == (49, 64)
     assert np.array_equal(back, x.astype(np.float16).astype(np.float32))
-    assert np.array_equal(feature_cache.decode_feats(feature_cache.encode_feats(x, "float32"), 49, 64, "float32"), x)
+    assert np.array_equal(
+        feature_cache.decode_feats(feature_cache.encode_feats(x, "float32"), 49, 64, "float32"), x
+    )
     with pytest.raises(feature_cache.FeatureError, match="expected frames 48 x dim 64"):
         feature_cache.decode_feats(blob, 48, 64, "float16")
     with pytest.raises(feature_cache.FeatureError, match="dtype"):
@@ -46,10 +48,14 @@ def test_feature_bytes_round_trip():
 
 
 def shard_folder(root: Path, name: str, seed: int) -> Path:
-    corpus = write_corpus("asvspoof2019-la", root / f"corpus-{name}", per_split=8, seed=seed, broken=False)
+    corpus = write_corpus(
+        "asvspoof2019-la", root / f"corpus-{name}", per_split=8, seed=seed, broken=False
+    )
     table = prepare("asvspoof2019-la", corpus["root"], "train", check_audio=False).table
     out = root / "shards" / name
-    shard.run(table, str(out), corpus="asvspoof2019-la", shard_rows=8, executor="local", progress=False)
+    shard.run(
+        table, str(out), corpus="asvspoof2019-la", shard_rows=8, executor="local", progress=False
+    )
     return out
 
 
@@ -60,15 +66,25 @@ def write_features_locally(shards: Path, out: Path, layer: int = 2) -> dict:
     out.mkdir(parents=True)
     (out / "shards").mkdir()
     torch.save(fe.state_dict(), out / feature_cache.FRONTEND_WEIGHTS)
-    extract = ExtractFeatures("tiny", layer, str(out / feature_cache.FRONTEND_WEIGHTS), N, "float16", "cpu")
+    extract = ExtractFeatures(
+        "tiny", layer, str(out / feature_cache.FRONTEND_WEIGHTS), N, "float16", "cpu"
+    )
     for i, f in enumerate(data.shard_files(data.Source(str(shards)))):
         t = pq.read_table(f, columns=data.READ_COLUMNS)
         rows = extract({c: t.column(c).to_numpy(zero_copy_only=False) for c in data.READ_COLUMNS})
-        pq.write_table(pa.table({k: list(v) if v.dtype == object else v for k, v in rows.items()}),
-                       out / "shards" / f"part-{i:05d}.parquet")
+        pq.write_table(
+            pa.table({k: list(v) if v.dtype == object else v for k, v in rows.items()}),
+            out / "shards" / f"part-{i:05d}.parquet",
+        )
     shutil.copyfile(shards / "metadata.parquet", out / "metadata.parquet")
-    info = {"frontend": "tiny", "layer": layer, "dtype": "float16", "num_samples": N, "dim": fe.out_dim,
-            "frames": num_frames(N)}
+    info = {
+        "frontend": "tiny",
+        "layer": layer,
+        "dtype": "float16",
+        "num_samples": N,
+        "dim": fe.out_dim,
+        "frames": num_frames(N),
+    }
     (out / feature_cache.FEATURES_FILE).write_text(json.dumps(info))
     return info
 
@@ -88,12 +104,19 @@ def test_feature_rows_match_the_front_end_and_collate_to_feats(folders):
     assert all("wave" not in b for b in batches)
     feats = torch.cat([b["feats"] for b in batches])
     n_rows = pq.read_metadata(folders["feats"] / "metadata.parquet").num_rows
-    assert feats.shape == (n_rows, info["frames"], info["dim"]) == (n_rows, 49, 64) and feats.dtype == torch.float32
+    assert (
+        feats.shape == (n_rows, info["frames"], info["dim"]) == (n_rows, 49, 64)
+        and feats.dtype == torch.float32
+    )
     assert data.model_input(batches[0]) is batches[0]["feats"]
     # the same clip through the recorded front-end, from the waveform shards
     fe = load_frontend("tiny", layer=2, freeze="all")
     fe.load_state_dict(torch.load(folders["feats"] / feature_cache.FRONTEND_WEIGHTS))
-    wav = next(data.iter_eval_part(data.Source(str(folders["wav"])), 0, 1, batch_size=4, recipe=data.Recipe(num_samples=N)))
+    wav = next(
+        data.iter_eval_part(
+            data.Source(str(folders["wav"])), 0, 1, batch_size=4, recipe=data.Recipe(num_samples=N)
+        )
+    )
     assert wav["utt_id"] == batches[0]["utt_id"]
     with torch.no_grad():
         ref = fe(wav["wave"])
@@ -107,25 +130,58 @@ def test_feature_recipe_refuses_random_crops_and_rawboost():
 
 
 def test_config_rules_for_cached_features(folders, tmp_path):
-    base = [f"data.train.0.shards={folders['feats']}", f"data.dev.shards={folders['feats']}", f"data.num_samples={N}"]
-    cfg = load_train_config(DEMO, base + ["model.frontend=cached", "data.crop=first", "data.rawboost.algo=0"])
+    base = [
+        f"data.train.0.shards={folders['feats']}",
+        f"data.dev.shards={folders['feats']}",
+        f"data.num_samples={N}",
+    ]
+    cfg = load_train_config(
+        DEMO, base + ["model.frontend=cached", "data.crop=first", "data.rawboost.algo=0"]
+    )
     assert cfg.model.frontend == "cached"
     with pytest.raises(ConfigError) as err:
-        load_train_config(DEMO, base + ["model.frontend=cached", "model.frontend_layer=5", "data.dev_rawboost=true"])
+        load_train_config(
+            DEMO,
+            base + ["model.frontend=cached", "model.frontend_layer=5", "data.dev_rawboost=true"],
+        )
     text = str(err.value)
-    for field in ("data.crop: random crops are invalid", "data.rawboost.algo: RawBoost is invalid",
-                  "model.frontend_layer:", "data.dev_rawboost:"):
+    for field in (
+        "data.crop: random crops are invalid",
+        "data.rawboost.algo: RawBoost is invalid",
+        "model.frontend_layer:",
+        "data.dev_rawboost:",
+    ):
         assert field in text, text
-    with pytest.raises(ConfigError) as err:  # a feature folder with a waveform front-end; a crop mismatch
-        load_train_config(DEMO, base[:2] + ["data.num_samples=32000", "data.crop=first", "data.rawboost.algo=0"])
+    with pytest.raises(
+        ConfigError
+    ) as err:  # a feature folder with a waveform front-end; a crop mismatch
+        load_train_config(
+            DEMO, base[:2] + ["data.num_samples=32000", "data.crop=first", "data.rawboost.algo=0"]
+        )
     assert "data.train[0].shards" in str(err.value) and "model.frontend=cached" in str(err.value)
     with pytest.raises(ConfigError) as err:
-        load_train_config(DEMO, base[:2] + ["data.num_samples=32000", "model.frontend=cached", "data.crop=first",
-                                            "data.rawboost.algo=0"])
+        load_train_config(
+            DEMO,
+            base[:2]
+            + [
+                "data.num_samples=32000",
+                "model.frontend=cached",
+                "data.crop=first",
+                "data.rawboost.algo=0",
+            ],
+        )
     assert "data.num_samples: 32000, but the features" in str(err.value)
     with pytest.raises(ConfigError) as err:  # cached front-end on audio shards
-        load_train_config(DEMO, [f"data.train.0.shards={folders['wav']}", f"data.dev.shards={folders['wav']}",
-                                 "model.frontend=cached", "data.crop=first", "data.rawboost.algo=0"])
+        load_train_config(
+            DEMO,
+            [
+                f"data.train.0.shards={folders['wav']}",
+                f"data.dev.shards={folders['wav']}",
+                "model.frontend=cached",
+                "data.crop=first",
+                "data.rawboost.algo=0",
+            ],
+        )
     assert "data.train[0].shards: model.frontend=cached needs feature folders" in str(err.value)
 
 
@@ -137,18 +193,35 @@ def test_cached_head_rebuilds_into_a_waveform_detector(folders):
     assert sum(p.numel() for p in head_only.frontend.parameters()) == 0
     with pytest.raises(ValueError, match="out_dim"):
         build_model("cached", "nes2net_x")
-    batch = next(data.iter_eval_part(data.Source(str(folders["feats"])), 0, 1, batch_size=4,
-                                     recipe=data.Recipe(num_samples=N)))
-    wav = next(data.iter_eval_part(data.Source(str(folders["wav"])), 0, 1, batch_size=4, recipe=data.Recipe(num_samples=N)))
-    full, kwargs, state = waveform_detector(str(folders["feats"]), head_only.state_dict(), head="nes2net_x")
-    assert kwargs["frontend"] == "tiny" and kwargs["frontend_layer"] == 2 and kwargs["freeze"] == "all"
+    batch = next(
+        data.iter_eval_part(
+            data.Source(str(folders["feats"])),
+            0,
+            1,
+            batch_size=4,
+            recipe=data.Recipe(num_samples=N),
+        )
+    )
+    wav = next(
+        data.iter_eval_part(
+            data.Source(str(folders["wav"])), 0, 1, batch_size=4, recipe=data.Recipe(num_samples=N)
+        )
+    )
+    full, kwargs, state = waveform_detector(
+        str(folders["feats"]), head_only.state_dict(), head="nes2net_x"
+    )
+    assert (
+        kwargs["frontend"] == "tiny" and kwargs["frontend_layer"] == 2 and kwargs["freeze"] == "all"
+    )
     rebuilt = build_model(**kwargs).eval()
     rebuilt.load_state_dict(state)
     with torch.no_grad():
         from_feats = head_only.score(batch["feats"])
         from_wave = full.score(wav["wave"])
         assert torch.allclose(rebuilt.score(wav["wave"]), from_wave)
-    assert torch.allclose(from_feats, from_wave, atol=5e-2)  # equal up to the float16 feature storage
+    assert torch.allclose(
+        from_feats, from_wave, atol=5e-2
+    )  # equal up to the float16 feature storage
     with pytest.raises(ValueError, match="waveform batch"):
         head_only(wav["wave"])
 
@@ -169,24 +242,44 @@ def test_extract_features_then_train_the_head_with_csam_and_register(tmp_path, m
     try:
         info = {}
         for name, src in (("a", a), ("b", b)):
-            info[name] = features.run(str(src), str(tmp_path / "feats" / name), frontend="tiny", layer=2,
-                                      num_samples=N, batch_size=4, concurrency=1)
+            info[name] = features.run(
+                str(src),
+                str(tmp_path / "feats" / name),
+                frontend="tiny",
+                layer=2,
+                num_samples=N,
+                batch_size=4,
+                concurrency=1,
+            )
         assert info["a"]["dim"] == 64 and info["a"]["frames"] == 49
         assert info["a"]["rows"] == pq.read_metadata(a / "metadata.parquet").num_rows
         with pytest.raises(ValueError, match="already holds features"):
-            features.run(str(a), str(tmp_path / "feats" / "a"), frontend="tiny", layer=2, num_samples=N)
+            features.run(
+                str(a), str(tmp_path / "feats" / "a"), frontend="tiny", layer=2, num_samples=N
+            )
 
         recipe = yaml.safe_load(DEMO.read_text())
-        recipe["data"].update({"train": [{"shards": str(tmp_path / "feats" / "a"), "name": "a"},
-                                         {"shards": str(tmp_path / "feats" / "b"), "name": "b"}],
-                               "dev": {"shards": str(tmp_path / "feats" / "a"), "name": "a-dev"},
-                               "num_samples": N, "crop": "first", "rawboost": {"algo": 0}, "shuffle_buffer": 8,
-                               "proportional_batches": True})
+        recipe["data"].update(
+            {
+                "train": [
+                    {"shards": str(tmp_path / "feats" / "a"), "name": "a"},
+                    {"shards": str(tmp_path / "feats" / "b"), "name": "b"},
+                ],
+                "dev": {"shards": str(tmp_path / "feats" / "a"), "name": "a-dev"},
+                "num_samples": N,
+                "crop": "first",
+                "rawboost": {"algo": 0},
+                "shuffle_buffer": 8,
+                "proportional_batches": True,
+            }
+        )
         recipe["model"]["frontend"] = "cached"
         recipe["optim"]["sam_rho"] = 0.05
         recipe["deepspeed"]["enabled"] = False
         recipe["scaling"]["num_workers"] = 1
-        recipe["train"].update({"epochs": 2, "average_best": 2, "batch_size": 4, "dev_batch_size": 8, "log_every": 1})
+        recipe["train"].update(
+            {"epochs": 2, "average_best": 2, "batch_size": 4, "dev_batch_size": 8, "log_every": 1}
+        )
         recipe["mlflow"]["register_as"] = "cached-head"
         cfg_path = tmp_path / "cached.yaml"
         cfg_path.write_text(yaml.safe_dump(recipe))
@@ -195,14 +288,20 @@ def test_extract_features_then_train_the_head_with_csam_and_register(tmp_path, m
     finally:
         ray.shutdown()
     summary = json.loads((storage / "demo" / "final" / "summary.json").read_text())
-    assert sorted(summary["averaged_epochs"]) == [0, 1] and summary["registered"]["name"] == "cached-head"
+    assert (
+        sorted(summary["averaged_epochs"]) == [0, 1]
+        and summary["registered"]["name"] == "cached-head"
+    )
     assert "final_dev_eer" in summary and summary["final_dev_n"] == info["a"]["rows"]
     assert Path(summary["waveform_model"]).is_file()
     with using_tracking_uri(f"sqlite:///{storage / 'mlflow.db'}"):  # nothing leaks into later tests
         client = mlflow.tracking.MlflowClient()
         steps = client.get_metric_history(summary["mlflow_run_id"], "steps")
         rows = info["a"]["rows"] + info["b"]["rows"]
-        assert [int(m.value) for m in steps] == [rows // 4, 2 * (rows // 4)]  # every proportional batch filled
+        assert [int(m.value) for m in steps] == [
+            rows // 4,
+            2 * (rows // 4),
+        ]  # every proportional batch filled
         uri = f"models:/cached-head/{summary['registered']['version']}"
         meta = mlflow.models.get_model_info(uri).metadata
         assert meta["trained_on"] == "cached features" and meta["features"]["layer"] == 2

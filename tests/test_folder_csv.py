@@ -28,10 +28,13 @@ def _csv(tmp_path, body):
 
 
 def test_csv_columns_labels_and_extra(tmp_path):
-    root = _csv(tmp_path, "path,label,attack,subset,room\n"
-                          "a/1.wav,bonafide,,train,r1\n"
-                          "a/2.wav,fake,tts-x,train,\n"
-                          "a/3.wav,,,eval,r2\n")
+    root = _csv(
+        tmp_path,
+        "path,label,attack,subset,room\n"
+        "a/1.wav,bonafide,,train,r1\n"
+        "a/2.wav,fake,tts-x,train,\n"
+        "a/3.wav,,,eval,r2\n",
+    )
     m = prepare_csv(root, check_audio=False)
     rows = m.table.to_pylist()
     assert [r["utt_id"] for r in rows] == ["a/1.wav", "a/2.wav", "a/3.wav"]
@@ -42,15 +45,27 @@ def test_csv_columns_labels_and_extra(tmp_path):
     assert len(prepare_csv(root / "manifest.csv", "eval", check_audio=False)) == 1
 
 
-@pytest.mark.parametrize("body,match", [
-    ("file,label\nx.wav,spoof\n", r"manifest.csv:1: header needs a 'path' column"),
-    ("path,label\n../../etc/passwd,spoof\n", r"manifest.csv:2: path '../../etc/passwd' is empty or leads outside"),
-    ("path,label\n/etc/passwd,spoof\n", r"manifest.csv:2: path '/etc/passwd' is empty or leads outside"),
-    ("path,label\nx.wav,maybe\n", r"manifest.csv:2: unknown label 'maybe'"),
-    ("path,label\nx.wav\n", r"manifest.csv:2: expected 2 fields"),
-    ("path,label\nx.wav,spoof\nx.wav,spoof\n", r"manifest.csv:3: duplicate utt_id 'x.wav'"),
-    ("path,label,attack\nx.wav,spoof,bonafide\n", r"manifest.csv:2: spoof row with attack 'bonafide'"),
-])
+@pytest.mark.parametrize(
+    "body,match",
+    [
+        ("file,label\nx.wav,spoof\n", r"manifest.csv:1: header needs a 'path' column"),
+        (
+            "path,label\n../../etc/passwd,spoof\n",
+            r"manifest.csv:2: path '../../etc/passwd' is empty or leads outside",
+        ),
+        (
+            "path,label\n/etc/passwd,spoof\n",
+            r"manifest.csv:2: path '/etc/passwd' is empty or leads outside",
+        ),
+        ("path,label\nx.wav,maybe\n", r"manifest.csv:2: unknown label 'maybe'"),
+        ("path,label\nx.wav\n", r"manifest.csv:2: expected 2 fields"),
+        ("path,label\nx.wav,spoof\nx.wav,spoof\n", r"manifest.csv:3: duplicate utt_id 'x.wav'"),
+        (
+            "path,label,attack\nx.wav,spoof,bonafide\n",
+            r"manifest.csv:2: spoof row with attack 'bonafide'",
+        ),
+    ],
+)
 def test_csv_bad_input(tmp_path, body, match):
     with pytest.raises(ManifestError, match=match):
         prepare_csv(_csv(tmp_path, body), check_audio=False)

@@ -8,7 +8,9 @@ from spoofdet.models import build_model
 from spoofdet.models.frontend_spec import LogSpectrogram
 
 
-@pytest.mark.parametrize("n, frames", [(64_600, 201), (66_800, 208), (64_000, 199), (400, 1), (719, 1), (720, 2)])
+@pytest.mark.parametrize(
+    "n, frames", [(64_600, 201), (66_800, 208), (64_000, 199), (400, 1), (719, 1), (720, 2)]
+)
 def test_frame_count_matches_xlsr(n, frames):
     assert LogSpectrogram()(torch.zeros(2, n)).shape == (2, frames, 256)
 
@@ -20,8 +22,12 @@ def test_a_tone_peaks_in_its_bin_and_loudness_is_normalised_away():
     fe = LogSpectrogram()
     spec = fe(tone + noise)
     assert int(spec.mean(1).argmax()) == 32  # 1000 Hz / (16000 / 512) = bin 32
-    louder = fe(10 * (tone + noise))  # loudness-normalised (up to the 1e-6 floor in near-empty bins)
-    assert (spec - louder).abs().median() < 2e-3 and torch.allclose(spec.mean(1), louder.mean(1), atol=0.05)
+    louder = fe(
+        10 * (tone + noise)
+    )  # loudness-normalised (up to the 1e-6 floor in near-empty bins)
+    assert (spec - louder).abs().median() < 2e-3 and torch.allclose(
+        spec.mean(1), louder.mean(1), atol=0.05
+    )
     assert torch.isfinite(fe(torch.zeros(1, 1000))).all()
 
 

@@ -17,7 +17,12 @@ import torch
 from spoofdet.cli import main as cli_main
 from spoofdet.models import build_model
 from spoofdet.models.checkpoints import SEEDS, load_state_dict_strict
-from spoofdet.serve.importer import SeedImportError, import_checkpoint, init_state_dict, seed_detector
+from spoofdet.serve.importer import (
+    SeedImportError,
+    import_checkpoint,
+    init_state_dict,
+    seed_detector,
+)
 from spoofdet.testing import random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"
@@ -229,8 +234,8 @@ def test_imported_model_is_registered_scored_predicted_and_served(tmp_path, caps
 
     # in-process reference: the imported detector on the first 64,600 samples of each clip
     from spoofdet.data.audio import load_16k
-    from spoofdet.serve.registry import load_detector
     from spoofdet.evaluation.protocols import clip_windows, score_waves
+    from spoofdet.serve.registry import load_detector
 
     det = load_detector(str(folder))
     audio = sorted(Path(corpus["root"], "audio").glob("*.wav"))
@@ -336,6 +341,7 @@ def _xlsr_like(layers: int):
 
 def test_fine_tuned_front_end_of_a_seed_file_is_imported_not_replaced(tmp_path):
     from conftest import SHARED
+
     from spoofdet.models.checkpoints import to_fairseq_wav2vec2
 
     layout_file = SHARED / "reference" / "seed-checkpoints" / "aasist.tsv"
@@ -400,8 +406,8 @@ def test_predict_scores_on_the_seeds_window(tmp_path, capsys):
     """XLSR-Mamba / Fake-Mamba were trained and evaluated on 66,800 samples: --window gives that."""
     import soundfile as sf
 
-    from spoofdet.serve.registry import load_detector
     from spoofdet.evaluation.protocols import clip_windows, score_waves
+    from spoofdet.serve.registry import load_detector
 
     folder = tmp_path / "model"
     import_checkpoint("aasist_l", _seed_file(tmp_path, "aasist_l"), out=folder)

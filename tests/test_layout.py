@@ -9,10 +9,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_light_modules_import_nothing_heavy():
-    code = ("import sys, spoofdet.data.schema, spoofdet.data.corpora, spoofdet.cli, spoofdet.testing.synthetic, spoofdet.data.rawboost, spoofdet.data.audio;"
-            "heavy = [m for m in ('torch', 'ray', 'mlflow', 'transformers', 'deepspeed') if m in sys.modules];"
-            "print(','.join(heavy))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        "import sys, spoofdet.data.schema, spoofdet.data.corpora, spoofdet.cli, spoofdet.testing.synthetic, spoofdet.data.rawboost, spoofdet.data.audio;"
+        "heavy = [m for m in ('torch', 'ray', 'mlflow', 'transformers', 'deepspeed') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"importing the parsers pulled in {out}"
 
 
@@ -24,7 +28,10 @@ def test_every_direct_dependency_is_pinned():
     unpinned = [d for d in deps if "==" not in d]
     assert not unpinned, unpinned
     assert "torch==2.13.0" in meta["dependencies"]
-    assert {d.split("==")[0] for d in meta["optional-dependencies"]["gpu"]} == {"mamba-ssm", "causal-conv1d"}
+    assert {d.split("==")[0] for d in meta["optional-dependencies"]["gpu"]} == {
+        "mamba-ssm",
+        "causal-conv1d",
+    }
 
 
 def test_ci_runs_the_readme_command():
@@ -35,6 +42,16 @@ def test_ci_runs_the_readme_command():
 
 
 def test_design_card_layout_exists():
-    for p in ("pyproject.toml", "ray_jobs", "spoofdet", "data_prep", "cluster", "tests",
-              "README.md", "Makefile", "benchmarks", ".ci/run"):
+    for p in (
+        "pyproject.toml",
+        "ray_jobs",
+        "spoofdet",
+        "data_prep",
+        "cluster",
+        "tests",
+        "README.md",
+        "Makefile",
+        "benchmarks",
+        ".ci/run",
+    ):
         assert (REPO / p).exists(), p

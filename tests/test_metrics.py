@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
+from spoofdet.data.schema import rows_to_table
 from spoofdet.evaluation.metrics import (
     AsvScores,
     act_dcf,
@@ -27,16 +28,24 @@ from spoofdet.evaluation.metrics import (
     min_tdcf_2021,
 )
 from spoofdet.evaluation.scorefile import read_asv_scores_2019
-from spoofdet.data.schema import rows_to_table
 
 
 def test_metrics_import_numpy_only():
-    code = ("import sys, spoofdet.evaluation.metrics, spoofdet.evaluation.scorefile;"
-            "print(','.join(m for m in ('torch', 'ray', 'pyarrow', 'scipy', 'mlflow') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = (
+        "import sys, spoofdet.evaluation.metrics, spoofdet.evaluation.scorefile;"
+        "print(','.join(m for m in ('torch', 'ray', 'pyarrow', 'scipy', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "", f"spoofdet.evaluation.metrics / scorefile pulled in {out}"
     code = "import sys, spoofdet.evaluation.calibration; print('torch' in sys.modules or 'ray' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
 
 
 # ----------------------------------------------------------------------------- EER by hand
@@ -139,8 +148,12 @@ def _asv_point_by_loop(asv: AsvScores) -> dict[str, float]:
     frr = np.searchsorted(tar, cand, side="right") / tar.size
     far = 1 - np.searchsorted(non, cand, side="right") / non.size
     t = cand[int(np.argmin(np.abs(frr - far)))]
-    return {"threshold": t, "pmiss_asv": np.mean(asv.target < t), "pfa_asv": np.mean(asv.nontarget >= t),
-            "pfa_spoof_asv": np.mean(asv.spoof >= t)}
+    return {
+        "threshold": t,
+        "pmiss_asv": np.mean(asv.target < t),
+        "pfa_asv": np.mean(asv.nontarget >= t),
+        "pfa_spoof_asv": np.mean(asv.spoof >= t),
+    }
 
 
 def _tdcf_by_loop(b: np.ndarray, s: np.ndarray, op: dict[str, float]) -> tuple[float, float, float]:
@@ -164,19 +177,28 @@ def asv_2019(shared_2019) -> AsvScores:
 
 def test_real_2019_asv_operating_point(asv_2019):
     # counts of seeds.md section 1.1
-    assert (asv_2019.target.size, asv_2019.nontarget.size, asv_2019.spoof.size) == (5370, 33327, 13 * 4914)
+    assert (asv_2019.target.size, asv_2019.nontarget.size, asv_2019.spoof.size) == (
+        5370,
+        33327,
+        13 * 4914,
+    )
     op = asv_operating_point(asv_2019)
     ref = _asv_point_by_loop(asv_2019)
     assert op.threshold == ref["threshold"]
     assert (op.pmiss_asv, op.pfa_asv, op.pfa_spoof_asv) == pytest.approx(
-        (ref["pmiss_asv"], ref["pfa_asv"], ref["pfa_spoof_asv"]), abs=1e-15)
+        (ref["pmiss_asv"], ref["pfa_asv"], ref["pfa_spoof_asv"]), abs=1e-15
+    )
     # plausible: an ASV EER near the published 2.4-2.5 %, spoofs mostly fooling it
     assert 0.015 < op.pmiss_asv < 0.035 and abs(op.pmiss_asv - op.pfa_asv) < 0.002
-    assert 0.5 < op.pfa_spoof_asv < 0.95 and op.pmiss_spoof_asv + op.pfa_spoof_asv == pytest.approx(1)
+    assert 0.5 < op.pfa_spoof_asv < 0.95 and op.pmiss_spoof_asv + op.pfa_spoof_asv == pytest.approx(
+        1
+    )
     # regression pins (counts at threshold -5.680051): 132 / 5370 targets missed, 820 / 33327
     # non-targets and 48592 / 63882 spoofs accepted
     assert op.threshold == -5.680051
-    assert (op.pmiss_asv, op.pfa_asv, op.pfa_spoof_asv) == pytest.approx((132 / 5370, 820 / 33327, 48592 / 63882))
+    assert (op.pmiss_asv, op.pfa_asv, op.pfa_spoof_asv) == pytest.approx(
+        (132 / 5370, 820 / 33327, 48592 / 63882)
+    )
 
 
 def test_real_2019_tdcf_matches_threshold_loop(asv_2019):
@@ -229,14 +251,28 @@ def test_breakdown_semantics():
     rows, scores = [], []
     for codec, shift in (("none", 0.0), ("gsm", -1.0)):
         for i in range(200):
-            rows.append({"subset": "eval", "label": 1, "attack": "bonafide", "codec": codec,
-                         "extra": {"condition": "C1" if codec == "none" else "C6"}})
+            rows.append(
+                {
+                    "subset": "eval",
+                    "label": 1,
+                    "attack": "bonafide",
+                    "codec": codec,
+                    "extra": {"condition": "C1" if codec == "none" else "C6"},
+                }
+            )
             scores.append(rng.normal(2 + shift, 1))
         for attack, a_shift in (("A07", 0.0), ("A08", 1.5)):
             for i in range(150):
-                rows.append({"subset": "eval", "label": 0, "attack": attack, "codec": codec,
-                             "vocoder": "neural" if attack == "A07" else "traditional",
-                             "extra": {"condition": "C1" if codec == "none" else "C6"}})
+                rows.append(
+                    {
+                        "subset": "eval",
+                        "label": 0,
+                        "attack": attack,
+                        "codec": codec,
+                        "vocoder": "neural" if attack == "A07" else "traditional",
+                        "extra": {"condition": "C1" if codec == "none" else "C6"},
+                    }
+                )
                 scores.append(rng.normal(-1 + shift + a_shift, 1))
     key = _key(rows)
     scores = np.array(scores)
@@ -245,7 +281,11 @@ def test_breakdown_semantics():
     attack = np.array(key["attack"].to_pylist())
     codec = np.array(key["codec"].to_pylist())
     bona = scores[label == 1]
-    assert set(r["breakdown"]) == {"attack", "vocoder", "codec"}  # one subset, one corpus: no breakdown
+    assert set(r["breakdown"]) == {
+        "attack",
+        "vocoder",
+        "codec",
+    }  # one subset, one corpus: no breakdown
     # per attack: that attack's spoofs vs ALL bona fide (400)
     for a in ("A07", "A08"):
         g = r["breakdown"]["attack"][a]
@@ -256,15 +296,22 @@ def test_breakdown_semantics():
     for c, name in (("none", "C1"), ("gsm", "C6")):
         g = r["breakdown"]["codec"][name]
         assert g["n_bonafide"] == 200 and g["n_spoof"] == 300
-        assert g["eer"] == pytest.approx(100 * compute_eer(scores[(label == 1) & (codec == c)],
-                                                           scores[(label == 0) & (codec == c)])[0])
+        assert g["eer"] == pytest.approx(
+            100
+            * compute_eer(scores[(label == 1) & (codec == c)], scores[(label == 0) & (codec == c)])[
+                0
+            ]
+        )
     assert r["n_bonafide"] == 400 and r["n_spoof"] == 600 and r["polarity_warning"] is False
     assert r["eer"] == pytest.approx(100 * compute_eer(bona, scores[label == 0])[0])
 
 
 def test_breakdown_by_subset_and_corpus_from_a_mapping():
-    key = {"label": [1, 0, 1, 0, 1, 0, None], "subset": ["C1", "C1", "C2", "C2", "A1", "A1", "A1"],
-           "corpus": ["codecfake"] * 6 + ["x"]}
+    key = {
+        "label": [1, 0, 1, 0, 1, 0, None],
+        "subset": ["C1", "C1", "C2", "C2", "A1", "A1", "A1"],
+        "corpus": ["codecfake"] * 6 + ["x"],
+    }
     scores = [1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 9.0]
     r = evaluate_table(scores, key)
     assert r["n_unlabelled"] == 1 and r["n_bonafide"] == 3
@@ -283,7 +330,11 @@ def test_polarity_warning_fires_on_negated_scores_only():
     assert ok["polarity_warning"] is False
     with pytest.warns(UserWarning, match="look inverted"):
         bad = evaluate_table(-s, key)
-    assert bad["polarity_warning"] is True and bad["eer"] > 80 and bad["eer_negated"] == pytest.approx(ok["eer"], abs=0.5)
+    assert (
+        bad["polarity_warning"] is True
+        and bad["eer"] > 80
+        and bad["eer_negated"] == pytest.approx(ok["eer"], abs=0.5)
+    )
 
 
 def test_evaluate_table_errors():

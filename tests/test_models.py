@@ -14,12 +14,23 @@ import torch
 from spoofdet.config import head_names
 from spoofdet.models import HEADS, Detector, build_head, build_model, score_from_logits
 from spoofdet.models.aasist import AASIST
-from spoofdet.models.frontend import CONV_KERNEL, CONV_STRIDE, load_frontend, num_frames, xlsr_300m_config
+from spoofdet.models.frontend import (
+    CONV_KERNEL,
+    CONV_STRIDE,
+    load_frontend,
+    num_frames,
+    xlsr_300m_config,
+)
 from spoofdet.models.nes2net import Nes2NetX
 
 MAMBA_HEADS = ("xlsr_mamba", "fake_mamba")
 ALL_HEADS = ("aasist", "nes2net_x") + MAMBA_HEADS
-NO_DROPOUT = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0}
+NO_DROPOUT = {
+    "hidden_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+}
 
 
 def _mamba_import_error() -> str | None:
@@ -32,10 +43,16 @@ def _mamba_import_error() -> str | None:
 
 
 MAMBA_ERROR = _mamba_import_error()
-HEAD_PARAMS = [pytest.param(h, marks=pytest.mark.skipif(
-    h in MAMBA_HEADS and MAMBA_ERROR is not None,
-    reason=f"spoofdet.models.mamba cannot be imported ({MAMBA_ERROR}); Mamba heads untested"))
-    for h in ALL_HEADS]
+HEAD_PARAMS = [
+    pytest.param(
+        h,
+        marks=pytest.mark.skipif(
+            h in MAMBA_HEADS and MAMBA_ERROR is not None,
+            reason=f"spoofdet.models.mamba cannot be imported ({MAMBA_ERROR}); Mamba heads untested",
+        ),
+    )
+    for h in ALL_HEADS
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
@@ -47,7 +64,10 @@ def n_params(m: torch.nn.Module) -> int:
 
 # ---- front-end ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("samples", "frames"), [(64_600, 201), (66_800, 208), (64_000, 199), (400, 1), (399, 0)])
+
+@pytest.mark.parametrize(
+    ("samples", "frames"), [(64_600, 201), (66_800, 208), (64_000, 199), (400, 1), (399, 0)]
+)
 def test_frame_count_formula(samples, frames):
     assert num_frames(samples) == frames
     if samples >= 400:
@@ -56,8 +76,17 @@ def test_frame_count_formula(samples, frames):
 
 def test_xlsr_300m_config_is_the_seed_architecture():
     c = xlsr_300m_config()  # building it takes ~1.3 GB and seconds: the benchmark does that
-    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size) == (1024, 24, 16, 4096)
-    assert tuple(c.conv_dim) == (512,) * 7 and tuple(c.conv_kernel) == CONV_KERNEL and tuple(c.conv_stride) == CONV_STRIDE
+    assert (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size) == (
+        1024,
+        24,
+        16,
+        4096,
+    )
+    assert (
+        tuple(c.conv_dim) == (512,) * 7
+        and tuple(c.conv_kernel) == CONV_KERNEL
+        and tuple(c.conv_stride) == CONV_STRIDE
+    )
     assert c.do_stable_layer_norm and c.feat_extract_norm == "layer" and c.conv_bias
     assert (c.num_conv_pos_embeddings, c.num_conv_pos_embedding_groups) == (128, 16)
 
@@ -98,7 +127,9 @@ def test_layer_selection_matches_hidden_states_in_one_pass():
     with torch.no_grad():
         torch.testing.assert_close(full(wave), ref.last_hidden_state, rtol=0, atol=0)
         # last_hidden_state = final LayerNorm of the last layer's output (pre-LN model)
-        torch.testing.assert_close(full.model.encoder.layer_norm(ref.hidden_states[-1]), ref.last_hidden_state)
+        torch.testing.assert_close(
+            full.model.encoder.layer_norm(ref.hidden_states[-1]), ref.last_hidden_state
+        )
 
     torch.manual_seed(1)
     fe = load_frontend("tiny", layer="weighted").eval()
@@ -107,7 +138,9 @@ def test_layer_selection_matches_hidden_states_in_one_pass():
     with torch.no_grad():
         fe.layer_weights.copy_(torch.tensor([0.0, 1.0, 2.0]))
         w = torch.softmax(fe.layer_weights, 0)
-        states = ref.hidden_states[:-1] + (ref.last_hidden_state,)  # top entry: after the final LayerNorm
+        states = ref.hidden_states[:-1] + (
+            ref.last_hidden_state,
+        )  # top entry: after the final LayerNorm
         expected = sum(wi * h for wi, h in zip(w, states))
         torch.testing.assert_close(fe(wave), expected)
     assert len(calls) == 1, "the weighted sum must come from one forward pass"
@@ -118,11 +151,17 @@ def test_weighted_layers_learn_and_checkpointing_changes_nothing():
     outs, grads = [], []
     for gc in (False, True):
         torch.manual_seed(2)
-        fe = load_frontend("tiny", layer="weighted", gradient_checkpointing=gc, config_overrides=NO_DROPOUT)
+        fe = load_frontend(
+            "tiny", layer="weighted", gradient_checkpointing=gc, config_overrides=NO_DROPOUT
+        )
         y = fe(wave)
         y.square().mean().backward()
         outs.append(y.detach())
-        grads.append(torch.cat([fe.layer_weights.grad] + [p.grad.flatten() for p in fe.model.encoder.parameters()]))
+        grads.append(
+            torch.cat(
+                [fe.layer_weights.grad] + [p.grad.flatten() for p in fe.model.encoder.parameters()]
+            )
+        )
     torch.testing.assert_close(outs[0], outs[1])
     torch.testing.assert_close(grads[0], grads[1])
     assert grads[0][:3].abs().sum() > 0
@@ -132,7 +171,9 @@ def test_no_masking_or_layerdrop_in_train_mode():
     wave = torch.randn(2, 16_000)
     torch.manual_seed(3)
     fe = load_frontend("tiny", config_overrides=NO_DROPOUT)
-    assert fe.model.config.mask_time_prob > 0  # the config asks for masking, the front-end turns it off
+    assert (
+        fe.model.config.mask_time_prob > 0
+    )  # the config asks for masking, the front-end turns it off
     with torch.no_grad():
         train_out = fe.train()(wave)
         eval_out = fe.eval()(wave)
@@ -152,7 +193,9 @@ def test_freeze_modes():
     fe = load_frontend("tiny", freeze="all", layer="weighted")
     fe.train()
     assert not fe.model.training and fe.training
-    assert not any(p.requires_grad for p in fe.model.parameters()) and fe.layer_weights.requires_grad
+    assert (
+        not any(p.requires_grad for p in fe.model.parameters()) and fe.layer_weights.requires_grad
+    )
     fe(torch.randn(1, 4_000)).sum().backward()
     assert fe.layer_weights.grad is not None
     with pytest.raises(ValueError, match="gradient_checkpointing"):
@@ -195,6 +238,7 @@ def test_frontend_errors_name_the_field():
 
 # ---- heads --------------------------------------------------------------------------------------
 
+
 def test_exact_parameter_counts():
     assert n_params(AASIST()) == 447_242
     assert n_params(AASIST().proj) == 131_200
@@ -234,7 +278,9 @@ def test_detector_forward_backward_on_tiny_frontend(head):
         assert logits.shape == (2, 2)
     torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
     no_grad = [n for n, p in det.named_parameters() if p.requires_grad and p.grad is None]
-    assert not no_grad, f"trainable parameters without a gradient (DDP would hang or fail): {no_grad}"
+    assert not no_grad, (
+        f"trainable parameters without a gradient (DDP would hang or fail): {no_grad}"
+    )
     # variable lengths, batch 1, eval mode (full-utterance scoring)
     det.eval()
     with torch.no_grad():
@@ -246,6 +292,7 @@ def test_detector_forward_backward_on_tiny_frontend(head):
 # ---- pinned outputs -----------------------------------------------------------------------------
 # Fixed seed -> fixed logits. A change here means the architecture, its initialisation or the
 # parameter creation order changed: update the pins only on purpose.
+
 
 def _pinned_feats() -> torch.Tensor:
     g = torch.Generator().manual_seed(123)
@@ -279,8 +326,17 @@ def test_pinned_outputs(name):
 
 # ---- builder and score --------------------------------------------------------------------------
 
+
 def test_heads_dict_is_explicit():
-    assert set(HEADS) == {"aasist", "xlsr_mamba", "fake_mamba", "nes2net_x", "sls", "aasist_raw", "lcnn"}
+    assert set(HEADS) == {
+        "aasist",
+        "xlsr_mamba",
+        "fake_mamba",
+        "nes2net_x",
+        "sls",
+        "aasist_raw",
+        "lcnn",
+    }
     assert set(head_names()) == set(HEADS)  # the config's copy (validation without torch) agrees
 
 
@@ -310,7 +366,9 @@ def test_prebuilt_frontend_module():
 def test_score_from_logits_polarity():
     two = torch.tensor([[0.5, 2.0], [3.0, -1.0]])
     torch.testing.assert_close(score_from_logits(two), torch.tensor([1.5, -4.0]))
-    torch.testing.assert_close(score_from_logits(torch.tensor([[0.7], [-0.2]])), torch.tensor([0.7, -0.2]))
+    torch.testing.assert_close(
+        score_from_logits(torch.tensor([[0.7], [-0.2]])), torch.tensor([0.7, -0.2])
+    )
     # with two logits the score is the log-odds of the softmax: higher = more bona fide (index 1)
     p = torch.softmax(two, dim=1)[:, 1]
     torch.testing.assert_close(score_from_logits(two), torch.log(p / (1 - p)))

@@ -67,6 +67,7 @@ def test_input_is_never_modified():
 
 # ---- building blocks against scipy --------------------------------------------------------------
 
+
 def test_windowed_sinc_equals_firwin():
     rng = np.random.default_rng(0)
     c = np.array([1, 3, 11, 99, 255, 37])
@@ -74,7 +75,11 @@ def test_windowed_sinc_equals_firwin():
     f2 = np.array([500.0, 300.0, 700.0, 4500.0, SR / 2 - 1e-3, 1000.5])
     more = rng.integers(5, 100, 30) | 1
     lo = rng.uniform(1, 7000, 30)
-    c, f1, f2 = np.r_[c, more], np.r_[f1, lo], np.r_[f2, np.minimum(lo + rng.uniform(1, 1000, 30), 7999.0)]
+    c, f1, f2 = (
+        np.r_[c, more],
+        np.r_[f1, lo],
+        np.r_[f2, np.minimum(lo + rng.uniform(1, 1000, 30), 7999.0)],
+    )
     h = rb.firwin_bandstop(c, f1, f2, SR)
     assert h.shape == (len(c), c.max())
     for row, ci, a, b in zip(h, c, f1, f2):
@@ -94,26 +99,33 @@ def test_notch_bank_equals_reference_design(seed):
     banks = rb.notch_filters(np.random.default_rng(seed), SR, params, [(-9, 3), (-20, -5), (0, 0)])
     for bank, (lo, hi) in zip(banks, [(-9, 3), (-20, -5), (0, 0)]):
         assert len(bank.taps) == bank.num_taps.sum() - len(bank.num_taps) + 1
-        assert np.all(bank.num_taps % 2 == 1) and np.all((bank.num_taps >= 11) & (bank.num_taps <= 99))
+        assert np.all(bank.num_taps % 2 == 1) and np.all(
+            (bank.num_taps >= 11) & (bank.num_taps <= 99)
+        )
         assert lo <= bank.gain_db <= hi
         f1, f2 = bank.bands.T
         assert np.all(f1 >= 1e-3) and np.all(f2 <= SR / 2 - 1e-3) and np.all(f1 < f2)
         assert np.all((bank.centres >= 20) & (bank.centres <= 8000))
-        np.testing.assert_allclose(bank.taps, _direct_bank(bank), rtol=0, atol=1e-12 * np.abs(bank.taps).max())
+        np.testing.assert_allclose(
+            bank.taps, _direct_bank(bank), rtol=0, atol=1e-12 * np.abs(bank.taps).max()
+        )
         _, h = signal.freqz(bank.taps, 1, fs=SR)  # peak on freqz's grid is exactly the gain
         assert np.abs(h).max() == pytest.approx(10 ** (bank.gain_db / 20), rel=1e-9)
 
 
 def test_notch_bank_has_notches_inside_the_drawn_bands():
-    params = rb.rawboost_params(n_bands=3, min_coeff=255, max_coeff=256, min_bw=1500, max_bw=2000,
-                                min_f=1500, max_f=6500)
+    params = rb.rawboost_params(
+        n_bands=3, min_coeff=255, max_coeff=256, min_bw=1500, max_bw=2000, min_f=1500, max_f=6500
+    )
     for seed in range(5):
         bank = rb.notch_filters(np.random.default_rng(seed), SR, params, [(0, 0)])[0]
         freqs = np.linspace(0, SR / 2, 4001)
         _, h = signal.freqz(bank.taps, 1, worN=freqs, fs=SR)
         mag = np.abs(h)
         for fc in bank.centres:
-            assert mag[np.argmin(np.abs(freqs - fc))] < 0.03, f"no notch at {fc:.0f} Hz (seed {seed})"
+            assert mag[np.argmin(np.abs(freqs - fc))] < 0.03, (
+                f"no notch at {fc:.0f} Hz (seed {seed})"
+            )
         inside = np.zeros_like(freqs, dtype=bool)
         for f1, f2 in bank.bands:
             inside |= (freqs > f1 - 300) & (freqs < f2 + 300)
@@ -125,7 +137,9 @@ def test_long_bank_is_normalised_on_freqz_grid():
     params = rb.rawboost_params(n_bands=4, min_coeff=301, max_coeff=401)
     bank = rb.notch_filters(np.random.default_rng(3), SR, params, [(-6, -6)])[0]
     assert len(bank.taps) > 1024
-    np.testing.assert_allclose(bank.taps, _direct_bank(bank), rtol=0, atol=1e-12 * np.abs(bank.taps).max())
+    np.testing.assert_allclose(
+        bank.taps, _direct_bank(bank), rtol=0, atol=1e-12 * np.abs(bank.taps).max()
+    )
 
 
 @pytest.mark.parametrize("n", [1, 7, 300, 5_000, 64_600])
@@ -146,12 +160,13 @@ def test_direct_filter_alignment_is_the_references():
     x = np.zeros(20)
     x[10] = 1.0
     expected = np.zeros(20)
-    expected[10 - 4: 10 - 4 + 7] = b
+    expected[10 - 4 : 10 - 4 + 7] = b
     np.testing.assert_array_equal(rb.fir_filter_direct(x, b), expected)
     np.testing.assert_allclose(rb.fir_filter(x, b), expected, atol=1e-5)
 
 
 # ---- the three processes --------------------------------------------------------------------------
+
 
 def test_lnl_gain_quirk():
     assert rb.lnl_gain_ranges(rb.RawBoostParams()) == [(0.0, 0.0)] + [(-5.0, -20.0)] * 4
@@ -206,14 +221,18 @@ def test_isd_with_p0_is_identity():
     x = _speechlike(6, 5_000, peak=0.8)
     assert np.array_equal(rb.rawboost(x, 2, np.random.default_rng(0), p=0), x)
     louder = 2 * x  # peak 1.6: the only change left is normWav's rescale
-    np.testing.assert_allclose(rb.rawboost(louder, 2, np.random.default_rng(0), p=0), louder / 1.6, rtol=1e-6)
+    np.testing.assert_allclose(
+        rb.rawboost(louder, 2, np.random.default_rng(0), p=0), louder / 1.6, rtol=1e-6
+    )
 
 
 def test_ssi_snr_lies_in_the_drawn_range():
     x = _speechlike(7, 16_000)
     snrs = []
     for seed in range(60):
-        y = rb.rawboost(x, 3, np.random.default_rng(seed), snr_min=15, snr_max=25).astype(np.float64)
+        y = rb.rawboost(x, 3, np.random.default_rng(seed), snr_min=15, snr_max=25).astype(
+            np.float64
+        )
         snrs.append(10 * np.log10(np.sum(x.astype(np.float64) ** 2) / np.sum((y - x) ** 2)))
     assert 15 - 1e-3 <= min(snrs) and max(snrs) <= 25 + 1e-3
     assert min(snrs) < 17 and max(snrs) > 23  # uniform over the range, not a constant
@@ -221,7 +240,9 @@ def test_ssi_snr_lies_in_the_drawn_range():
 
 def test_ssi_noise_is_coloured_by_the_bank():
     # one wide, long notch: the added noise has (almost) no energy in the drawn band
-    params = dict(n_bands=1, min_coeff=255, max_coeff=256, min_bw=2000, max_bw=2000, min_f=4000, max_f=4000)
+    params = dict(
+        n_bands=1, min_coeff=255, max_coeff=256, min_bw=2000, max_bw=2000, min_f=4000, max_f=4000
+    )
     x = _speechlike(8, 32_000)
     noise = rb.rawboost(x, 3, np.random.default_rng(0), **params).astype(np.float64) - x
     f, pxx = signal.welch(noise, fs=SR, nperseg=1024)
@@ -238,7 +259,9 @@ def test_gain_override_changes_level():
     np.testing.assert_allclose(y6, y0 * 10 ** (-6 / 20), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("algo,stages", [(10, ("lnl_ratio", "isd_ratio")), (11, ("lnl_ratio", "isd_ratio", "ssi_ratio"))])
+@pytest.mark.parametrize(
+    "algo,stages", [(10, ("lnl_ratio", "isd_ratio")), (11, ("lnl_ratio", "isd_ratio", "ssi_ratio"))]
+)
 def test_nes2net_ratios_zero_skip_every_stage(algo, stages):
     x = _speechlike(10, 4_000)
     y = rb.rawboost(x, algo, np.random.default_rng(0), **{s: 0.0 for s in stages})
@@ -257,6 +280,7 @@ def test_algo10_with_both_is_algo8_distribution_and_parallel_sum():
 
 # ---- errors ---------------------------------------------------------------------------------------
 
+
 def test_unknown_parameter_is_named_with_the_valid_ones():
     with pytest.raises(ValueError, match="nBands.*valid names: n_f, n_bands"):
         rb.rawboost(np.zeros(100, np.float32), 1, np.random.default_rng(0), nBands=3)
@@ -268,12 +292,22 @@ def test_invalid_algo(algo):
         rb.rawboost(np.zeros(100, np.float32), algo, np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("overrides,field", [
-    (dict(min_f=5000, max_f=100), "min_f"), (dict(min_bw=900, max_bw=100), "min_bw"),
-    (dict(min_coeff=0), "min_coeff"), (dict(n_f=0), "n_f"), (dict(n_bands=2.5), "n_bands"),
-    (dict(p=150), "p="), (dict(snr_min=40, snr_max=10), "snr_min"), (dict(lnl_ratio=1.5), "lnl_ratio"),
-    (dict(g_sd=-1), "g_sd"), (dict(min_g=float("nan")), "min_g"), (dict(max_f=9000), "max_f"),
-])
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(min_f=5000, max_f=100), "min_f"),
+        (dict(min_bw=900, max_bw=100), "min_bw"),
+        (dict(min_coeff=0), "min_coeff"),
+        (dict(n_f=0), "n_f"),
+        (dict(n_bands=2.5), "n_bands"),
+        (dict(p=150), "p="),
+        (dict(snr_min=40, snr_max=10), "snr_min"),
+        (dict(lnl_ratio=1.5), "lnl_ratio"),
+        (dict(g_sd=-1), "g_sd"),
+        (dict(min_g=float("nan")), "min_g"),
+        (dict(max_f=9000), "max_f"),
+    ],
+)
 def test_invalid_values_name_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         rb.rawboost(np.ones(100, np.float32) * 0.1, 1, np.random.default_rng(0), **overrides)
@@ -293,10 +327,26 @@ def test_bad_inputs():
 
 def test_every_parameter_is_overridable_and_defaults_match_the_seeds():
     p = rb.RawBoostParams()
-    assert (p.n_f, p.n_bands, p.min_f, p.max_f, p.min_bw, p.max_bw, p.min_coeff, p.max_coeff) == \
-        (5, 5, 20, 8000, 100, 1000, 10, 100)
-    assert (p.min_g, p.max_g, p.min_bias_lin_nonlin, p.max_bias_lin_nonlin, p.p, p.g_sd, p.snr_min, p.snr_max) == \
-        (0, 0, 5, 20, 10, 2, 10, 40)
+    assert (p.n_f, p.n_bands, p.min_f, p.max_f, p.min_bw, p.max_bw, p.min_coeff, p.max_coeff) == (
+        5,
+        5,
+        20,
+        8000,
+        100,
+        1000,
+        10,
+        100,
+    )
+    assert (
+        p.min_g,
+        p.max_g,
+        p.min_bias_lin_nonlin,
+        p.max_bias_lin_nonlin,
+        p.p,
+        p.g_sd,
+        p.snr_min,
+        p.snr_max,
+    ) == (0, 0, 5, 20, 10, 2, 10, 40)
     assert (p.lnl_ratio, p.isd_ratio, p.ssi_ratio) == (1, 1, 1)
     for name in rb.PARAM_NAMES:
         assert getattr(rb.rawboost_params(**{name: getattr(p, name)}), name) == getattr(p, name)

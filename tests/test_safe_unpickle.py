@@ -95,8 +95,9 @@ class Evaluates:
         return eval, (f"open({self.marker!r}, 'w').close()",)
 
 
-@pytest.mark.parametrize("payload, global_name",
-                         [(RunsAShell, "system"), (Evaluates, "builtins.eval")])
+@pytest.mark.parametrize(
+    "payload, global_name", [(RunsAShell, "system"), (Evaluates, "builtins.eval")]
+)
 def test_a_hostile_pickle_is_refused_and_never_runs(tmp_path, payload, global_name):
     marker = tmp_path / "pwned"
     model = _filled()

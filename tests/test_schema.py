@@ -2,7 +2,15 @@ import pyarrow as pa
 import pytest
 
 from spoofdet.data import schema
-from spoofdet.data.schema import BONAFIDE, SPOOF, SchemaError, TableBuilder, conform, rows_to_table, validate_table
+from spoofdet.data.schema import (
+    BONAFIDE,
+    SPOOF,
+    SchemaError,
+    TableBuilder,
+    conform,
+    rows_to_table,
+    validate_table,
+)
 
 
 def test_conventions_are_written_once():
@@ -16,8 +24,23 @@ def test_conventions_are_written_once():
 
 def test_schema_columns():
     names = schema.UTTERANCE_SCHEMA.names
-    for col in ("utt_id", "corpus", "subset", "label", "attack", "speaker", "codec", "transmission",
-                "vocoder", "phase", "orig_sample_rate", "duration", "source_path", "audio", "extra"):
+    for col in (
+        "utt_id",
+        "corpus",
+        "subset",
+        "label",
+        "attack",
+        "speaker",
+        "codec",
+        "transmission",
+        "vocoder",
+        "phase",
+        "orig_sample_rate",
+        "duration",
+        "source_path",
+        "audio",
+        "extra",
+    ):
         assert col in names
     assert schema.UTTERANCE_SCHEMA.field("audio").type == pa.binary()
     assert "audio" not in schema.METADATA_COLUMNS
@@ -25,8 +48,14 @@ def test_schema_columns():
 
 
 def _row(i, label=1, **kw):
-    return {"utt_id": f"u{i}", "corpus": "c", "subset": "train", "label": label,
-            "attack": "bonafide" if label == 1 else "A01", **kw}
+    return {
+        "utt_id": f"u{i}",
+        "corpus": "c",
+        "subset": "train",
+        "label": label,
+        "attack": "bonafide" if label == 1 else "A01",
+        **kw,
+    }
 
 
 def test_builder_round_trip():
@@ -56,7 +85,9 @@ def test_validate_catches_duplicates_labels_and_attack_mismatch():
 
 
 def test_conform_adds_nullable_columns_and_rejects_strays():
-    t = pa.table({"utt_id": ["a"], "corpus": ["c"], "subset": ["s"], "label": [1], "attack": ["bonafide"]})
+    t = pa.table(
+        {"utt_id": ["a"], "corpus": ["c"], "subset": ["s"], "label": [1], "attack": ["bonafide"]}
+    )
     c = conform(t)
     assert c.schema.equals(schema.UTTERANCE_SCHEMA, check_metadata=False)
     validate_table(c)

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 
+from spoofdet.cli import main as cli_main
 from spoofdet.evaluation import protocols as scoring
 from spoofdet.evaluation import sets as eval_sets
-from spoofdet.cli import main as cli_main
-from spoofdet.serve.predict import collect_files, failure_report, Prediction
+from spoofdet.serve.predict import Prediction, collect_files, failure_report
 from spoofdet.testing import tone_or_noise, write_detector_dir
 
 
@@ -27,8 +27,10 @@ def test_full_length_windows_cover_every_sample_and_stay_inside(n, hop):
         return
     covered = np.zeros(n, bool)
     for s in starts:
-        assert 0 <= s and s + scoring.WINDOW <= n  # no window runs past the end (no padding of long clips)
-        covered[s:s + scoring.WINDOW] = True
+        assert (
+            0 <= s and s + scoring.WINDOW <= n
+        )  # no window runs past the end (no padding of long clips)
+        covered[s : s + scoring.WINDOW] = True
     assert covered.all()
     assert all(b - a <= hop for a, b in zip(starts, starts[1:]))
 
@@ -100,10 +102,24 @@ def test_phase_selection_follows_the_phase_column():
 
 
 def test_cross_dataset_table_states_the_protocol():
-    metrics = {"eer": 12.5, "min_dcf": 0.3, "act_dcf": None, "cllr": None, "n_bonafide": 3, "n_spoof": 4}
-    results = [{"eval_set": "a", "selection": "all rows", "n_scored": 7, "metrics": metrics},
-               {"eval_set": "b", "selection": "phase eval", "n_scored": 7, "metrics": dict(metrics, eer=7.5)},
-               {"eval_set": "folder", "selection": "all files", "n_scored": 2, "metrics": None}]
+    metrics = {
+        "eer": 12.5,
+        "min_dcf": 0.3,
+        "act_dcf": None,
+        "cllr": None,
+        "n_bonafide": 3,
+        "n_spoof": 4,
+    }
+    results = [
+        {"eval_set": "a", "selection": "all rows", "n_scored": 7, "metrics": metrics},
+        {
+            "eval_set": "b",
+            "selection": "phase eval",
+            "n_scored": 7,
+            "metrics": dict(metrics, eer=7.5),
+        },
+        {"eval_set": "folder", "selection": "all files", "n_scored": 2, "metrics": None},
+    ]
     md, table = eval_sets.cross_dataset_table(results, scoring.describe_protocol("4s"), "m v1")
     assert "Protocol: 4s" in md and "| a | all rows | 3 | 4 | 12.50 |" in md and "| folder |" in md
     assert table["mean_over_sets"]["eer"] == 10.0 and table["mean_over_sets"]["act_dcf"] is None
@@ -115,11 +131,22 @@ def test_collect_files_walks_folders_and_reports_empty_ones(tmp_path):
     (tmp_path / "empty").mkdir()
     for name in ("a/x.WAV", "a/y.flac", "a/notes.txt", "a/.hidden/z.wav"):
         (tmp_path / name).write_bytes(b"")
-    files, problems = collect_files([tmp_path / "a", tmp_path / "a" / "x.WAV", tmp_path / "empty", tmp_path / "c.xyz"])
-    assert files == [str(tmp_path / "a" / "x.WAV"), str(tmp_path / "a" / "y.flac"), str(tmp_path / "c.xyz")]
-    assert [p.path for p in problems] == [str(tmp_path / "empty")] and problems[0].error.startswith("no_audio")
+    files, problems = collect_files(
+        [tmp_path / "a", tmp_path / "a" / "x.WAV", tmp_path / "empty", tmp_path / "c.xyz"]
+    )
+    assert files == [
+        str(tmp_path / "a" / "x.WAV"),
+        str(tmp_path / "a" / "y.flac"),
+        str(tmp_path / "c.xyz"),
+    ]
+    assert [p.path for p in problems] == [str(tmp_path / "empty")] and problems[0].error.startswith(
+        "no_audio"
+    )
     report = failure_report([Prediction("ok", 1.0), Prediction("bad", error="decode_error: x")])
-    assert report.startswith("1 of 2 path(s) could not be scored (decode_error 1)") and "bad: decode_error" in report
+    assert (
+        report.startswith("1 of 2 path(s) could not be scored (decode_error 1)")
+        and "bad: decode_error" in report
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +157,9 @@ def user_audio(tmp_path_factory):
     sf.write(root / "a_16k.wav", tone_or_noise("noise", 2.0, 16_000, rng), 16_000)
     sf.write(root / "b_44k.flac", tone_or_noise("tone", 3.0, 44_100, rng), 44_100)
     (root / "sub").mkdir()
-    sf.write(root / "sub" / "c_long.ogg", tone_or_noise("noise", 9.0, 22_050, rng), 22_050, format="OGG")
+    sf.write(
+        root / "sub" / "c_long.ogg", tone_or_noise("noise", 9.0, 22_050, rng), 22_050, format="OGG"
+    )
     (root / "broken.wav").write_bytes(b"RIFF....not really a wav")
     (root / "empty.mp3").write_bytes(b"")
     return root
@@ -144,7 +173,10 @@ def _rows(path):
 def test_predict_scores_a_folder_lists_broken_files_and_exits_0(user_audio, tmp_path, capsys):
     model = write_detector_dir(tmp_path / "final", seed=1, slope=2.0, offset=-0.5)
     out = tmp_path / "scores.csv"
-    assert cli_main(["predict", str(user_audio), "--model", str(model), "--out", str(out), "--json"]) == 0
+    assert (
+        cli_main(["predict", str(user_audio), "--model", str(model), "--out", str(out), "--json"])
+        == 0
+    )
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["n_paths"] == 5 and summary["n_scored"] == 3 and summary["n_failed"] == 2
@@ -152,7 +184,9 @@ def test_predict_scores_a_folder_lists_broken_files_and_exits_0(user_audio, tmp_
     assert "2 of 5 path(s) could not be scored" in captured.err and "broken.wav" in captured.err
     rows = _rows(out)
     assert set(rows) == {"a_16k.wav", "b_44k.flac", "c_long.ogg", "broken.wav", "empty.mp3"}
-    assert rows["broken.wav"]["error"].startswith("decode_error") and rows["broken.wav"]["score"] == ""
+    assert (
+        rows["broken.wav"]["error"].startswith("decode_error") and rows["broken.wav"]["score"] == ""
+    )
     assert rows["empty.mp3"]["error"].startswith("empty_file")
     for name in ("a_16k.wav", "b_44k.flac", "c_long.ogg"):
         r = rows[name]
@@ -166,13 +200,29 @@ def test_predict_resamples_and_windows_like_the_library(user_audio, tmp_path, ca
     from spoofdet.serve.registry import load_detector
 
     model = write_detector_dir(tmp_path / "final", seed=1)  # no calibration
-    assert cli_main(["predict", str(user_audio / "b_44k.flac"), str(user_audio / "sub"), "--model", str(model),
-                     "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                str(user_audio / "b_44k.flac"),
+                str(user_audio / "sub"),
+                "--model",
+                str(model),
+                "--json",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     preds = {Path(p["path"]).name: p for p in summary["predictions"]}
-    assert preds["b_44k.flac"]["orig_sample_rate"] == 44_100 and preds["c_long.ogg"]["orig_sample_rate"] == 22_050
+    assert (
+        preds["b_44k.flac"]["orig_sample_rate"] == 44_100
+        and preds["c_long.ogg"]["orig_sample_rate"] == 22_050
+    )
     assert preds["c_long.ogg"]["n_windows"] == len(scoring.window_starts(9 * 16_000)) == 4
-    assert all(p["llr"] is None and p["decision"] is None for p in preds.values())  # no calibration: no LLR
+    assert all(
+        p["llr"] is None and p["decision"] is None for p in preds.values()
+    )  # no calibration: no LLR
     det = load_detector(str(model))
     wave, _ = load_16k(str(user_audio / "sub" / "c_long.ogg"))
     expected = scoring.score_waves(det.model, scoring.clip_windows(wave, "full")).mean()
@@ -192,9 +242,13 @@ def test_predict_never_imports_ray(user_audio, tmp_path):
     import subprocess
 
     model = write_detector_dir(tmp_path / "final", seed=1)
-    code = ("import sys; from spoofdet.cli import main;"
-            f"rc = main(['predict', {str(user_audio / 'a_16k.wav')!r}, '--model', {str(model)!r}, "
-            f"'--out', {str(tmp_path / 's.csv')!r}]);"
-            "print(rc, 'ray' in sys.modules, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    code = (
+        "import sys; from spoofdet.cli import main;"
+        f"rc = main(['predict', {str(user_audio / 'a_16k.wav')!r}, '--model', {str(model)!r}, "
+        f"'--out', {str(tmp_path / 's.csv')!r}]);"
+        "print(rc, 'ray' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[-3:] == ["0", "False", "True"]

@@ -22,8 +22,12 @@ import torch
 from conftest import SHARED
 
 from spoofdet.models import build_head
-from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
-                                         convert_seed_state_dict)
+from spoofdet.models.checkpoints import (
+    SEEDS,
+    SeedCheckpointError,
+    build_seed_head,
+    convert_seed_state_dict,
+)
 from spoofdet.testing import random_feats, random_state_dict, read_layout, tiny_fairseq_state_dict
 
 LAYOUTS = SHARED / "reference" / "seed-checkpoints"
@@ -32,16 +36,21 @@ MAMBA_SEEDS = ("xlsr_mamba", "fake_mamba")
 # Seed logits (see the module docstring), float32 values printed with repr.
 SEED_LOGITS: dict[str, dict[int, list[list[float]]]] = {
     "xlsr_mamba": {
-        201: [[0.095338374376297, 0.023636095225811005],
-              [0.017735600471496582, -0.24385331571102142]],
-        208: [[0.005798310041427612, 0.01661195233464241],
-              [-0.12611614167690277, -0.137626513838768]],
+        201: [
+            [0.095338374376297, 0.023636095225811005],
+            [0.017735600471496582, -0.24385331571102142],
+        ],
+        208: [
+            [0.005798310041427612, 0.01661195233464241],
+            [-0.12611614167690277, -0.137626513838768],
+        ],
     },
     "fake_mamba": {
-        201: [[0.009357057511806488, -1.409493088722229],
-              [-0.35015997290611267, -0.46220454573631287]],
-        208: [[0.4940178096294403, -0.554099440574646],
-              [-0.1959717571735382, -1.5463544130325317]],
+        201: [
+            [0.009357057511806488, -1.409493088722229],
+            [-0.35015997290611267, -0.46220454573631287],
+        ],
+        208: [[0.4940178096294403, -0.554099440574646], [-0.1959717571735382, -1.5463544130325317]],
     },
 }
 # Float32 rounding differs (parallel vs step-loop scan, one vs two mixer calls): observed
@@ -60,8 +69,10 @@ def _two_threads():
 def _layout(seed: str) -> list[tuple[str, tuple[int, ...], str]]:
     path = LAYOUTS / f"{seed}.tsv"
     if not path.is_file():
-        pytest.skip(f"seed layout {path} not found (it lives in the project's ../shared/reference; "
-                    "set SPOOFDET_SHARED to point elsewhere)")
+        pytest.skip(
+            f"seed layout {path} not found (it lives in the project's ../shared/reference; "
+            "set SPOOFDET_SHARED to point elsewhere)"
+        )
     return read_layout(path)
 
 
@@ -104,8 +115,13 @@ def test_imported_head_computes_the_seeds_logits(seed):
     in_file = sum(torch.Size(s).numel() for k, s, _ in _layout(seed) if not k.endswith(buffers))
     assert n_params == in_file == {"xlsr_mamba": 1_936_950, "fake_mamba": 2_336_405}[seed]
     for frames in (201, 208):
-        torch.testing.assert_close(_logits(head, frames), torch.tensor(SEED_LOGITS[seed][frames]),
-                                   rtol=RTOL, atol=ATOL, msg=f"{seed}, {frames} frames")
+        torch.testing.assert_close(
+            _logits(head, frames),
+            torch.tensor(SEED_LOGITS[seed][frames]),
+            rtol=RTOL,
+            atol=ATOL,
+            msg=f"{seed}, {frames} frames",
+        )
 
 
 def test_xlsr_mamba_last_block_norm_is_opt_in_and_differs():
@@ -115,7 +131,7 @@ def test_xlsr_mamba_last_block_norm_is_opt_in_and_differs():
     assert SEEDS["xlsr_mamba"].model["head_kwargs"] == {"final_norm": "seed"}
     seed_head = _imported("xlsr_mamba")
     other = build_head("xlsr_mamba", 1024, final_norm="last_block")
-    other.load_state_dict(seed_head.state_dict(), strict=True)   # same parameters
+    other.load_state_dict(seed_head.state_dict(), strict=True)  # same parameters
     other.eval()
     for frames in (201, 208):
         seed_logits = torch.tensor(SEED_LOGITS["xlsr_mamba"][frames])
@@ -153,7 +169,8 @@ def test_dataparallel_prefix_imports_identically(seed):
     sd = _checkpoint(seed)
     plain_head, plain_fe = convert_seed_state_dict(sd, seed=seed)
     wrapped_head, wrapped_fe = convert_seed_state_dict(
-        OrderedDict((f"module.{k}", v) for k, v in sd.items()), seed=seed)
+        OrderedDict((f"module.{k}", v) for k, v in sd.items()), seed=seed
+    )
     assert list(wrapped_head) == list(plain_head) and list(wrapped_fe) == list(plain_fe)
     assert all(torch.equal(wrapped_head[k], plain_head[k]) for k in plain_head)
     assert all(torch.equal(wrapped_fe[k], plain_fe[k]) for k in plain_fe)

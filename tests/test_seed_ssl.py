@@ -20,11 +20,23 @@ import pytest
 import torch
 from conftest import SHARED
 
-from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
-                                         convert_seed_state_dict, load_state_dict_strict,
-                                         read_seed_checkpoint, seed_n_logits)
-from spoofdet.testing import (random_feats, random_state_dict, random_waves, read_layout,
-                              tiny_fairseq_config, tiny_fairseq_state_dict)
+from spoofdet.models.checkpoints import (
+    SEEDS,
+    SeedCheckpointError,
+    build_seed_head,
+    convert_seed_state_dict,
+    load_state_dict_strict,
+    read_seed_checkpoint,
+    seed_n_logits,
+)
+from spoofdet.testing import (
+    random_feats,
+    random_state_dict,
+    random_waves,
+    read_layout,
+    tiny_fairseq_config,
+    tiny_fairseq_state_dict,
+)
 
 LAYOUTS = SHARED / "reference" / "seed-checkpoints"
 
@@ -38,27 +50,43 @@ CASES = {
 
 #: The seeds' logits on random_feats(2, T, 1024, seed=0), float32, by (head, T).
 SEED_LOGITS = {
-    ("ssl_aasist", 201): [[-2.001725196838379, 7.634755611419678],
-                          [-1.5303699970245361, 6.668887615203857]],
-    ("ssl_aasist", 208): [[1.0357975959777832, 7.731142997741699],
-                          [-2.140988349914551, 7.238088607788086]],
-    ("nes2net_x_2", 201): [[-0.4021533131599426, 0.25869858264923096],
-                           [-0.4063829779624939, 0.4162158966064453]],
-    ("nes2net_x_2", 208): [[-0.36033517122268677, 0.36903858184814453],
-                           [-0.3804723024368286, 0.2775425314903259]],
+    ("ssl_aasist", 201): [
+        [-2.001725196838379, 7.634755611419678],
+        [-1.5303699970245361, 6.668887615203857],
+    ],
+    ("ssl_aasist", 208): [
+        [1.0357975959777832, 7.731142997741699],
+        [-2.140988349914551, 7.238088607788086],
+    ],
+    ("nes2net_x_2", 201): [
+        [-0.4021533131599426, 0.25869858264923096],
+        [-0.4063829779624939, 0.4162158966064453],
+    ],
+    ("nes2net_x_2", 208): [
+        [-0.36033517122268677, 0.36903858184814453],
+        [-0.3804723024368286, 0.2775425314903259],
+    ],
     ("nes2net_x_1", 201): [[-0.4021531343460083], [-0.40638267993927]],
     ("nes2net_x_1", 208): [[-0.360335111618042], [-0.3804718255996704]],
 }
 #: The same with the seed model and the features in float64.
 SEED_LOGITS_F64 = {
-    ("ssl_aasist", 201): [[-2.0017300939478115, 7.634747033071546],
-                          [-1.5303588739184355, 6.668879509955369]],
-    ("ssl_aasist", 208): [[1.03578977355426, 7.7311387377525325],
-                          [-2.140992540077936, 7.238093251713231]],
-    ("nes2net_x_2", 201): [[-0.40215358834187176, 0.2586982258424461],
-                           [-0.406382960273323, 0.41621581722522993]],
-    ("nes2net_x_2", 208): [[-0.36033485113330704, 0.3690384115453731],
-                           [-0.3804716623943124, 0.27754264155817887]],
+    ("ssl_aasist", 201): [
+        [-2.0017300939478115, 7.634747033071546],
+        [-1.5303588739184355, 6.668879509955369],
+    ],
+    ("ssl_aasist", 208): [
+        [1.03578977355426, 7.7311387377525325],
+        [-2.140992540077936, 7.238093251713231],
+    ],
+    ("nes2net_x_2", 201): [
+        [-0.40215358834187176, 0.2586982258424461],
+        [-0.406382960273323, 0.41621581722522993],
+    ],
+    ("nes2net_x_2", 208): [
+        [-0.36033485113330704, 0.3690384115453731],
+        [-0.3804716623943124, 0.27754264155817887],
+    ],
     ("nes2net_x_1", 201): [[-0.40215358834187165], [-0.4063829602733223]],
     ("nes2net_x_1", 208): [[-0.3603348511333073], [-0.3804716623943119]],
 }
@@ -71,8 +99,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.
 def _layout(name: str) -> list[tuple[str, tuple[int, ...], str]]:
     path = LAYOUTS / name
     if not path.is_file():
-        pytest.skip(f"seed layout {path} not found (it lives in the project's ../shared; "
-                    "set SPOOFDET_SHARED to point elsewhere)")
+        pytest.skip(
+            f"seed layout {path} not found (it lives in the project's ../shared; "
+            "set SPOOFDET_SHARED to point elsewhere)"
+        )
     return read_layout(path)
 
 
@@ -83,8 +113,9 @@ def _seed_file(case: str, frontend_seed: int = 0) -> OrderedDict[str, torch.Tens
     head = random_state_dict(_layout(tsv), seed=0)
     # aasist.tsv lists a DataParallel (DF) checkpoint; an LA one has the same keys without it
     head = OrderedDict((k.removeprefix("module."), v) for k, v in head.items())
-    sd = OrderedDict((f"ssl_model.model.{k}", v)
-                     for k, v in tiny_fairseq_state_dict(seed=frontend_seed).items())
+    sd = OrderedDict(
+        (f"ssl_model.model.{k}", v) for k, v in tiny_fairseq_state_dict(seed=frontend_seed).items()
+    )
     sd.update(head)
     if prefixed:
         sd = OrderedDict((f"module.{k}", v) for k, v in sd.items())
@@ -101,6 +132,7 @@ def _imported_head(sd: dict[str, torch.Tensor], seed: str) -> torch.nn.Module:
 
 
 # ---- outputs --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_imported_heads_give_the_seeds_logits(case):
@@ -132,11 +164,16 @@ def test_number_of_logits_is_read_off_the_nes2net_x_file():
     for name in ("ssl_aasist", "nes2net_x"):
         spec = SEEDS[name]
         assert (spec.frontend, spec.in_dim, spec.num_samples, spec.out_key) == (
-            "fairseq", 1024, 64_600, "out.weight")
+            "fairseq",
+            1024,
+            64_600,
+            "out.weight",
+        )
         assert spec.published and spec.score_rule == "bonafide_logit"
 
 
 # ---- a full seed file: fine-tuned fairseq front-end + head ----------------------------------
+
 
 @pytest.mark.parametrize("case", ["ssl_aasist_DF", "nes2net_x_1"])
 def test_full_seed_file_front_end_and_head_load_strictly(case):
@@ -158,14 +195,26 @@ def test_full_seed_file_front_end_and_head_load_strictly(case):
 
 # ---- refusals -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case, drop, extra, lacking", [
-    ("ssl_aasist_DF", "module.LL.bias", "module.LL2.weight", "proj.bias"),
-    ("ssl_aasist_LA", "HtrgGAT_layer_ST22.att_weightM", "pool_hS3.proj.weight",
-     "hs_gal22.att_weight_master"),
-    # an 'ASTP'-pooling Nes2Net-X file has pooling.* tensors and no longer fits the head
-    ("nes2net_x_2", "Nested_Res2Net_TDNN.Build_in_Res2Nets.3.weighted_sum.2",
-     "Nested_Res2Net_TDNN.pooling.linear1.weight", "blocks.3.mix.2"),
-])
+
+@pytest.mark.parametrize(
+    "case, drop, extra, lacking",
+    [
+        ("ssl_aasist_DF", "module.LL.bias", "module.LL2.weight", "proj.bias"),
+        (
+            "ssl_aasist_LA",
+            "HtrgGAT_layer_ST22.att_weightM",
+            "pool_hS3.proj.weight",
+            "hs_gal22.att_weight_master",
+        ),
+        # an 'ASTP'-pooling Nes2Net-X file has pooling.* tensors and no longer fits the head
+        (
+            "nes2net_x_2",
+            "Nested_Res2Net_TDNN.Build_in_Res2Nets.3.weighted_sum.2",
+            "Nested_Res2Net_TDNN.pooling.linear1.weight",
+            "blocks.3.mix.2",
+        ),
+    ],
+)
 def test_one_key_too_many_and_one_too_few_are_both_listed(case, drop, extra, lacking):
     sd = _seed_file(case)
     del sd[drop]
@@ -177,13 +226,24 @@ def test_one_key_too_many_and_one_too_few_are_both_listed(case, drop, extra, lac
     assert "tensors the model needs that the file lacks (1): " + lacking in msg
 
 
-@pytest.mark.parametrize("case, key, shape, named", [
-    ("ssl_aasist_LA", "LL.weight", (128, 768),
-     "LL.weight (128, 768) vs spoofdet proj.weight (128, 1024)"),
-    # a weighted sum of the wrong depth is flattened, then refused by name
-    ("nes2net_x_1", "Nested_Res2Net_TDNN.Build_in_Res2Nets.0.weighted_sum.0", (1, 1, 1, 3),
-     "Nested_Res2Net_TDNN.Build_in_Res2Nets.0.weighted_sum.0 (3,) vs spoofdet blocks.0.mix.0 (2,)"),
-])
+@pytest.mark.parametrize(
+    "case, key, shape, named",
+    [
+        (
+            "ssl_aasist_LA",
+            "LL.weight",
+            (128, 768),
+            "LL.weight (128, 768) vs spoofdet proj.weight (128, 1024)",
+        ),
+        # a weighted sum of the wrong depth is flattened, then refused by name
+        (
+            "nes2net_x_1",
+            "Nested_Res2Net_TDNN.Build_in_Res2Nets.0.weighted_sum.0",
+            (1, 1, 1, 3),
+            "Nested_Res2Net_TDNN.Build_in_Res2Nets.0.weighted_sum.0 (3,) vs spoofdet blocks.0.mix.0 (2,)",
+        ),
+    ],
+)
 def test_shape_mismatch_is_refused_naming_the_key(case, key, shape, named):
     sd = _seed_file(case)
     sd[key] = torch.zeros(shape)
@@ -199,13 +259,15 @@ def test_unknown_seed_lists_the_known_ones():
 
 
 def test_file_without_front_end_is_refused():
-    sd = OrderedDict((k, v) for k, v in _seed_file("nes2net_x_1").items()
-                     if not k.startswith("ssl_model."))
+    sd = OrderedDict(
+        (k, v) for k, v in _seed_file("nes2net_x_1").items() if not k.startswith("ssl_model.")
+    )
     with pytest.raises(SeedCheckpointError, match="ssl_model.model"):
         convert_seed_state_dict(sd, seed="nes2net_x")
 
 
 # ---- reading the file -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("wrapped", [False, True])
 def test_read_seed_checkpoint_round_trips(tmp_path, wrapped):

@@ -26,8 +26,16 @@ def _read_shards(out):
 @pytest.fixture()
 def mixed_rate_csv(tmp_path):
     rows = ["path,label"]
-    for i, (sr, ch, fmt) in enumerate([(16000, 1, "wav"), (22050, 1, "flac"), (24000, 2, "wav"),
-                                        (44100, 1, "flac"), (44100, 2, "wav"), (8000, 1, "wav")]):
+    for i, (sr, ch, fmt) in enumerate(
+        [
+            (16000, 1, "wav"),
+            (22050, 1, "flac"),
+            (24000, 2, "wav"),
+            (44100, 1, "flac"),
+            (44100, 2, "wav"),
+            (8000, 1, "wav"),
+        ]
+    ):
         seconds = 1.0 + 0.25 * i
         t = np.arange(int(sr * seconds)) / sr
         x = (0.4 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
@@ -57,7 +65,14 @@ def test_mixed_rates_come_out_16k(mixed_rate_csv, tmp_path):
         assert abs(peak - 440) < 3, (sr, peak)
     meta = pq.read_table(out / "metadata.parquet")
     assert "audio" not in meta.column_names and tuple(meta.column_names) == METADATA_COLUMNS
-    assert sorted(meta.column("orig_sample_rate").to_pylist()) == [8000, 16000, 22050, 24000, 44100, 44100]
+    assert sorted(meta.column("orig_sample_rate").to_pylist()) == [
+        8000,
+        16000,
+        22050,
+        24000,
+        44100,
+        44100,
+    ]
 
 
 @pytest.mark.parametrize("corpus", ["asvspoof2019-la", "codecfake", "in-the-wild", "csv"])
@@ -67,9 +82,13 @@ def test_every_quarantine_reason_is_counted(synth, tmp_path, corpus):
     out = tmp_path / "out"
     s = shard.run(m.table, str(out), corpus=corpus, shard_rows=5, executor="local")
     q = pq.read_table(out / "quarantine.parquet")
-    assert dict(zip(q.column("utt_id").to_pylist(), q.column("reason").to_pylist())) == info["broken"]
+    assert (
+        dict(zip(q.column("utt_id").to_pylist(), q.column("reason").to_pylist())) == info["broken"]
+    )
     assert s["rows_in"] == s["rows_written"] + s["quarantined"] == info["rows"]
-    assert s["by_reason"] == {r: list(info["broken"].values()).count(r) for r in set(info["broken"].values())}
+    assert s["by_reason"] == {
+        r: list(info["broken"].values()).count(r) for r in set(info["broken"].values())
+    }
     written = set(pq.read_table(out / "metadata.parquet").column("utt_id").to_pylist())
     assert written.isdisjoint(info["broken"]) and len(written) == s["rows_written"]
     assert json.loads((out / "summary.json").read_text())["rows_written"] == s["rows_written"]
@@ -77,7 +96,14 @@ def test_every_quarantine_reason_is_counted(synth, tmp_path, corpus):
 
 def test_min_seconds_is_configurable(synth, tmp_path):
     m = prepare("in-the-wild", synth["in-the-wild"]["root"])
-    s = shard.run(m.table, str(tmp_path / "o"), corpus="in-the-wild", shard_rows=50, executor="local", min_seconds=3.0)
+    s = shard.run(
+        m.table,
+        str(tmp_path / "o"),
+        corpus="in-the-wild",
+        shard_rows=50,
+        executor="local",
+        min_seconds=3.0,
+    )
     assert s["by_reason"]["too_short"] > 1
     durations = pq.read_table(tmp_path / "o" / "metadata.parquet").column("duration").to_pylist()
     assert min(durations) >= 3.0
@@ -89,7 +115,10 @@ def test_idempotent_rerun_is_a_noop(synth, tmp_path):
     first = shard.run(m.table, str(out), corpus="codecfake", shard_rows=7, executor="local")
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     again = shard.run(m.table, str(out), corpus="codecfake", shard_rows=7, executor="local")
-    assert again["shards_done_before"] == first["shards"] and again["rows_written"] == first["rows_written"]
+    assert (
+        again["shards_done_before"] == first["shards"]
+        and again["rows_written"] == first["rows_written"]
+    )
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
 
 
@@ -108,12 +137,28 @@ def test_kill_and_resume(synth, tmp_path):
     rows of an uninterrupted run, no duplicate, no loss, and no temporary file left."""
     root = synth["codecfake"]["root"]
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "data_prep.shard", "codecfake", "--root", root, "--out", str(out),
-           "--shard-rows", "6", "--executor", "local", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_prep.shard",
+        "codecfake",
+        "--root",
+        root,
+        "--out",
+        str(out),
+        "--shard-rows",
+        "6",
+        "--executor",
+        "local",
+        "--json",
+    ]
     env = {**os.environ, shard.KILL_ENV: "2"}
     killed = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr
-    assert sorted(p.name for p in (out / "shards").glob("part-*.parquet")) == ["part-00000.parquet", "part-00001.parquet"]
+    assert sorted(p.name for p in (out / "shards").glob("part-*.parquet")) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+    ]
     assert len(list((out / "shards").glob("*.tmp-*"))) == 1 and not (out / "summary.json").exists()
 
     resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -122,19 +167,32 @@ def test_kill_and_resume(synth, tmp_path):
     assert not list(out.rglob("*.tmp-*"))
 
     ref = tmp_path / "ref"
-    shard.run(prepare("codecfake", root).table, str(ref), corpus="codecfake", shard_rows=6, executor="local")
+    shard.run(
+        prepare("codecfake", root).table,
+        str(ref),
+        corpus="codecfake",
+        shard_rows=6,
+        executor="local",
+    )
     a, b = _read_shards(out), _read_shards(ref)
-    assert a.num_rows == s["rows_written"] and len(set(a.column("utt_id").to_pylist())) == a.num_rows
+    assert (
+        a.num_rows == s["rows_written"] and len(set(a.column("utt_id").to_pylist())) == a.num_rows
+    )
     assert a.equals(b)
-    assert pq.read_table(out / "quarantine.parquet").sort_by("utt_id").equals(
-        pq.read_table(ref / "quarantine.parquet").sort_by("utt_id"))
+    assert (
+        pq.read_table(out / "quarantine.parquet")
+        .sort_by("utt_id")
+        .equals(pq.read_table(ref / "quarantine.parquet").sort_by("utt_id"))
+    )
 
 
 def test_any_pyarrow_filesystem(synth):
     """Nothing assumes a local disk for --out: run against pyarrow's in-memory filesystem."""
     fs = pafs._MockFileSystem()
     m = prepare("in-the-wild", synth["in-the-wild"]["root"])
-    s = shard.run(m.table, "bucket/itw", corpus="in-the-wild", shard_rows=8, executor="local", filesystem=fs)
+    s = shard.run(
+        m.table, "bucket/itw", corpus="in-the-wild", shard_rows=8, executor="local", filesystem=fs
+    )
     assert s["rows_written"] + s["quarantined"] == m.table.num_rows
     names = {i.base_name for i in fs.get_file_info(pafs.FileSelector("bucket/itw", recursive=True))}
     assert {"metadata.parquet", "quarantine.parquet", "summary.json", "part-00000.parquet"} <= names
@@ -147,7 +205,7 @@ def test_shard_size_follows_shard_mb(synth, tmp_path):
     out = tmp_path / "out"
     target_mb = 0.4
     s = shard.run(m.table, str(out), corpus="asvspoof2019-la", shard_mb=target_mb, executor="local")
-    sizes = [p.stat().st_size / 2 ** 20 for p in sorted((out / "shards").glob("part-*.parquet"))]
+    sizes = [p.stat().st_size / 2**20 for p in sorted((out / "shards").glob("part-*.parquet"))]
     assert s["shards"] == len(sizes) >= 3
     assert all(size < 2.5 * target_mb for size in sizes) and np.median(sizes) > target_mb / 2.5
 
@@ -155,23 +213,48 @@ def test_shard_size_follows_shard_mb(synth, tmp_path):
 def test_cli_prepare_json(synth, tmp_path, capsys):
     from spoofdet.cli import main
 
-    rc = main(["prepare", "asvspoof2021-df", "--root", synth["asvspoof2021-df"]["root"], "--out", str(tmp_path / "o"),
-               "--shard-rows", "10", "--executor", "local", "--json"])
+    rc = main(
+        [
+            "prepare",
+            "asvspoof2021-df",
+            "--root",
+            synth["asvspoof2021-df"]["root"],
+            "--out",
+            str(tmp_path / "o"),
+            "--shard-rows",
+            "10",
+            "--executor",
+            "local",
+            "--json",
+        ]
+    )
     assert rc == 0
     s = json.loads(capsys.readouterr().out)
     assert {"rows_in", "rows_written", "quarantined", "by_reason", "shards"} <= set(s)
     assert s["rows_in"] == s["rows_written"] + s["quarantined"] == synth["asvspoof2021-df"]["rows"]
-    rc = main(["prepare", "asvspoof2021-df", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o2")])
+    rc = main(
+        [
+            "prepare",
+            "asvspoof2021-df",
+            "--root",
+            str(tmp_path / "nowhere"),
+            "--out",
+            str(tmp_path / "o2"),
+        ]
+    )
     assert rc == 2 and "trial_metadata.txt" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("n_rows,size_rows,par,expected_shards", [
-    (20000, 1540, 1, 13),   # one process: sized by shard_mb only
-    (20000, 1540, 2, 14),   # 13 rounded up to a multiple of 2 CPUs
-    (5000, 1700, 2, 8),     # small corpus: at least 4 shards per CPU
-    (10, 1000, 4, 10),      # never an empty shard
-    (1, 1000, 8, 1),
-])
+@pytest.mark.parametrize(
+    "n_rows,size_rows,par,expected_shards",
+    [
+        (20000, 1540, 1, 13),  # one process: sized by shard_mb only
+        (20000, 1540, 2, 14),  # 13 rounded up to a multiple of 2 CPUs
+        (5000, 1700, 2, 8),  # small corpus: at least 4 shards per CPU
+        (10, 1000, 4, 10),  # never an empty shard
+        (1, 1000, 8, 1),
+    ],
+)
 def test_balanced_rows_per_shard(n_rows, size_rows, par, expected_shards):
     rows = shard.balanced_rows_per_shard(n_rows, size_rows, par)
     assert rows <= size_rows and -(-n_rows // rows) == expected_shards

@@ -16,20 +16,34 @@ import pytest
 import torch
 
 from spoofdet.models import build_head, build_model
-from spoofdet.models.checkpoints import (SEEDS, SeedCheckpointError, build_seed_head,
-                                         convert_seed_state_dict, load_state_dict_strict)
+from spoofdet.models.checkpoints import (
+    SEEDS,
+    SeedCheckpointError,
+    build_seed_head,
+    convert_seed_state_dict,
+    load_state_dict_strict,
+)
 from spoofdet.models.sls import SLS
-from spoofdet.testing import (random_feats, random_state_dict, random_waves, read_layout,
-                              tiny_fairseq_state_dict)
+from spoofdet.testing import (
+    random_feats,
+    random_state_dict,
+    random_waves,
+    read_layout,
+    tiny_fairseq_state_dict,
+)
 
 LAYOUT = Path(__file__).parent / "data" / "seed_layouts" / "sls.tsv"
 
 #: The seed's log-probabilities (B = 2) on layers k = 1..24 = random_feats(2, 201, 1024, seed=k).
-SEED_LOG_PROBS = [[-2.2927322387695312, -0.10646127164363861],
-                  [-4.522608280181885, -0.010920049622654915]]
+SEED_LOG_PROBS = [
+    [-2.2927322387695312, -0.10646127164363861],
+    [-4.522608280181885, -0.010920049622654915],
+]
 #: The same with the seed model and inputs in float64 (free of float32 summation-order noise).
-SEED_LOG_PROBS_F64 = [[-2.292730407686209, -0.10646149958702489],
-                      [-4.522598940884401, -0.010920169081926218]]
+SEED_LOG_PROBS_F64 = [
+    [-2.292730407686209, -0.10646149958702489],
+    [-4.522598940884401, -0.010920169081926218],
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
@@ -64,8 +78,9 @@ def test_seed_outputs_pinned():
     torch.testing.assert_close(out, torch.tensor(SEED_LOG_PROBS), rtol=1e-5, atol=0.0)
     with torch.no_grad():
         out64 = head.double()(_seed_layers().double())
-    torch.testing.assert_close(out64, torch.tensor(SEED_LOG_PROBS_F64, dtype=torch.float64),
-                               rtol=1e-10, atol=0.0)
+    torch.testing.assert_close(
+        out64, torch.tensor(SEED_LOG_PROBS_F64, dtype=torch.float64), rtol=1e-10, atol=0.0
+    )
     assert SEEDS["sls"].model == {"frontend_layer": "all"} and SEEDS["sls"].num_samples == 64_600
 
 
@@ -99,11 +114,19 @@ def test_one_logit_is_a_raw_score():
 
 def test_detector_with_tiny_frontend_trains():
     torch.manual_seed(0)
-    no_dropout = {"hidden_dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0,
-                  "feat_proj_dropout": 0.0}
-    model = build_model(frontend="tiny", head="sls", frontend_layer="all",
-                        head_kwargs={"n_layers": 2, "hidden": 32},
-                        frontend_kwargs={"config_overrides": no_dropout})
+    no_dropout = {
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "feat_proj_dropout": 0.0,
+    }
+    model = build_model(
+        frontend="tiny",
+        head="sls",
+        frontend_layer="all",
+        head_kwargs={"n_layers": 2, "hidden": 32},
+        frontend_kwargs={"config_overrides": no_dropout},
+    )
     waves = random_waves(4, 64_600, seed=1)
     labels = torch.tensor([0, 1, 0, 1])
     assert model.frontend(waves).shape == (4, 2, 201, 64)

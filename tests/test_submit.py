@@ -80,12 +80,24 @@ class LocalCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="sdray-", dir="/tmp"))
         self.base = base
         self.token = secrets.token_hex(32)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("RAY_AUTH", "RAY_ADDRESS", "RAY_JOB", "RAY_TRAIN_", "MLFLOW_", "SPOOFDET_STORAGE"))}
-        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token, "RAY_USAGE_STATS_ENABLED": "0",
-                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                    # a SIGKILLed node is declared dead after ~5 s instead of ~20 s
-                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "5"})
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(
+                ("RAY_AUTH", "RAY_ADDRESS", "RAY_JOB", "RAY_TRAIN_", "MLFLOW_", "SPOOFDET_STORAGE")
+            )
+        }
+        env.update(
+            {
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": self.token,
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                # a SIGKILLed node is declared dead after ~5 s instead of ~20 s
+                "RAY_health_check_period_ms": "1000",
+                "RAY_health_check_failure_threshold": "5",
+            }
+        )
         self.env = env
         self.nodes: dict[str, subprocess.Popen] = {}
         self.gcs_port = self.dashboard_port = 0
@@ -103,23 +115,64 @@ class LocalCluster:
         working dir there could delete it from under a process running in it on another node.
         """
         agent_listen, agent_grpc, env_agent, metrics, node_manager, object_manager = free_ports(6)
-        cmd = [str(RAY), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(num_cpus),
-               "--temp-dir", str(self.temp_dir / name), "--object-store-memory", str(250 * 2**20),
-               "--node-manager-port", str(node_manager), "--object-manager-port", str(object_manager),
-               "--dashboard-agent-listen-port", str(agent_listen), "--dashboard-agent-grpc-port", str(agent_grpc),
-               "--runtime-env-agent-port", str(env_agent), "--metrics-export-port", str(metrics),
-               "--min-worker-port", "0", "--max-worker-port", "0", "--disable-usage-stats",
-               "--resources", json.dumps({name: 1}), *args]
+        cmd = [
+            str(RAY),
+            "start",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--num-cpus",
+            str(num_cpus),
+            "--temp-dir",
+            str(self.temp_dir / name),
+            "--object-store-memory",
+            str(250 * 2**20),
+            "--node-manager-port",
+            str(node_manager),
+            "--object-manager-port",
+            str(object_manager),
+            "--dashboard-agent-listen-port",
+            str(agent_listen),
+            "--dashboard-agent-grpc-port",
+            str(agent_grpc),
+            "--runtime-env-agent-port",
+            str(env_agent),
+            "--metrics-export-port",
+            str(metrics),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            "--disable-usage-stats",
+            "--resources",
+            json.dumps({name: 1}),
+            *args,
+        ]
         with open(self.base / f"{name}.log", "w") as log:  # the child keeps its own copy of the fd
-            self.nodes[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+            self.nodes[name] = subprocess.Popen(
+                cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def start_head(self, num_cpus: int = 2) -> None:
         """Start the head (GCS, dashboard with the job server) and wait until jobs are accepted."""
         self.gcs_port, self.dashboard_port, client_port = free_ports(3)
-        self._start("head", ["--head", "--port", str(self.gcs_port), "--include-dashboard", "true",
-                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-                             "--ray-client-server-port", str(client_port)], num_cpus)
+        self._start(
+            "head",
+            [
+                "--head",
+                "--port",
+                str(self.gcs_port),
+                "--include-dashboard",
+                "true",
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--ray-client-server-port",
+                str(client_port),
+            ],
+            num_cpus,
+        )
         self._wait_node("head")
         deadline = time.time() + 60
         while True:  # the job server answers once the dashboard's job module is up
@@ -145,29 +198,38 @@ class LocalCluster:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.nodes[name].poll() is not None:
-                raise RuntimeError(f"ray start ({name}) exited with {self.nodes[name].returncode}:\n"
-                                   + (self.base / f"{name}.log").read_text()[-3000:])
+                raise RuntimeError(
+                    f"ray start ({name}) exited with {self.nodes[name].returncode}:\n"
+                    + (self.base / f"{name}.log").read_text()[-3000:]
+                )
             try:
                 if any(name in n.get("resources_total", {}) for n in self.alive_nodes()):
                     return
             except OSError:
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"node {name} did not join within {timeout} s; see {self.base / f'{name}.log'}")
+        raise TimeoutError(
+            f"node {name} did not join within {timeout} s; see {self.base / f'{name}.log'}"
+        )
 
     def http(self, method: str, path: str, body: dict | None = None, timeout: float = 10) -> Any:
         """A call to the dashboard's REST API (jobs, state), with this cluster's token."""
-        req = urllib.request.Request(f"http://127.0.0.1:{self.dashboard_port}{path}", method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.dashboard_port}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read() or b"null")
 
     def alive_nodes(self) -> list[dict]:
         """The live nodes, as the state API lists them (``node_id``, ``resources_total``, ...)."""
-        return self.http("GET", "/api/v0/nodes?detail=1&limit=100&filter_keys=state&filter_predicates=%3D"
-                                "&filter_values=ALIVE")["data"]["result"]["result"]
+        return self.http(
+            "GET",
+            "/api/v0/nodes?detail=1&limit=100&filter_keys=state&filter_predicates=%3D"
+            "&filter_values=ALIVE",
+        )["data"]["result"]["result"]
 
     def actors(self, class_name: str) -> list[dict]:
         """Every actor whose class name ends in ``class_name`` this cluster has had, dead ones included
@@ -177,17 +239,39 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ jobs
 
-    def submit(self, job_id: str, entrypoint: list[str], env_vars: dict[str, str] | None = None, *,
-               wait: bool = False, timeout: float = JOB_TIMEOUT) -> subprocess.CompletedProcess:
+    def submit(
+        self,
+        job_id: str,
+        entrypoint: list[str],
+        env_vars: dict[str, str] | None = None,
+        *,
+        wait: bool = False,
+        timeout: float = JOB_TIMEOUT,
+    ) -> subprocess.CompletedProcess:
         """``ray job submit --working-dir <repo> --runtime-env cluster/runtime_env.yaml`` (plus ``env_vars``)."""
         runtime_env = yaml.safe_load(RUNTIME_ENV.read_text())
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **(env_vars or {})}
         env_file = self.base / f"runtime_env-{job_id}.yaml"
         env_file.write_text(yaml.safe_dump(runtime_env))
-        cmd = [str(RAY), "job", "submit", "--address", self.address, "--submission-id", job_id,
-               "--working-dir", str(ROOT), "--runtime-env", str(env_file),
-               *([] if wait else ["--no-wait"]), "--", *entrypoint]
-        return subprocess.run(cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        cmd = [
+            str(RAY),
+            "job",
+            "submit",
+            "--address",
+            self.address,
+            "--submission-id",
+            job_id,
+            "--working-dir",
+            str(ROOT),
+            "--runtime-env",
+            str(env_file),
+            *([] if wait else ["--no-wait"]),
+            "--",
+            *entrypoint,
+        ]
+        return subprocess.run(
+            cmd, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
 
     def status(self, job_id: str) -> str:
         return self.http("GET", f"/api/jobs/{job_id}")["status"]
@@ -207,7 +291,9 @@ class LocalCluster:
                 return status
             time.sleep(1.0)
         self.stop_job(job_id)
-        raise TimeoutError(f"job {job_id} still {status} after {timeout} s; logs:\n{self.logs(job_id)[-4000:]}")
+        raise TimeoutError(
+            f"job {job_id} still {status} after {timeout} s; logs:\n{self.logs(job_id)[-4000:]}"
+        )
 
     def wait_for(self, job_id: str, what: str, predicate, timeout: float = JOB_TIMEOUT) -> None:
         """Wait until ``predicate()`` holds while the job is still running."""
@@ -217,7 +303,9 @@ class LocalCluster:
                 return
             status = self.status(job_id)
             if status in TERMINAL:
-                raise AssertionError(f"job {job_id} ended ({status}) before {what}; logs:\n{self.logs(job_id)[-4000:]}")
+                raise AssertionError(
+                    f"job {job_id} ended ({status}) before {what}; logs:\n{self.logs(job_id)[-4000:]}"
+                )
             time.sleep(0.3)
         raise TimeoutError(f"job {job_id}: no {what} within {timeout} s")
 
@@ -249,11 +337,16 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every node (gracefully, then by force), then remove the temp dir."""
-        for name in [n for n in self.nodes if n != "head"] + (["head"] if "head" in self.nodes else []):
+        for name in [n for n in self.nodes if n != "head"] + (
+            ["head"] if "head" in self.nodes else []
+        ):
             self.kill_node(name, graceful=True)
         # anything still running from this session (e.g. a job driver orphaned by a killed node)
-        leftovers = [p for p in psutil.process_iter(["cmdline"])
-                     if any(str(self.temp_dir) in part for part in (p.info["cmdline"] or []))]
+        leftovers = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if any(str(self.temp_dir) in part for part in (p.info["cmdline"] or []))
+        ]
         for p in leftovers:
             try:
                 p.kill()
@@ -285,23 +378,51 @@ def corpus(tmp_path_factory):
     shards = {}
     for split in ("train", "dev"):
         table = prepare("asvspoof2019-la", info["root"], split, check_audio=False).table
-        shard.run(table, str(root / "shards" / split), corpus="asvspoof2019-la", shard_rows=8, executor="local",
-                  progress=False)
+        shard.run(
+            table,
+            str(root / "shards" / split),
+            corpus="asvspoof2019-la",
+            shard_rows=8,
+            executor="local",
+            progress=False,
+        )
         shards[split] = root / "shards" / split
     return {"root": Path(info["root"]), "shards": shards, "base": root}
 
 
 def train_entrypoint(shards: dict[str, Path], storage: Path, name: str, **extra: Any) -> list[str]:
     """``python -m ray_jobs.train`` on the demo recipe, tiny: 16k-sample crops, batch 4, 2 workers."""
-    o = {"name": name, "data.train.0.shards": shards["train"], "data.dev.shards": shards["dev"],
-         "data.num_samples": 16000, "train.batch_size": 4, "train.dev_batch_size": 8, "data.shuffle_buffer": 8,
-         "train.log_every": 1, "train.epochs": 3, "train.average_best": 2}
+    o = {
+        "name": name,
+        "data.train.0.shards": shards["train"],
+        "data.dev.shards": shards["dev"],
+        "data.num_samples": 16000,
+        "train.batch_size": 4,
+        "train.dev_batch_size": 8,
+        "data.shuffle_buffer": 8,
+        "train.log_every": 1,
+        "train.epochs": 3,
+        "train.average_best": 2,
+    }
     o.update(extra)
-    return ["python", "-m", "ray_jobs.train", "--config", DEMO, "--storage", str(storage), "--json",
-            *[f"{k}={v}" for k, v in o.items()]]
+    return [
+        "python",
+        "-m",
+        "ray_jobs.train",
+        "--config",
+        DEMO,
+        "--storage",
+        str(storage),
+        "--json",
+        *[f"{k}={v}" for k, v in o.items()],
+    ]
 
 
-TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "OMP_NUM_THREADS": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "OMP_NUM_THREADS": "1",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 def checkpoint_epochs(run_dir: Path) -> list[int]:
@@ -326,13 +447,26 @@ def mlflow_state(storage: Path, experiment: str = "spoofdet-demo") -> dict[str, 
     runs = client.search_runs([exp.experiment_id]) if exp else []
     out = {"runs": [], "registered": [m.name for m in client.search_registered_models()]}
     for r in runs:
-        hist = {k: [(m.step, m.value) for m in sorted(client.get_metric_history(r.info.run_id, k),
-                                                      key=lambda m: (m.timestamp, m.step))]
-                for k in ("dev_eer", "epoch_started")}
-        models = client.search_logged_models(experiment_ids=[exp.experiment_id],
-                                             filter_string=f"source_run_id = '{r.info.run_id}'")
-        out["runs"].append({"id": r.info.run_id, "metrics": r.data.metrics, "hist": hist,
-                            "logged_models": len(models)})
+        hist = {
+            k: [
+                (m.step, m.value)
+                for m in sorted(
+                    client.get_metric_history(r.info.run_id, k), key=lambda m: (m.timestamp, m.step)
+                )
+            ]
+            for k in ("dev_eer", "epoch_started")
+        }
+        models = client.search_logged_models(
+            experiment_ids=[exp.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'"
+        )
+        out["runs"].append(
+            {
+                "id": r.info.run_id,
+                "metrics": r.data.metrics,
+                "hist": hist,
+                "logged_models": len(models),
+            }
+        )
     return out
 
 
@@ -342,9 +476,25 @@ def mlflow_state(storage: Path, experiment: str = "spoofdet-demo") -> dict[str, 
 def test_prepare_job_writes_shards(cluster, corpus):
     """(a) `ray job submit -- python -m data_prep.shard ...` succeeds; the uploaded code leaves out .venv and runs/."""
     out = corpus["base"] / "submitted-shards" / "train"
-    done = cluster.submit("prepare-1", ["python", "-m", "data_prep.shard", "asvspoof2019-la", "--root",
-                                        str(corpus["root"]), "--split", "train", "--out", str(out),
-                                        "--shard-rows", "8", "--json"], wait=True)
+    done = cluster.submit(
+        "prepare-1",
+        [
+            "python",
+            "-m",
+            "data_prep.shard",
+            "asvspoof2019-la",
+            "--root",
+            str(corpus["root"]),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            "--shard-rows",
+            "8",
+            "--json",
+        ],
+        wait=True,
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert cluster.status("prepare-1") == "SUCCEEDED"
     summary = json.loads((out / "summary.json").read_text())
@@ -353,12 +503,23 @@ def test_prepare_job_writes_shards(cluster, corpus):
     assert summary["rows_in"] == summary["rows_written"] + summary["quarantined"]
     assert (out / "metadata.parquet").is_file() and sorted((out / "shards").glob("part-*.parquet"))
     # what travelled to the cluster: the code, not the virtualenv or run outputs
-    packages = [p for p in (cluster.temp_dir / "head").glob("session_*/runtime_resources/working_dir_files/_ray_pkg_*")
-                if p.is_dir()]
+    packages = [
+        p
+        for p in (cluster.temp_dir / "head").glob(
+            "session_*/runtime_resources/working_dir_files/_ray_pkg_*"
+        )
+        if p.is_dir()
+    ]
     assert packages, "no uploaded working dir found in the head's session"
     for pkg in packages:
-        assert (pkg / "ray_jobs" / "train.py").is_file() and (pkg / "spoofdet" / "data.py").is_file()
-        assert not (pkg / ".venv").exists() and not (pkg / "runs").exists() and not (pkg / ".git").exists()
+        assert (pkg / "ray_jobs" / "train.py").is_file() and (
+            pkg / "spoofdet" / "data.py"
+        ).is_file()
+        assert (
+            not (pkg / ".venv").exists()
+            and not (pkg / "runs").exists()
+            and not (pkg / ".git").exists()
+        )
 
 
 # ----------------------------------------------------------------------------- one train run, start to finish
@@ -373,7 +534,9 @@ def lifecycle(cluster, corpus):
     3. shards back, re-submitted (``ray job submit`` waiting, as a user would): resumes, finishes.
     """
     storage = corpus["base"] / "storage-lifecycle"
-    shards = {k: corpus["base"] / "mount" / k for k in ("train", "dev")}  # the "mount" that will vanish
+    shards = {
+        k: corpus["base"] / "mount" / k for k in ("train", "dev")
+    }  # the "mount" that will vanish
     for k, path in shards.items():
         shutil.copytree(corpus["shards"][k], path)
     cmd = train_entrypoint(shards, storage, "lifecycle", **{"run.max_failures": 0})
@@ -424,7 +587,9 @@ def test_killed_job_resubmitted_resumes_in_the_same_mlflow_run(lifecycle):
     (last,) = lifecycle["mlflow3"]["runs"]
     assert first["id"] == second["id"] == last["id"]
     started = [int(v) for _, v in last["hist"]["epoch_started"]]
-    assert started[0] == 0 and started.count(0) == 1, started  # the checkpointed epoch 0 is never redone
+    assert started[0] == 0 and started.count(0) == 1, (
+        started
+    )  # the checkpointed epoch 0 is never redone
     assert started[-1] == 2 and sorted(set(started)) == [0, 1, 2]
     summary = json.loads((lifecycle["run_dir"] / "final" / "summary.json").read_text())
     assert summary["mlflow_run_id"] == first["id"]
@@ -433,7 +598,9 @@ def test_killed_job_resubmitted_resumes_in_the_same_mlflow_run(lifecycle):
 def test_vanished_shards_fail_clearly_and_register_nothing(lifecycle):
     """(e) The shard folders disappear mid-run: the job fails, says which folders and what to do; no model."""
     assert lifecycle["status2"] == "FAILED"
-    logs = lifecycle["logs2"]  # worker lines stream in late, so the driver's last words may not be last here
+    logs = lifecycle[
+        "logs2"
+    ]  # worker lines stream in late, so the driver's last words may not be last here
     lines = [ln for ln in logs.splitlines() if ln.startswith("train: error: ")]
     assert len(lines) == 1, logs[-4000:]
     error = lines[0]
@@ -455,10 +622,30 @@ def test_evaluate_job_scores_the_registered_model(cluster, corpus, lifecycle):
         pytest.skip("ray_jobs/evaluate.py does not exist yet (written under another issue)")
     out = corpus["base"] / "eval"
     uri = f"sqlite:///{lifecycle['storage'] / 'mlflow.db'}"
-    done = cluster.submit("evaluate-1", ["python", "-m", "ray_jobs.evaluate", "--model", "models:/spoofdet-demo/1",
-                                         "--eval-set", f"dev={corpus['shards']['dev']}", "--tracking-uri", uri,
-                                         "--batch-size", "8", "--out", str(out), "--json"], TRAIN_ENV, wait=True)
-    assert done.returncode == 0 and cluster.status("evaluate-1") == "SUCCEEDED", cluster.logs("evaluate-1")[-4000:]
+    done = cluster.submit(
+        "evaluate-1",
+        [
+            "python",
+            "-m",
+            "ray_jobs.evaluate",
+            "--model",
+            "models:/spoofdet-demo/1",
+            "--eval-set",
+            f"dev={corpus['shards']['dev']}",
+            "--tracking-uri",
+            uri,
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        TRAIN_ENV,
+        wait=True,
+    )
+    assert done.returncode == 0 and cluster.status("evaluate-1") == "SUCCEEDED", cluster.logs(
+        "evaluate-1"
+    )[-4000:]
     summary = json.loads((out / "4s" / "summary.json").read_text())
     import pyarrow.parquet as pq
 
@@ -484,27 +671,45 @@ def multinode(cluster, corpus):
     storage = corpus["base"] / "storage-multinode"
     cluster.add_node("node2", num_cpus=3)
     node_ids = {"head": cluster.node_id("head"), "node2": cluster.node_id("node2")}
-    cmd = train_entrypoint(corpus["shards"], storage, "multinode",
-                           **{"scaling.cpus_per_worker": 2, "run.max_failures": 2, "train.epochs": 2})
+    cmd = train_entrypoint(
+        corpus["shards"],
+        storage,
+        "multinode",
+        **{"scaling.cpus_per_worker": 2, "run.max_failures": 2, "train.epochs": 2},
+    )
     assert cluster.submit("multi-1", cmd, TRAIN_ENV).returncode == 0
     run_dir = storage / "multinode"
     cluster.wait_for("multi-1", "an epoch-0 checkpoint", lambda: 0 in checkpoint_epochs(run_dir))
-    placement = {a["actor_id"]: a["node_id"] for a in cluster.actors("RayTrainWorker") if a["state"] == "ALIVE"}
+    placement = {
+        a["actor_id"]: a["node_id"]
+        for a in cluster.actors("RayTrainWorker")
+        if a["state"] == "ALIVE"
+    }
     clocks = {a["node_id"] for a in cluster.actors("EpochClock") if a["state"] == "ALIVE"}
     cluster.kill_node("node2")
     cluster.add_node("node3", num_cpus=3)
     status = cluster.wait("multi-1")
-    return {"node_ids": node_ids, "placement": placement, "clocks": clocks, "status": status,
-            "logs": cluster.logs("multi-1"),
-            "workers": cluster.actors("RayTrainWorker"), "storage": storage, "run_dir": run_dir,
-            "mlflow": mlflow_state(storage)}
+    return {
+        "node_ids": node_ids,
+        "placement": placement,
+        "clocks": clocks,
+        "status": status,
+        "logs": cluster.logs("multi-1"),
+        "workers": cluster.actors("RayTrainWorker"),
+        "storage": storage,
+        "run_dir": run_dir,
+        "mlflow": mlflow_state(storage),
+    }
 
 
 def test_two_workers_land_on_different_nodes(multinode):
     """(d) The 2-worker run used both nodes: one worker on the head, one on the second node."""
     placement = multinode["placement"]
     assert len(placement) == 2, placement
-    assert set(placement.values()) == {multinode["node_ids"]["head"], multinode["node_ids"]["node2"]}
+    assert set(placement.values()) == {
+        multinode["node_ids"]["head"],
+        multinode["node_ids"]["node2"],
+    }
 
 
 def test_killed_worker_node_run_resumes_from_checkpoint_and_finishes(multinode):
@@ -517,6 +722,8 @@ def test_killed_worker_node_run_resumes_from_checkpoint_and_finishes(multinode):
     (run,) = multinode["mlflow"]["runs"]
     assert [s for s, _ in run["hist"]["dev_eer"]] == [0, 1]
     started = [int(v) for _, v in run["hist"]["epoch_started"]]
-    assert started.count(0) == 1, started  # epoch 0 was checkpointed before the kill and never redone
+    assert started.count(0) == 1, (
+        started
+    )  # epoch 0 was checkpointed before the kill and never redone
     summary = json.loads((multinode["run_dir"] / "final" / "summary.json").read_text())
     assert summary["mlflow_run_id"] == run["id"] and summary["registered"]["version"] == 1

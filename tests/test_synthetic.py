@@ -7,21 +7,27 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from spoofdet.testing import synthetic
 from spoofdet.data.corpora import prepare
+from spoofdet.testing import synthetic
 
 
 def _auc(values: np.ndarray, labels: np.ndarray) -> float:
     """P(value of a bona fide clip > value of a spoof clip)."""
     pos, neg = values[labels == 1], values[labels == 0]
-    return float(((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()))
+    return float(
+        (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    )
 
 
 def _features(x: np.ndarray) -> np.ndarray:
     logspec = np.log(np.abs(synthetic._stft(x.astype(np.float64))) ** 2 + 1e-10)
-    bands = np.stack([logspec[:, b].mean(1) for b in np.array_split(np.arange(logspec.shape[1]), 32)], 1)
+    bands = np.stack(
+        [logspec[:, b].mean(1) for b in np.array_split(np.arange(logspec.shape[1]), 32)], 1
+    )
     bands = bands[bands.mean(1) > np.median(bands.mean(1))]  # louder half of the frames
-    return np.concatenate([bands.mean(0) - bands.mean(), bands.std(0), np.abs(np.diff(bands, axis=0)).mean(0)])
+    return np.concatenate(
+        [bands.mean(0) - bands.mean(), bands.std(0), np.abs(np.diff(bands, axis=0)).mean(0)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +38,11 @@ def clips():
         label = i % 2
         seconds = rng.uniform(1.0, 6.0)
         method = synthetic.SPOOF_METHODS[(i // 2) % len(synthetic.SPOOF_METHODS)]
-        x = synthetic.bonafide_clip(rng, 16000, seconds) if label else synthetic.spoof_clip(rng, 16000, seconds, method)
+        x = (
+            synthetic.bonafide_clip(rng, 16000, seconds)
+            if label
+            else synthetic.spoof_clip(rng, 16000, seconds, method)
+        )
         out.append((label, x))
     return out
 

@@ -21,7 +21,9 @@ def test_using_tracking_uri_restores_the_environment(monkeypatch, tmp_path, befo
         assert os.environ["MLFLOW_TRACKING_URI"] == inner and mlflow.get_tracking_uri() == inner
     assert os.environ.get("MLFLOW_TRACKING_URI") == before
     # the next run in this process finds its own store, not the previous run's
-    assert tracking_uri(None, str(tmp_path / "next")) == (before or f"sqlite:///{tmp_path / 'next' / 'mlflow.db'}")
+    assert tracking_uri(None, str(tmp_path / "next")) == (
+        before or f"sqlite:///{tmp_path / 'next' / 'mlflow.db'}"
+    )
 
 
 def test_configured_uri_wins(monkeypatch, tmp_path):

@@ -35,15 +35,28 @@ def shards(tmp_path_factory):
     out = {}
     for split in ("train", "dev"):
         table = prepare("asvspoof2019-la", corpus["root"], split, check_audio=False).table
-        shard.run(table, str(root / "shards" / split), corpus="asvspoof2019-la", shard_rows=8, executor="local",
-                  progress=False)
+        shard.run(
+            table,
+            str(root / "shards" / split),
+            corpus="asvspoof2019-la",
+            shard_rows=8,
+            executor="local",
+            progress=False,
+        )
         out[split] = root / "shards" / split
     return out
 
 
 def overrides(shards, **extra):
-    base = {"data.train.0.shards": shards["train"], "data.dev.shards": shards["dev"], "data.num_samples": 16000,
-            "train.batch_size": 4, "train.dev_batch_size": 8, "data.shuffle_buffer": 8, "train.log_every": 1}
+    base = {
+        "data.train.0.shards": shards["train"],
+        "data.dev.shards": shards["dev"],
+        "data.num_samples": 16000,
+        "train.batch_size": 4,
+        "train.dev_batch_size": 8,
+        "data.shuffle_buffer": 8,
+        "train.log_every": 1,
+    }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
@@ -56,8 +69,16 @@ def mlflow_runs(storage):
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
     storage = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "ray_jobs.train", "--config", str(DEMO), "--storage", str(storage),
-           *overrides(shards, **{"train.epochs": 3, "train.average_best": 2, "run.max_failures": 2})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray_jobs.train",
+        "--config",
+        str(DEMO),
+        "--storage",
+        str(storage),
+        *overrides(shards, **{"train.epochs": 3, "train.average_best": 2, "run.max_failures": 2}),
+    ]
     env = {**os.environ, **ENV}
     killed = []
 
@@ -83,10 +104,18 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
     assert len(runs) == 1
     run_id = runs[0].info.run_id
     assert [m.step for m in client.get_metric_history(run_id, "dev_eer")] == [0, 1, 2]
-    started = [int(m.value) for m in sorted(client.get_metric_history(run_id, "epoch_started"), key=lambda m: m.timestamp)]
+    started = [
+        int(m.value)
+        for m in sorted(
+            client.get_metric_history(run_id, "epoch_started"), key=lambda m: m.timestamp
+        )
+    ]
     assert started[0] == 0 and started.count(0) == 1  # the checkpointed epoch 0 is never redone
     assert len(started) > 3  # the killed epoch was started twice
-    assert json.loads((storage / "demo" / "final" / "summary.json").read_text())["mlflow_run_id"] == run_id
+    assert (
+        json.loads((storage / "demo" / "final" / "summary.json").read_text())["mlflow_run_id"]
+        == run_id
+    )
 
 
 def test_training_starts_from_a_published_seed_checkpoint(shards, tmp_path):
@@ -97,20 +126,43 @@ def test_training_starts_from_a_published_seed_checkpoint(shards, tmp_path):
     from spoofdet.models.checkpoints import convert_seed_state_dict
     from spoofdet.testing import random_state_dict, read_layout
 
-    seed_sd = random_state_dict(read_layout(ROOT / "tests" / "data" / "seed_layouts" / "aasist_l.tsv"), seed=5)
+    seed_sd = random_state_dict(
+        read_layout(ROOT / "tests" / "data" / "seed_layouts" / "aasist_l.tsv"), seed=5
+    )
     ckpt = tmp_path / "AASIST-L.pth"
     torch.save(seed_sd, ckpt)
     storage = tmp_path / "runs"
     recipe = ROOT / "ray_jobs" / "configs" / "aasist_l_19la.yaml"
-    cmd = [sys.executable, "-m", "ray_jobs.train", "--config", str(recipe), "--storage", str(storage),
-           *overrides(shards, **{"train.epochs": 1, "train.average_best": 1, "scaling.use_gpu": "false",
-                                 "scaling.cpus_per_worker": 0.5, "optim.lr": 1e-12, "train.select": "dev_loss",
-                                 "model.init_from": ckpt})]
-    done = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=900)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ray_jobs.train",
+        "--config",
+        str(recipe),
+        "--storage",
+        str(storage),
+        *overrides(
+            shards,
+            **{
+                "train.epochs": 1,
+                "train.average_best": 1,
+                "scaling.use_gpu": "false",
+                "scaling.cpus_per_worker": 0.5,
+                "optim.lr": 1e-12,
+                "train.select": "dev_loss",
+                "model.init_from": ckpt,
+            },
+        ),
+    ]
+    done = subprocess.run(
+        cmd, cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     final = torch.load(storage / "aasist_l_19la" / "final" / "model.pt", weights_only=True)
     head, _ = convert_seed_state_dict(seed_sd, seed="aasist_l")
-    params = [k for k in head if "running_" not in k and "num_batches" not in k]  # BN statistics do train
+    params = [
+        k for k in head if "running_" not in k and "num_batches" not in k
+    ]  # BN statistics do train
     assert len(params) > 100
     for k in params:
         torch.testing.assert_close(final[f"head.{k}"], head[k], rtol=0, atol=1e-6)

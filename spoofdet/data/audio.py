@@ -46,7 +46,9 @@ def resample(wave: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndar
         return np.ascontiguousarray(wave, dtype=np.float32)
     g = gcd(int(sr_in), int(sr_out))
     up, down = sr_out // g, sr_in // g
-    return resample_poly(wave.astype(np.float64), up, down, window=("kaiser", 5.0)).astype(np.float32)
+    return resample_poly(wave.astype(np.float64), up, down, window=("kaiser", 5.0)).astype(
+        np.float32
+    )
 
 
 def load_16k(path: str, *, min_seconds: float = 0.0) -> tuple[np.ndarray, int]:
@@ -105,7 +107,9 @@ def crop_or_pad(wave: np.ndarray, length: int, offset: int = 0) -> np.ndarray:
     """
     wave = wave[offset:]
     if len(wave) == 0:
-        raise ValueError(f"crop_or_pad: nothing to crop (empty waveform or offset {offset} past its end)")
+        raise ValueError(
+            f"crop_or_pad: nothing to crop (empty waveform or offset {offset} past its end)"
+        )
     if len(wave) >= length:
         return np.ascontiguousarray(wave[:length], dtype=np.float32)
     reps = -(-length // len(wave)) + 1

@@ -49,8 +49,10 @@ def decode_feats(data: bytes, frames: int, dim: int, dtype: str = "float16") -> 
     """Bytes of one row -> ``float32[frames, dim]``; an error if the byte count does not match."""
     dt = np.dtype(dtype).newbyteorder("<")
     if len(data) != frames * dim * dt.itemsize:
-        raise FeatureError(f"feats holds {len(data)} bytes, expected frames {frames} x dim {dim} x {dt.itemsize} "
-                           f"({dtype}); the feature folder is corrupt or its features.json does not match")
+        raise FeatureError(
+            f"feats holds {len(data)} bytes, expected frames {frames} x dim {dim} x {dt.itemsize} "
+            f"({dtype}); the feature folder is corrupt or its features.json does not match"
+        )
     return np.frombuffer(data, dtype=dt).reshape(frames, dim).astype(np.float32)
 
 
@@ -66,7 +68,9 @@ def read_info(path: str | os.PathLike) -> dict[str, Any]:
         with open(file) as f:
             info = json.load(f)
     except FileNotFoundError:
-        raise FeatureError(f"{path}: no {FEATURES_FILE}; write it with `python -m data_prep.features`") from None
+        raise FeatureError(
+            f"{path}: no {FEATURES_FILE}; write it with `python -m data_prep.features`"
+        ) from None
     missing = [k for k in INFO_KEYS if k not in info]
     if missing:
         raise FeatureError(f"{file}: missing keys {missing}")
@@ -87,15 +91,23 @@ def check_compatible(infos: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, A
     """
     first_name, first = infos[0]
     for name, info in infos[1:]:
-        diff = [k for k in ("frontend", "layer", "num_samples", "dim", "frames") if info.get(k) != first.get(k)]
+        diff = [
+            k
+            for k in ("frontend", "layer", "num_samples", "dim", "frames")
+            if info.get(k) != first.get(k)
+        ]
         if diff:
-            raise FeatureError(f"{name}: features differ from {first_name} in "
-                               + ", ".join(f"{k} ({info.get(k)!r} vs {first.get(k)!r})" for k in diff)
-                               + "; extract every source with the same --frontend, --layer and num_samples")
+            raise FeatureError(
+                f"{name}: features differ from {first_name} in "
+                + ", ".join(f"{k} ({info.get(k)!r} vs {first.get(k)!r})" for k in diff)
+                + "; extract every source with the same --frontend, --layer and num_samples"
+            )
     return first
 
 
-def feature_rows(batch: dict[str, np.ndarray], dtype: str, copies_of: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+def feature_rows(
+    batch: dict[str, np.ndarray], dtype: str, copies_of: Sequence[int] | None = None
+) -> dict[str, np.ndarray]:
     """Decode a batch of feature rows into the feature variant of the batch contract (numpy).
 
     Args:
@@ -110,13 +122,27 @@ def feature_rows(batch: dict[str, np.ndarray], dtype: str, copies_of: Sequence[i
     for i in range(len(batch["utt_id"])):
         n = 1 if copies_of is None else int(copies_of[i])
         if n:
-            x = decode_feats(batch["feats"][i], int(batch["frames"][i]), int(batch["dim"][i]), dtype)
+            x = decode_feats(
+                batch["feats"][i], int(batch["frames"][i]), int(batch["dim"][i]), dtype
+            )
             feats += [x] * n
             keep += [i] * n
     idx = np.asarray(keep, dtype=np.int64)
-    shape = (0, int(batch["frames"][0]) if len(batch["frames"]) else 0, int(batch["dim"][0]) if len(batch["dim"]) else 0)
-    return {"feats": np.stack(feats) if feats else np.zeros(shape, np.float32),
-            "label": np.asarray(batch["label"], dtype=np.int64)[idx] if len(idx) else np.zeros(0, np.int64),
-            "utt_id": np.asarray(batch["utt_id"], dtype=object)[idx] if len(idx) else np.zeros(0, object),
-            "corpus": np.asarray(batch["corpus"], dtype=object)[idx] if len(idx) else np.zeros(0, object),
-            "augmented": np.zeros(len(idx), dtype=bool)}
+    shape = (
+        0,
+        int(batch["frames"][0]) if len(batch["frames"]) else 0,
+        int(batch["dim"][0]) if len(batch["dim"]) else 0,
+    )
+    return {
+        "feats": np.stack(feats) if feats else np.zeros(shape, np.float32),
+        "label": np.asarray(batch["label"], dtype=np.int64)[idx]
+        if len(idx)
+        else np.zeros(0, np.int64),
+        "utt_id": np.asarray(batch["utt_id"], dtype=object)[idx]
+        if len(idx)
+        else np.zeros(0, object),
+        "corpus": np.asarray(batch["corpus"], dtype=object)[idx]
+        if len(idx)
+        else np.zeros(0, object),
+        "augmented": np.zeros(len(idx), dtype=bool),
+    }

@@ -101,6 +101,7 @@ class DataError(ValueError):
 
 # ----------------------------------------------------------------------------- sources
 
+
 @dataclass(frozen=True)
 class Source:
     """One shard folder (``spoofdet prepare --out``) taking part in training.
@@ -135,26 +136,39 @@ def shard_files(source: Source) -> list[str]:
     except FileNotFoundError:
         names = []
     if not names:
-        raise DataError(f"{source.label}: no shards in {folder}. Write them with "
-                        f"`spoofdet prepare CORPUS --root ... --out {source.path}` first.")
+        raise DataError(
+            f"{source.label}: no shards in {folder}. Write them with "
+            f"`spoofdet prepare CORPUS --root ... --out {source.path}` first."
+        )
     return [os.path.join(folder, n) for n in names]
 
 
-def read_metadata(source: Source, columns: Sequence[str] = ("utt_id", "corpus", "label")) -> dict[str, np.ndarray]:
+def read_metadata(
+    source: Source, columns: Sequence[str] = ("utt_id", "corpus", "label")
+) -> dict[str, np.ndarray]:
     """Metadata columns of every row of ``source`` (no audio is read)."""
     path = os.path.join(source.path, "metadata.parquet")
     if not os.path.exists(path):
-        raise DataError(f"{source.label}: {path} is missing; the shard job writes it when it finishes. "
-                        f"Re-run `spoofdet prepare` for this corpus with the same --out to complete it.")
+        raise DataError(
+            f"{source.label}: {path} is missing; the shard job writes it when it finishes. "
+            f"Re-run `spoofdet prepare` for this corpus with the same --out to complete it."
+        )
     table = pq.read_table(path, columns=list(columns))
     return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
 
 # ----------------------------------------------------------------------------- mixing
 
-def mix_factors(counts: Sequence[dict[int, int]], *, mix: str = "size", weights: Sequence[float] | None = None,
-                class_balance: bool = False, epoch_size: int | None = None,
-                names: Sequence[str] | None = None) -> list[dict[int, float]]:
+
+def mix_factors(
+    counts: Sequence[dict[int, int]],
+    *,
+    mix: str = "size",
+    weights: Sequence[float] | None = None,
+    class_balance: bool = False,
+    epoch_size: int | None = None,
+    names: Sequence[str] | None = None,
+) -> list[dict[int, float]]:
     """Expected copies per row of each (source, label) so that an epoch has the asked-for mix.
 
     Args:
@@ -177,7 +191,9 @@ def mix_factors(counts: Sequence[dict[int, int]], *, mix: str = "size", weights:
     sizes = [sum(c.values()) for c in counts]
     for name, size in zip(names, sizes):
         if size == 0:
-            raise DataError(f"{name}: the source has no rows; remove it from data.train or re-run its shard job")
+            raise DataError(
+                f"{name}: the source has no rows; remove it from data.train or re-run its shard job"
+            )
     total = int(epoch_size) if epoch_size else sum(sizes)
     if total <= 0:
         raise DataError(f"data.epoch_size must be positive, got {epoch_size}")
@@ -191,7 +207,9 @@ def mix_factors(counts: Sequence[dict[int, int]], *, mix: str = "size", weights:
         if weights is None or len(weights) != len(counts):
             raise DataError("data.mix is 'weights' but not every source has a weight")
         if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-            raise DataError(f"data.train weights must be >= 0 with a positive sum, got {list(weights)}")
+            raise DataError(
+                f"data.train weights must be >= 0 with a positive sum, got {list(weights)}"
+            )
         shares = [w / sum(weights) for w in weights]
     factors = []
     for name, c, share, size in zip(names, counts, shares, sizes):
@@ -199,8 +217,10 @@ def mix_factors(counts: Sequence[dict[int, int]], *, mix: str = "size", weights:
         if class_balance:
             missing = [_LABEL_NAMES[lab] for lab in (BONAFIDE, SPOOF) if c.get(lab, 0) == 0]
             if missing:
-                raise DataError(f"{name}: data.class_balance needs both classes but the source has no "
-                                f"{' and no '.join(missing)} rows")
+                raise DataError(
+                    f"{name}: data.class_balance needs both classes but the source has no "
+                    f"{' and no '.join(missing)} rows"
+                )
             factors.append({lab: (n_source / 2) / c[lab] for lab in c})
         else:
             factors.append({lab: n_source / size for lab in c})
@@ -209,19 +229,22 @@ def mix_factors(counts: Sequence[dict[int, int]], *, mix: str = "size", weights:
 
 def row_hash(seed: int, epoch: int, corpus: str, utt_id: str) -> int:
     """64-bit hash of a row's identity for this epoch: the root of all its random choices."""
-    digest = hashlib.blake2b(f"{seed}\x1f{epoch}\x1f{corpus}\x1f{utt_id}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(
+        f"{seed}\x1f{epoch}\x1f{corpus}\x1f{utt_id}".encode(), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "little")
 
 
 def copies(h: int, factor: float) -> int:
     """How many times a row with hash ``h`` is drawn: ``floor(f) + [u < frac(f)]``, E = ``factor``."""
     whole = math.floor(factor)
-    u = (h >> 11) * 2.0 ** -53
+    u = (h >> 11) * 2.0**-53
     return whole + (1 if u < factor - whole else 0)
 
 
-def realised_mix(sources: Sequence[Source], factors: Sequence[dict[int, float]], *, seed: int,
-                 epoch: int) -> dict[str, Any]:
+def realised_mix(
+    sources: Sequence[Source], factors: Sequence[dict[int, float]], *, seed: int, epoch: int
+) -> dict[str, Any]:
     """The exact rows per source and class that epoch ``epoch`` will draw (for logging)."""
     out: dict[str, Any] = {"epoch": epoch, "sources": {}, "total": 0}
     for source, fac in zip(sources, factors):
@@ -232,8 +255,11 @@ def realised_mix(sources: Sequence[Source], factors: Sequence[dict[int, float]],
             name = _LABEL_NAMES[int(lab)]
             available[name] += 1
             drawn[name] += copies(row_hash(seed, epoch, corpus, utt), fac[int(lab)])
-        out["sources"][source.label] = {"drawn": drawn, "available": available,
-                                        "factor": {_LABEL_NAMES[k]: v for k, v in fac.items()}}
+        out["sources"][source.label] = {
+            "drawn": drawn,
+            "available": available,
+            "factor": {_LABEL_NAMES[k]: v for k, v in fac.items()},
+        }
         out["total"] += sum(drawn.values())
     for entry in out["sources"].values():
         entry["share"] = sum(entry["drawn"].values()) / out["total"] if out["total"] else 0.0
@@ -241,6 +267,7 @@ def realised_mix(sources: Sequence[Source], factors: Sequence[dict[int, float]],
 
 
 # ----------------------------------------------------------------------------- rows -> waves
+
 
 def crop_offset(num_samples: int, length: int, crop: str, rng: np.random.Generator | None) -> int:
     """Start of the crop window: 0 for ``first`` or for clips no longer than ``length``."""
@@ -258,7 +285,9 @@ def decode_window(data: bytes, offset: int, length: int | None) -> np.ndarray:
     """
     with sf.SoundFile(io.BytesIO(data)) as f:
         if f.samplerate != SAMPLE_RATE:
-            raise DataError(f"shard audio at {f.samplerate} Hz; spoofdet shards are {SAMPLE_RATE} Hz mono FLAC")
+            raise DataError(
+                f"shard audio at {f.samplerate} Hz; spoofdet shards are {SAMPLE_RATE} Hz mono FLAC"
+            )
         if offset:
             f.seek(offset)
         wave = f.read(-1 if length is None else length, dtype="float32", always_2d=True)
@@ -295,17 +324,23 @@ class Recipe:
         problems = []
         if self.features_dtype is not None:
             if self.crop != "first":
-                problems.append("data.crop: random crops are invalid on cached-feature sources (features were "
-                                "computed once on the first num_samples); use crop: first")
+                problems.append(
+                    "data.crop: random crops are invalid on cached-feature sources (features were "
+                    "computed once on the first num_samples); use crop: first"
+                )
             if self.rawboost_algo != 0:
-                problems.append("data.rawboost.algo: RawBoost is invalid on cached-feature sources (no waveform "
-                                "left to augment); set it to 0")
+                problems.append(
+                    "data.rawboost.algo: RawBoost is invalid on cached-feature sources (no waveform "
+                    "left to augment); set it to 0"
+                )
         if self.num_samples <= 0:
             problems.append(f"num_samples must be positive, got {self.num_samples}")
         if self.crop not in CROPS:
             problems.append(f"crop {self.crop!r} is not one of {', '.join(CROPS)}")
         if self.rawboost_algo not in ALGORITHMS:
-            problems.append(f"rawboost.algo {self.rawboost_algo} is not one of {sorted(ALGORITHMS)}")
+            problems.append(
+                f"rawboost.algo {self.rawboost_algo} is not one of {sorted(ALGORITHMS)}"
+            )
         if not 0.0 <= self.rawboost_p <= 1.0:
             problems.append(f"rawboost.p must lie in [0, 1], got {self.rawboost_p}")
         if problems:
@@ -327,14 +362,24 @@ def prepare_rows(batch: dict[str, np.ndarray], recipe: Recipe, epoch: int) -> di
     if recipe.features_dtype is not None:
         n_copies = None
         if recipe.factors is not None:
-            n_copies = [copies(row_hash(recipe.seed, epoch, str(c), str(u)),
-                               recipe.factors[recipe.source_of[_norm_path(str(p))]][int(lab)])
-                        for u, c, lab, p in zip(batch["utt_id"], batch["corpus"], batch["label"], batch["path"])]
+            n_copies = [
+                copies(
+                    row_hash(recipe.seed, epoch, str(c), str(u)),
+                    recipe.factors[recipe.source_of[_norm_path(str(p))]][int(lab)],
+                )
+                for u, c, lab, p in zip(
+                    batch["utt_id"], batch["corpus"], batch["label"], batch["path"]
+                )
+            ]
         return feature_cache.feature_rows(batch, recipe.features_dtype, n_copies)
     waves, labels, utts, corpora, augmented = [], [], [], [], []
     T = recipe.num_samples
     for i in range(len(batch["utt_id"])):
-        utt, corpus, label = str(batch["utt_id"][i]), str(batch["corpus"][i]), int(batch["label"][i])
+        utt, corpus, label = (
+            str(batch["utt_id"][i]),
+            str(batch["corpus"][i]),
+            int(batch["label"][i]),
+        )
         h = row_hash(recipe.seed, epoch, corpus, utt)
         n_copies = 1
         if recipe.factors is not None:
@@ -352,11 +397,13 @@ def prepare_rows(batch: dict[str, np.ndarray], recipe: Recipe, epoch: int) -> di
             utts.append(utt)
             corpora.append(corpus)
             augmented.append(aug)
-    return {"wave": np.stack(waves) if waves else np.zeros((0, T), np.float32),
-            "label": np.asarray(labels, dtype=np.int64),
-            "utt_id": np.asarray(utts, dtype=object),
-            "corpus": np.asarray(corpora, dtype=object),
-            "augmented": np.asarray(augmented, dtype=bool)}
+    return {
+        "wave": np.stack(waves) if waves else np.zeros((0, T), np.float32),
+        "label": np.asarray(labels, dtype=np.int64),
+        "utt_id": np.asarray(utts, dtype=object),
+        "corpus": np.asarray(corpora, dtype=object),
+        "augmented": np.asarray(augmented, dtype=bool),
+    }
 
 
 def prepare_full_length(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -364,13 +411,16 @@ def prepare_full_length(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     waves = np.empty(len(batch["audio"]), dtype=object)
     for i, data in enumerate(batch["audio"]):
         waves[i] = decode_window(data, 0, None)
-    return {"wave": waves,
-            "label": np.asarray(batch["label"], dtype=np.int64),
-            "utt_id": np.asarray(batch["utt_id"], dtype=object),
-            "corpus": np.asarray(batch["corpus"], dtype=object)}
+    return {
+        "wave": waves,
+        "label": np.asarray(batch["label"], dtype=np.int64),
+        "utt_id": np.asarray(batch["utt_id"], dtype=object),
+        "corpus": np.asarray(batch["corpus"], dtype=object),
+    }
 
 
 # ----------------------------------------------------------------------------- eval parts per rank
+
 
 def row_groups(source: Source) -> list[tuple[str, int, int]]:
     """``(file, row group, rows)`` of every Parquet row group of ``source``'s shards, in order."""
@@ -381,8 +431,15 @@ def row_groups(source: Source) -> list[tuple[str, int, int]]:
     return out
 
 
-def iter_eval_part(source: Source, rank: int, world: int, *, batch_size: int, recipe: Recipe,
-                   max_batches: int | None = None) -> Iterator[dict[str, Any]]:
+def iter_eval_part(
+    source: Source,
+    rank: int,
+    world: int,
+    *,
+    batch_size: int,
+    recipe: Recipe,
+    max_batches: int | None = None,
+) -> Iterator[dict[str, Any]]:
     """Rank ``rank``'s part of a dev/eval set as batch-contract batches (every row exactly once overall).
 
     Ray Train's dataset split equalises ranks by dropping rows, which would quietly shrink a dev
@@ -398,12 +455,16 @@ def iter_eval_part(source: Source, rank: int, world: int, *, batch_size: int, re
     if feature_cache.is_feature_folder(source.path):
         info = feature_cache.read_info(source.path)
         columns = feature_cache.FEATURE_COLUMNS
-        recipe = Recipe(num_samples=recipe.num_samples, seed=recipe.seed, features_dtype=info["dtype"])
+        recipe = Recipe(
+            num_samples=recipe.num_samples, seed=recipe.seed, features_dtype=info["dtype"]
+        )
     for i, (f, g, _) in enumerate(row_groups(source)):
         if i % world != rank:
             continue
         t = pq.ParquetFile(f).read_row_group(g, columns=columns)
-        rows = prepare_rows({c: t.column(c).to_numpy(zero_copy_only=False) for c in columns}, recipe, 0)
+        rows = prepare_rows(
+            {c: t.column(c).to_numpy(zero_copy_only=False) for c in columns}, recipe, 0
+        )
         for key, value in rows.items():
             pending.setdefault(key, []).append(value)
         while pending and sum(len(v) for v in pending["utt_id"]) >= batch_size:
@@ -419,7 +480,10 @@ def iter_eval_part(source: Source, rank: int, world: int, *, batch_size: int, re
 
 # ----------------------------------------------------------------------------- Ray Data
 
-def _ray_prepare(batch: dict[str, np.ndarray], *, recipe: Recipe, clock: Any, epoch: int) -> dict[str, np.ndarray]:
+
+def _ray_prepare(
+    batch: dict[str, np.ndarray], *, recipe: Recipe, clock: Any, epoch: int
+) -> dict[str, np.ndarray]:
     if clock is not None:
         import ray
 
@@ -481,12 +545,22 @@ class TrainPipeline:
         return realised_mix(self.sources, self.factors, seed=self.recipe.seed, epoch=epoch)
 
 
-def build_train_dataset(sources: Sequence[Source], *, num_samples: int = NUM_SAMPLES, crop: str = "first",
-                        rawboost_algo: int = 0, rawboost_p: float = 1.0,
-                        rawboost: dict[str, float] | RawBoostParams | None = None, seed: int = 1234,
-                        mix: str = "size", class_balance: bool = False, epoch_size: int | None = None,
-                        batch_rows: int = 16, num_cpus: float = 1.0,
-                        proportional_batches: bool = False) -> TrainPipeline:
+def build_train_dataset(
+    sources: Sequence[Source],
+    *,
+    num_samples: int = NUM_SAMPLES,
+    crop: str = "first",
+    rawboost_algo: int = 0,
+    rawboost_p: float = 1.0,
+    rawboost: dict[str, float] | RawBoostParams | None = None,
+    seed: int = 1234,
+    mix: str = "size",
+    class_balance: bool = False,
+    epoch_size: int | None = None,
+    batch_rows: int = 16,
+    num_cpus: float = 1.0,
+    proportional_batches: bool = False,
+) -> TrainPipeline:
     """The training pipeline over ``sources`` (see the module docstring). Needs a Ray cluster.
 
     Args:
@@ -506,28 +580,49 @@ def build_train_dataset(sources: Sequence[Source], *, num_samples: int = NUM_SAM
     sources = list(sources)
     if not sources:
         raise DataError("data.train lists no sources")
-    params = rawboost if isinstance(rawboost, RawBoostParams) else rawboost_params(**(rawboost or {}))
+    params = (
+        rawboost if isinstance(rawboost, RawBoostParams) else rawboost_params(**(rawboost or {}))
+    )
     counts = []
     for s in sources:
         labels = read_metadata(s, ("label",))["label"]
-        counts.append({BONAFIDE: int((labels == BONAFIDE).sum()), SPOOF: int((labels == SPOOF).sum())})
+        counts.append(
+            {BONAFIDE: int((labels == BONAFIDE).sum()), SPOOF: int((labels == SPOOF).sum())}
+        )
     counts = [{k: v for k, v in c.items() if v} for c in counts]
-    factors = mix_factors(counts, mix=mix, weights=[s.weight for s in sources], class_balance=class_balance,
-                          epoch_size=epoch_size, names=[s.label for s in sources])
+    factors = mix_factors(
+        counts,
+        mix=mix,
+        weights=[s.weight for s in sources],
+        class_balance=class_balance,
+        epoch_size=epoch_size,
+        names=[s.label for s in sources],
+    )
     kinds = [feature_cache.is_feature_folder(s.path) for s in sources]
     features = None
     if any(kinds):
         if not all(kinds):
             plain = sources[kinds.index(False)].label
-            raise DataError(f"{plain}: holds audio shards while other data.train sources hold cached features; "
-                            f"use one kind for a run")
-        features = feature_cache.check_compatible([(s.label, feature_cache.read_info(s.path)) for s in sources])
+            raise DataError(
+                f"{plain}: holds audio shards while other data.train sources hold cached features; "
+                f"use one kind for a run"
+            )
+        features = feature_cache.check_compatible(
+            [(s.label, feature_cache.read_info(s.path)) for s in sources]
+        )
     every_row_once = all(f == 1.0 for fac in factors for f in fac.values())
     source_of = {_norm_path(f): i for i, s in enumerate(sources) for f in shard_files(s)}
-    recipe = Recipe(num_samples=num_samples, crop=crop, rawboost_algo=rawboost_algo, rawboost_p=rawboost_p,
-                    rawboost=params, seed=seed, factors=None if every_row_once else tuple(factors),
-                    source_of=None if every_row_once else source_of,
-                    features_dtype=features["dtype"] if features else None)
+    recipe = Recipe(
+        num_samples=num_samples,
+        crop=crop,
+        rawboost_algo=rawboost_algo,
+        rawboost_p=rawboost_p,
+        rawboost=params,
+        seed=seed,
+        factors=None if every_row_once else tuple(factors),
+        source_of=None if every_row_once else source_of,
+        features_dtype=features["dtype"] if features else None,
+    )
     columns = feature_cache.FEATURE_COLUMNS if features else READ_COLUMNS
     # The clock lives on this (the driver's) node: it must survive the loss of any worker node,
     # or every restarted attempt of the run would fail on it.
@@ -537,25 +632,56 @@ def build_train_dataset(sources: Sequence[Source], *, num_samples: int = NUM_SAM
     clock = _epoch_clock_class().options(scheduling_strategy=here).remote()
 
     def pipeline(files: list[str]) -> Any:
-        ds = ray.data.read_parquet(files, include_paths=not every_row_once,
-                                   shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True))
+        ds = ray.data.read_parquet(
+            files,
+            include_paths=not every_row_once,
+            shuffle=FileShuffleConfig(seed=seed, reseed_after_execution=True),
+        )
         ds = ds.select_columns(columns + ([] if every_row_once else ["path"]))
-        return ds.map_batches(_ray_prepare, batch_size=batch_rows, batch_format="numpy", num_cpus=num_cpus,
-                              fn_kwargs={"recipe": recipe, "clock": clock, "epoch": 0})
+        return ds.map_batches(
+            _ray_prepare,
+            batch_size=batch_rows,
+            batch_format="numpy",
+            num_cpus=num_cpus,
+            fn_kwargs={"recipe": recipe, "clock": clock, "epoch": 0},
+        )
 
     if proportional_batches:
         expected = [sum(f * c[lab] for lab, f in fac.items()) for fac, c in zip(factors, counts)]
         datasets = {f"train_{i}": pipeline(shard_files(s)) for i, s in enumerate(sources)}
-        return TrainPipeline(dataset=None, clock=clock, recipe=recipe, sources=sources, factors=factors,
-                             datasets=datasets, shares=[e / sum(expected) for e in expected], features=features)
+        return TrainPipeline(
+            dataset=None,
+            clock=clock,
+            recipe=recipe,
+            sources=sources,
+            factors=factors,
+            datasets=datasets,
+            shares=[e / sum(expected) for e in expected],
+            features=features,
+        )
     ds = pipeline([f for s in sources for f in shard_files(s)])
-    return TrainPipeline(dataset=ds, clock=clock, recipe=recipe, sources=sources, factors=factors,
-                         datasets={"train": ds}, features=features)
+    return TrainPipeline(
+        dataset=ds,
+        clock=clock,
+        recipe=recipe,
+        sources=sources,
+        factors=factors,
+        datasets={"train": ds},
+        features=features,
+    )
 
 
-def build_eval_dataset(source: Source, *, num_samples: int | None = NUM_SAMPLES, rawboost_algo: int = 0,
-                       rawboost_p: float = 1.0, rawboost: dict[str, float] | None = None, seed: int = 1234,
-                       batch_rows: int = 16, num_cpus: float = 1.0) -> Any:
+def build_eval_dataset(
+    source: Source,
+    *,
+    num_samples: int | None = NUM_SAMPLES,
+    rawboost_algo: int = 0,
+    rawboost_p: float = 1.0,
+    rawboost: dict[str, float] | None = None,
+    seed: int = 1234,
+    batch_rows: int = 16,
+    num_cpus: float = 1.0,
+) -> Any:
     """A scoring pipeline: every row once, first ``num_samples`` (or whole clips if None), no augmentation.
 
     Augmentation happens only when ``rawboost_algo`` is given (e.g. the seeds' augmented dev loss);
@@ -564,17 +690,34 @@ def build_eval_dataset(source: Source, *, num_samples: int | None = NUM_SAMPLES,
     import ray
 
     if feature_cache.is_feature_folder(source.path):
-        raise DataError(f"{source.label}: holds cached features, not audio; score the audio shards it was made from "
-                        f"({feature_cache.read_info(source.path).get('source', 'see its features.json')})")
+        raise DataError(
+            f"{source.label}: holds cached features, not audio; score the audio shards it was made from "
+            f"({feature_cache.read_info(source.path).get('source', 'see its features.json')})"
+        )
     ds = ray.data.read_parquet(shard_files(source)).select_columns(READ_COLUMNS)
     if num_samples is None:
         if rawboost_algo:
-            raise DataError("full-length evaluation with RawBoost is not supported; use a fixed num_samples")
-        return ds.map_batches(prepare_full_length, batch_size=batch_rows, batch_format="numpy", num_cpus=num_cpus)
-    recipe = Recipe(num_samples=num_samples, crop="first", rawboost_algo=rawboost_algo, rawboost_p=rawboost_p,
-                    rawboost=rawboost_params(**(rawboost or {})), seed=seed)
-    return ds.map_batches(_ray_prepare, batch_size=batch_rows, batch_format="numpy", num_cpus=num_cpus,
-                          fn_kwargs={"recipe": recipe, "clock": None, "epoch": 0})
+            raise DataError(
+                "full-length evaluation with RawBoost is not supported; use a fixed num_samples"
+            )
+        return ds.map_batches(
+            prepare_full_length, batch_size=batch_rows, batch_format="numpy", num_cpus=num_cpus
+        )
+    recipe = Recipe(
+        num_samples=num_samples,
+        crop="first",
+        rawboost_algo=rawboost_algo,
+        rawboost_p=rawboost_p,
+        rawboost=rawboost_params(**(rawboost or {})),
+        seed=seed,
+    )
+    return ds.map_batches(
+        _ray_prepare,
+        batch_size=batch_rows,
+        batch_format="numpy",
+        num_cpus=num_cpus,
+        fn_kwargs={"recipe": recipe, "clock": None, "epoch": 0},
+    )
 
 
 class BatchCollate(_CollateBase):
@@ -589,22 +732,29 @@ class BatchCollate(_CollateBase):
         import torch
 
         if "feats" in batch:  # cached-feature sources (see the module docstring)
-            out = {"feats": torch.from_numpy(np.array(batch["feats"], dtype=np.float32, order="C")),
-                   "label": torch.from_numpy(np.array(batch["label"], dtype=np.int64)),
-                   "utt_id": [str(u) for u in batch["utt_id"]], "corpus": [str(c) for c in batch["corpus"]]}
+            out = {
+                "feats": torch.from_numpy(np.array(batch["feats"], dtype=np.float32, order="C")),
+                "label": torch.from_numpy(np.array(batch["label"], dtype=np.int64)),
+                "utt_id": [str(u) for u in batch["utt_id"]],
+                "corpus": [str(c) for c in batch["corpus"]],
+            }
             if "augmented" in batch:
                 out["augmented"] = torch.from_numpy(np.array(batch["augmented"], dtype=bool))
             return out
         wave = batch["wave"]
         if wave.dtype == object:
             if len(wave) != 1:
-                raise DataError("full-length batches hold clips of different lengths: use batch_size=1")
+                raise DataError(
+                    "full-length batches hold clips of different lengths: use batch_size=1"
+                )
             wave = wave[0][None, :]
         # copies: Ray hands out read-only arrays, and torch tensors must own writable memory
-        out = {"wave": torch.from_numpy(np.array(wave, dtype=np.float32, order="C")),
-               "label": torch.from_numpy(np.array(batch["label"], dtype=np.int64)),
-               "utt_id": [str(u) for u in batch["utt_id"]],
-               "corpus": [str(c) for c in batch["corpus"]]}
+        out = {
+            "wave": torch.from_numpy(np.array(wave, dtype=np.float32, order="C")),
+            "label": torch.from_numpy(np.array(batch["label"], dtype=np.int64)),
+            "utt_id": [str(u) for u in batch["utt_id"]],
+            "corpus": [str(c) for c in batch["corpus"]],
+        }
         if "augmented" in batch:
             out["augmented"] = torch.from_numpy(np.array(batch["augmented"], dtype=bool))
         return out
@@ -616,6 +766,7 @@ def model_input(batch: dict[str, Any]) -> Any:
 
 
 # ----------------------------------------------------------------------------- proportional batches
+
 
 def batch_compositions(shares: Sequence[float], batch_size: int) -> Iterator[list[int]]:
     """Rows per source of batch 0, 1, 2, ...: a smooth weighted round-robin over batch slots.
@@ -633,7 +784,9 @@ def batch_compositions(shares: Sequence[float], batch_size: int) -> Iterator[lis
         raise DataError(f"train.batch_size must be positive, got {batch_size}")
     total = float(sum(shares))
     if not shares or total <= 0 or any(s < 0 for s in shares):
-        raise DataError(f"proportional batches need shares >= 0 with a positive sum, got {list(shares)}")
+        raise DataError(
+            f"proportional batches need shares >= 0 with a positive sum, got {list(shares)}"
+        )
     w = [s / total for s in shares]
     credit = [0.0] * len(w)
     while True:
@@ -646,8 +799,9 @@ def batch_compositions(shares: Sequence[float], batch_size: int) -> Iterator[lis
         yield counts
 
 
-def iter_proportional(streams: Sequence[Iterator[dict[str, np.ndarray]]], shares: Sequence[float],
-                      batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def iter_proportional(
+    streams: Sequence[Iterator[dict[str, np.ndarray]]], shares: Sequence[float], batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
     """Compose batches of ``batch_size`` rows from per-source streams of numpy batches.
 
     Batch ``k`` takes ``batch_compositions(shares, batch_size)[k][i]`` rows from stream ``i`` (in
@@ -680,8 +834,14 @@ def iter_proportional(streams: Sequence[Iterator[dict[str, np.ndarray]]], shares
         yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def iter_train_batches(shards: dict[str, Any], *, shares: Sequence[float] | None, batch_size: int,
-                       shuffle_buffer: int, shuffle_seed: int) -> Iterator[dict[str, Any]]:
+def iter_train_batches(
+    shards: dict[str, Any],
+    *,
+    shares: Sequence[float] | None,
+    batch_size: int,
+    shuffle_buffer: int,
+    shuffle_seed: int,
+) -> Iterator[dict[str, Any]]:
     """A worker's training batches for one epoch (batch contract), from its dataset shards.
 
     Args:
@@ -691,13 +851,25 @@ def iter_train_batches(shards: dict[str, Any], *, shares: Sequence[float] | None
     """
     collate = BatchCollate()
     if shares is None:
-        yield from shards["train"].iter_torch_batches(batch_size=batch_size, collate_fn=collate, drop_last=True,
-                                                      local_shuffle_buffer_size=shuffle_buffer,
-                                                      local_shuffle_seed=shuffle_seed)
+        yield from shards["train"].iter_torch_batches(
+            batch_size=batch_size,
+            collate_fn=collate,
+            drop_last=True,
+            local_shuffle_buffer_size=shuffle_buffer,
+            local_shuffle_seed=shuffle_seed,
+        )
         return
     names = [f"train_{i}" for i in range(len(shares))]
-    streams = [iter(shards[n].iter_batches(batch_size=batch_size, batch_format="numpy",
-                                           local_shuffle_buffer_size=shuffle_buffer,
-                                           local_shuffle_seed=shuffle_seed + i)) for i, n in enumerate(names)]
+    streams = [
+        iter(
+            shards[n].iter_batches(
+                batch_size=batch_size,
+                batch_format="numpy",
+                local_shuffle_buffer_size=shuffle_buffer,
+                local_shuffle_seed=shuffle_seed + i,
+            )
+        )
+        for i, n in enumerate(names)
+    ]
     for batch in iter_proportional(streams, shares, batch_size):
         yield collate(batch)

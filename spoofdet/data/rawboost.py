@@ -129,30 +129,48 @@ class RawBoostParams:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float, np.integer, np.floating))
+                or not np.isfinite(v)
+            ):
                 raise ValueError(f"RawBoost parameter {f.name}={v!r}: must be a finite number")
         for name in ("n_f", "n_bands"):
             v = getattr(self, name)
             if int(v) != v or v < 1:
                 raise ValueError(f"RawBoost parameter {name}={v!r}: must be an integer >= 1")
-        for lo, hi in (("min_f", "max_f"), ("min_bw", "max_bw"), ("min_coeff", "max_coeff"), ("min_g", "max_g"),
-                       ("min_bias_lin_nonlin", "max_bias_lin_nonlin"), ("snr_min", "snr_max")):
+        for lo, hi in (
+            ("min_f", "max_f"),
+            ("min_bw", "max_bw"),
+            ("min_coeff", "max_coeff"),
+            ("min_g", "max_g"),
+            ("min_bias_lin_nonlin", "max_bias_lin_nonlin"),
+            ("snr_min", "snr_max"),
+        ):
             if getattr(self, lo) > getattr(self, hi):
-                raise ValueError(f"RawBoost parameter {lo}={getattr(self, lo)!r} is above {hi}={getattr(self, hi)!r}: "
-                                 f"pass {lo} <= {hi}")
+                raise ValueError(
+                    f"RawBoost parameter {lo}={getattr(self, lo)!r} is above {hi}={getattr(self, hi)!r}: "
+                    f"pass {lo} <= {hi}"
+                )
         if self.min_f < 0:
             raise ValueError(f"RawBoost parameter min_f={self.min_f!r}: must be >= 0 Hz")
         if self.min_bw <= 0.002:
-            raise ValueError(f"RawBoost parameter min_bw={self.min_bw!r}: must be > 0.002 Hz so every band has f1 < f2")
+            raise ValueError(
+                f"RawBoost parameter min_bw={self.min_bw!r}: must be > 0.002 Hz so every band has f1 < f2"
+            )
         if self.min_coeff < 1:
-            raise ValueError(f"RawBoost parameter min_coeff={self.min_coeff!r}: must be >= 1 (taps per band)")
+            raise ValueError(
+                f"RawBoost parameter min_coeff={self.min_coeff!r}: must be >= 1 (taps per band)"
+            )
         if not 0 <= self.p <= 100:
             raise ValueError(f"RawBoost parameter p={self.p!r}: a percentage, must be in [0, 100]")
         if self.g_sd < 0:
             raise ValueError(f"RawBoost parameter g_sd={self.g_sd!r}: must be >= 0")
         for name in ("lnl_ratio", "isd_ratio", "ssi_ratio"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"RawBoost parameter {name}={getattr(self, name)!r}: a probability, must be in [0, 1]")
+                raise ValueError(
+                    f"RawBoost parameter {name}={getattr(self, name)!r}: a probability, must be in [0, 1]"
+                )
 
 
 PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RawBoostParams))
@@ -167,7 +185,9 @@ def rawboost_params(**overrides: float) -> RawBoostParams:
     """
     unknown = sorted(set(overrides) - set(PARAM_NAMES))
     if unknown:
-        raise ValueError(f"unknown RawBoost parameter(s) {', '.join(unknown)}; valid names: {', '.join(PARAM_NAMES)}")
+        raise ValueError(
+            f"unknown RawBoost parameter(s) {', '.join(unknown)}; valid names: {', '.join(PARAM_NAMES)}"
+        )
     return RawBoostParams(**overrides)
 
 
@@ -175,7 +195,9 @@ def rawboost_params(**overrides: float) -> RawBoostParams:
 # Small helpers
 
 
-def _uniform(rng: np.random.Generator, lo: float, hi: float, size: int | tuple[int, ...] | None = None):
+def _uniform(
+    rng: np.random.Generator, lo: float, hi: float, size: int | tuple[int, ...] | None = None
+):
     """``lo + (hi - lo) * U[0, 1)``: numpy's legacy ``uniform`` semantics, also for ``lo > hi``."""
     return lo + (hi - lo) * rng.random(size)
 
@@ -206,7 +228,9 @@ def _check_sr(sr: int, params: RawBoostParams) -> None:
     if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise ValueError(f"sr={sr!r}: must be a positive integer sample rate in Hz")
     if params.max_f > sr / 2:
-        raise ValueError(f"RawBoost parameter max_f={params.max_f!r} is above sr/2={sr / 2:g} Hz: pass max_f <= {sr / 2:g}")
+        raise ValueError(
+            f"RawBoost parameter max_f={params.max_f!r} is above sr/2={sr / 2:g} Hz: pass max_f <= {sr / 2:g}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -255,7 +279,9 @@ def firwin_bandstop(num_taps: np.ndarray, f1: np.ndarray, f2: np.ndarray, sr: fl
     """
     c = np.asarray(num_taps, dtype=np.int64).reshape(-1, 1)
     if (c < 1).any() or (c % 2 == 0).any():
-        raise ValueError(f"num_taps: band-stop FIRs need odd tap counts >= 1, got {c.ravel().tolist()}")
+        raise ValueError(
+            f"num_taps: band-stop FIRs need odd tap counts >= 1, got {c.ravel().tolist()}"
+        )
     nyq = sr / 2.0
     lo = np.asarray(f1, dtype=np.float64).reshape(-1, 1) / nyq
     hi = np.asarray(f2, dtype=np.float64).reshape(-1, 1) / nyq
@@ -269,14 +295,16 @@ def firwin_bandstop(num_taps: np.ndarray, f1: np.ndarray, f2: np.ndarray, sr: fl
     return h / h.sum(axis=1, keepdims=True)
 
 
-def _design(rng: np.random.Generator, sr: int, params: RawBoostParams, g_lo: np.ndarray, g_hi: np.ndarray):
+def _design(
+    rng: np.random.Generator, sr: int, params: RawBoostParams, g_lo: np.ndarray, g_hi: np.ndarray
+):
     """Draw and design ``len(g_lo)`` notch banks; returns taps ``[K, Lmax]`` (zero-padded rows),
     lengths ``[K]``, edges f1, f2 and centres ``[K, n_bands]``, tap counts, gains ``[K]``."""
     k, nb = len(g_lo), int(params.n_bands)
     fc = _uniform(rng, params.min_f, params.max_f, (k, nb))
     bw = _uniform(rng, params.min_bw, params.max_bw, (k, nb))
     c = np.trunc(_uniform(rng, params.min_coeff, params.max_coeff, (k, nb))).astype(np.int64)
-    c += (c % 2 == 0)
+    c += c % 2 == 0
     gain_db = _uniform(rng, g_lo, g_hi, k)
 
     f1 = fc - bw / 2
@@ -296,12 +324,18 @@ def _design(rng: np.random.Generator, sr: int, params: RawBoostParams, g_lo: np.
     peak = np.abs(spectrum[:, : 512 * step : step]).max(axis=1)
     taps = sfft.irfft(spectrum, n=m, axis=-1)[:, :longest]
     taps *= (10.0 ** (gain_db / 20.0) / peak)[:, None]
-    taps[np.arange(longest)[None, :] >= lengths[:, None]] = 0.0  # rounding residue beyond each length
+    taps[np.arange(longest)[None, :] >= lengths[:, None]] = (
+        0.0  # rounding residue beyond each length
+    )
     return taps, lengths, f1, f2, fc, c, gain_db
 
 
-def notch_filters(rng: np.random.Generator, sr: int, params: RawBoostParams,
-                  gain_db_ranges: Sequence[tuple[float, float]]) -> list[NotchBank]:
+def notch_filters(
+    rng: np.random.Generator,
+    sr: int,
+    params: RawBoostParams,
+    gain_db_ranges: Sequence[tuple[float, float]],
+) -> list[NotchBank]:
     """Draw and design ``len(gain_db_ranges)`` independent random notch banks at once.
 
     Per bank and band: ``fc ~ U(min_f, max_f)``, ``bw ~ U(min_bw, max_bw)``, tap count
@@ -327,12 +361,21 @@ def notch_filters(rng: np.random.Generator, sr: int, params: RawBoostParams,
         return []
     g = np.asarray(gain_db_ranges, dtype=np.float64).reshape(-1, 2)
     taps, lengths, f1, f2, fc, c, gain_db = _design(rng, sr, params, g[:, 0], g[:, 1])
-    return [NotchBank(taps=taps[i, : lengths[i]].copy(), bands=np.stack([f1[i], f2[i]], axis=1),
-                      centres=fc[i], num_taps=c[i], gain_db=float(gain_db[i])) for i in range(len(g))]
+    return [
+        NotchBank(
+            taps=taps[i, : lengths[i]].copy(),
+            bands=np.stack([f1[i], f2[i]], axis=1),
+            centres=fc[i],
+            num_taps=c[i],
+            gain_db=float(gain_db[i]),
+        )
+        for i in range(len(g))
+    ]
 
 
-def notch_filter(rng: np.random.Generator, sr: int, params: RawBoostParams,
-                 gain_db_range: tuple[float, float]) -> np.ndarray:
+def notch_filter(
+    rng: np.random.Generator, sr: int, params: RawBoostParams, gain_db_range: tuple[float, float]
+) -> np.ndarray:
     """Taps of one random notch bank (see :func:`notch_filters`; it also returns the bands)."""
     return notch_filters(rng, sr, params, [gain_db_range])[0].taps
 
@@ -385,12 +428,17 @@ def _frames(x: np.ndarray, rows: int, hop: int, blocks: int, nfft: int) -> np.nd
     frames[0, :whole, :hop] = x[: whole * hop].reshape(whole, hop)
     frames[0, whole:, :hop] = 0.0
     if rest:
-        frames[0, whole, :rest] = x[whole * hop:]
+        frames[0, whole, :rest] = x[whole * hop :]
     return frames
 
 
-def _ola_filter_sum(frames: np.ndarray, taps: np.ndarray, lengths: np.ndarray, n: int,
-                    plan: tuple[int, int, int, int, int]) -> np.ndarray:
+def _ola_filter_sum(
+    frames: np.ndarray,
+    taps: np.ndarray,
+    lengths: np.ndarray,
+    n: int,
+    plan: tuple[int, int, int, int, int],
+) -> np.ndarray:
     """``sum_k filterFIR(signal_k, taps[k, :lengths[k]])`` from the framed signals ``frames[k]``
     (see :func:`_frames`), float32 overlap-add FFT convolution; the ``K`` products are summed in
     the frequency domain before the single inverse transform. Returns ``[n]`` float32."""
@@ -399,7 +447,7 @@ def _ola_filter_sum(frames: np.ndarray, taps: np.ndarray, lengths: np.ndarray, n
     shifted = np.zeros((rows, nfft), dtype=np.float32)
     for k in range(rows):
         s = delay - (int(lengths[k]) + 1) // 2
-        shifted[k, s: s + lengths[k]] = taps[k, : lengths[k]]
+        shifted[k, s : s + lengths[k]] = taps[k, : lengths[k]]
     spec = sfft.rfft(frames, axis=-1)
     taps_f = sfft.rfft(shifted, axis=-1)
     total = spec[0] * taps_f[0]
@@ -412,7 +460,7 @@ def _ola_filter_sum(frames: np.ndarray, taps: np.ndarray, lengths: np.ndarray, n
     out[:blocks] = pieces[:, :hop]
     out[blocks] = 0.0
     out[1:, : nfft - hop] += pieces[:, hop:]
-    return out.ravel()[delay: delay + n]
+    return out.ravel()[delay : delay + n]
 
 
 def fir_filter(x: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -427,8 +475,10 @@ def fir_filter(x: np.ndarray, b: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     b = np.asarray(b, dtype=np.float64)
     if x.ndim != 1 or b.ndim != 1 or b.size % 2 == 0:
-        raise ValueError(f"fir_filter: needs a 1-D signal and 1-D taps of odd length (as RawBoost "
-                         f"banks have), got shapes {x.shape} and {b.shape}")
+        raise ValueError(
+            f"fir_filter: needs a 1-D signal and 1-D taps of odd length (as RawBoost "
+            f"banks have), got shapes {x.shape} and {b.shape}"
+        )
     if x.size == 0:
         return x.copy()
     lengths = np.array([b.size])
@@ -444,14 +494,16 @@ def fir_filter_direct(x: np.ndarray, b: np.ndarray) -> np.ndarray:
     pad = len(b) + 1
     y = signal.lfilter(b, 1.0, np.concatenate([x, np.zeros(pad)]))
     d = pad // 2
-    return y[d: d + len(x)]
+    return y[d : d + len(x)]
 
 
 # ----------------------------------------------------------------------------------------------
 # The three processes (float32 in, float32 out)
 
 
-def lnl_noise(x: np.ndarray, rng: np.random.Generator, sr: int, params: RawBoostParams) -> np.ndarray:
+def lnl_noise(
+    x: np.ndarray, rng: np.random.Generator, sr: int, params: RawBoostParams
+) -> np.ndarray:
     """LnL convolutive noise: ``sum_i FIR_i(x ** (i + 1))``, mean removed, ``norm_wav(., False)``.
 
     Draws: the ``n_f`` banks, as one :func:`notch_filters` call with :func:`lnl_gain_ranges`.
@@ -483,7 +535,9 @@ def isd_noise(x: np.ndarray, rng: np.random.Generator, params: RawBoostParams) -
     return norm_wav(y, always=False)
 
 
-def ssi_noise(x: np.ndarray, rng: np.random.Generator, sr: int, params: RawBoostParams) -> np.ndarray:
+def ssi_noise(
+    x: np.ndarray, rng: np.random.Generator, sr: int, params: RawBoostParams
+) -> np.ndarray:
     """SSI additive noise: white Gaussian noise through one notch bank (gain range
     ``(min_g, max_g)``), scaled to ``||x|| / 10 ** (SNR / 20)`` with ``SNR ~ U(snr_min, snr_max)``,
     added to ``x`` (no renormalisation afterwards).
@@ -499,7 +553,9 @@ def ssi_noise(x: np.ndarray, rng: np.random.Generator, sr: int, params: RawBoost
     noise_norm = float(np.linalg.norm(coloured))
     if noise_norm == 0:
         return np.array(x, dtype=np.float32)
-    return (x + coloured * np.float32(float(np.linalg.norm(x)) / noise_norm / 10.0 ** (0.05 * snr))).astype(np.float32)
+    return (
+        x + coloured * np.float32(float(np.linalg.norm(x)) / noise_norm / 10.0 ** (0.05 * snr))
+    ).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -511,12 +567,14 @@ def _series(*stages: Callable) -> Callable:
         for stage in stages:
             x = stage(x, rng, sr, p)
         return x
+
     return run
 
 
 def _parallel(*stages: Callable) -> Callable:
     def run(x, rng, sr, p):
         return norm_wav(sum(stage(x, rng, sr, p) for stage in stages), always=False)
+
     return run
 
 
@@ -569,16 +627,27 @@ _RUN: dict[int, Callable] = {
 }
 
 
-def apply_rawboost(wave: np.ndarray, algo: int, rng: np.random.Generator, params: RawBoostParams,
-                   sr: int = 16000) -> np.ndarray:
+def apply_rawboost(
+    wave: np.ndarray, algo: int, rng: np.random.Generator, params: RawBoostParams, sr: int = 16000
+) -> np.ndarray:
     """:func:`rawboost` with already validated :class:`RawBoostParams` (for per-sample loops)."""
-    if isinstance(algo, bool) or not isinstance(algo, (int, np.integer)) or int(algo) not in ALGORITHMS:
-        raise ValueError(f"algo={algo!r}: must be one of {sorted(ALGORITHMS)} "
-                         f"({'; '.join(f'{k} = {v}' for k, v in ALGORITHMS.items())})")
+    if (
+        isinstance(algo, bool)
+        or not isinstance(algo, (int, np.integer))
+        or int(algo) not in ALGORITHMS
+    ):
+        raise ValueError(
+            f"algo={algo!r}: must be one of {sorted(ALGORITHMS)} "
+            f"({'; '.join(f'{k} = {v}' for k, v in ALGORITHMS.items())})"
+        )
     if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng: expected a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
+        raise ValueError(
+            f"rng: expected a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
+        )
     if not isinstance(params, RawBoostParams):
-        raise ValueError(f"params: expected RawBoostParams (build it with rawboost_params(...)), got {type(params).__name__}")
+        raise ValueError(
+            f"params: expected RawBoostParams (build it with rawboost_params(...)), got {type(params).__name__}"
+        )
     wave = np.asarray(wave)
     if wave.ndim != 1 or wave.size == 0:
         raise ValueError(f"wave: expected a non-empty 1-D waveform, got shape {wave.shape}")
@@ -589,11 +658,15 @@ def apply_rawboost(wave: np.ndarray, algo: int, rng: np.random.Generator, params
     _check_sr(sr, params)
     x = np.array(wave, dtype=np.float32)  # a copy: the caller's array is never written
     if not np.isfinite(x).all():
-        raise ValueError(f"wave: {int((~np.isfinite(x)).sum())} NaN/Inf samples; quarantine or clean the clip first")
+        raise ValueError(
+            f"wave: {int((~np.isfinite(x)).sum())} NaN/Inf samples; quarantine or clean the clip first"
+        )
     return np.asarray(_RUN[int(algo)](x, rng, int(sr), params), dtype=np.float32)
 
 
-def rawboost(wave: np.ndarray, algo: int, rng: np.random.Generator, sr: int = 16000, **params: float) -> np.ndarray:
+def rawboost(
+    wave: np.ndarray, algo: int, rng: np.random.Generator, sr: int = 16000, **params: float
+) -> np.ndarray:
     """Apply RawBoost algorithm ``algo`` (0-11, see :data:`ALGORITHMS`) to one waveform.
 
     Args:

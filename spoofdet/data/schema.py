@@ -40,22 +40,47 @@ def _field(name: str, typ: pa.DataType, doc: str, nullable: bool = True) -> pa.F
 
 UTTERANCE_SCHEMA: pa.Schema = pa.schema(
     [
-        _field("utt_id", pa.string(), "Utterance id, unique within a corpus table.", nullable=False),
+        _field(
+            "utt_id", pa.string(), "Utterance id, unique within a corpus table.", nullable=False
+        ),
         _field("corpus", pa.string(), "Corpus name, e.g. asvspoof2019-la.", nullable=False),
-        _field("subset", pa.string(), "Partition: train/dev/eval, or a Codecfake test set C1..C7, A1..A3.", nullable=False),
+        _field(
+            "subset",
+            pa.string(),
+            "Partition: train/dev/eval, or a Codecfake test set C1..C7, A1..A3.",
+            nullable=False,
+        ),
         _field("label", pa.int8(), "1 = bona fide, 0 = spoof, null = unlabelled."),
-        _field("attack", pa.string(), "Spoofing system id; 'bonafide' on bona fide rows; null if unknown."),
+        _field(
+            "attack",
+            pa.string(),
+            "Spoofing system id; 'bonafide' on bona fide rows; null if unknown.",
+        ),
         _field("speaker", pa.string(), "Speaker id or name."),
-        _field("codec", pa.string(), "Channel codec / compression condition (2021 LA codec, 2021 DF compression)."),
+        _field(
+            "codec",
+            pa.string(),
+            "Channel codec / compression condition (2021 LA codec, 2021 DF compression).",
+        ),
         _field("transmission", pa.string(), "Transmission condition (2021 LA)."),
         _field("vocoder", pa.string(), "Vocoder group (2021 DF)."),
         _field("phase", pa.string(), "Evaluation phase (2021: eval/progress/hidden)."),
-        _field("orig_sample_rate", pa.int32(), "Sample rate of the source file (Hz), before resampling."),
+        _field(
+            "orig_sample_rate",
+            pa.int32(),
+            "Sample rate of the source file (Hz), before resampling.",
+        ),
         _field("num_samples", pa.int64(), "Samples of the stored 16 kHz waveform."),
         _field("duration", pa.float32(), "Duration in seconds."),
         _field("source_path", pa.string(), "Path of the source audio file."),
-        _field("audio", pa.binary(), "16 kHz mono audio as FLAC bytes; null in metadata-only tables."),
-        _field("extra", pa.map_(pa.string(), pa.string()), "Free-form per-corpus fields (trim, source, condition id, ...)."),
+        _field(
+            "audio", pa.binary(), "16 kHz mono audio as FLAC bytes; null in metadata-only tables."
+        ),
+        _field(
+            "extra",
+            pa.map_(pa.string(), pa.string()),
+            "Free-form per-corpus fields (trim, source, condition id, ...).",
+        ),
     ],
     metadata={
         "label_convention": "1=bonafide,0=spoof",
@@ -136,7 +161,9 @@ def conform(table: pa.Table) -> pa.Table:
         raise SchemaError(f"table lacks required column(s) {missing_required}")
     extra_cols = [c for c in table.column_names if c not in COLUMNS]
     if extra_cols:
-        raise SchemaError(f"table has columns outside the schema: {extra_cols}; put them in 'extra'")
+        raise SchemaError(
+            f"table has columns outside the schema: {extra_cols}; put them in 'extra'"
+        )
     arrays = []
     for f in UTTERANCE_SCHEMA:
         if f.name in table.column_names:
@@ -144,7 +171,9 @@ def conform(table: pa.Table) -> pa.Table:
             try:
                 arrays.append(col.cast(f.type) if col.type != f.type else col)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise SchemaError(f"column {f.name!r} has type {col.type}, cannot cast to {f.type}: {exc}") from exc
+                raise SchemaError(
+                    f"column {f.name!r} has type {col.type}, cannot cast to {f.type}: {exc}"
+                ) from exc
         else:
             arrays.append(pa.nulls(table.num_rows, type=f.type))
     return pa.Table.from_arrays(arrays, schema=UTTERANCE_SCHEMA)
@@ -162,7 +191,9 @@ def validate_table(table: pa.Table, *, where: str = "table") -> None:
     import pyarrow.compute as pc
 
     if not table.schema.equals(UTTERANCE_SCHEMA, check_metadata=False):
-        raise SchemaError(f"{where}: schema differs from spoofdet.data.schema.UTTERANCE_SCHEMA; build it with conform()")
+        raise SchemaError(
+            f"{where}: schema differs from spoofdet.data.schema.UTTERANCE_SCHEMA; build it with conform()"
+        )
     problems: list[str] = []
     for name in REQUIRED_COLUMNS:
         nulls = table.column(name).null_count
@@ -186,6 +217,8 @@ def validate_table(table: pa.Table, *, where: str = "table") -> None:
     )
     n_mismatch = pc.sum(mismatch).as_py() or 0
     if n_mismatch:
-        problems.append(f"{n_mismatch} row(s) whose attack disagrees with the label (bona fide rows need attack 'bonafide')")
+        problems.append(
+            f"{n_mismatch} row(s) whose attack disagrees with the label (bona fide rows need attack 'bonafide')"
+        )
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))

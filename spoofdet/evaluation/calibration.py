@@ -69,17 +69,31 @@ class Calibration:
         missing = [n for n in names if n != "method" and n not in d]
         unknown = [k for k in d if k not in names]
         if missing or unknown:
-            raise CalibrationError(f"{where}: missing field(s) {missing}, unknown field(s) {unknown}; expected {names}")
+            raise CalibrationError(
+                f"{where}: missing field(s) {missing}, unknown field(s) {unknown}; expected {names}"
+            )
         if d.get("method", METHOD) != METHOD:
-            raise CalibrationError(f"{where}: field 'method' is {d['method']!r}; only {METHOD!r} is supported")
+            raise CalibrationError(
+                f"{where}: field 'method' is {d['method']!r}; only {METHOD!r} is supported"
+            )
         for name in ("slope", "offset", "p_bonafide"):
             v = d[name]
             if not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise CalibrationError(f"{where}: field {name!r} must be a finite number, got {v!r}")
+                raise CalibrationError(
+                    f"{where}: field {name!r} must be a finite number, got {v!r}"
+                )
         if not 0.0 < d["p_bonafide"] < 1.0:
-            raise CalibrationError(f"{where}: field 'p_bonafide' must lie in (0, 1), got {d['p_bonafide']!r}")
-        return cls(float(d["slope"]), float(d["offset"]), float(d["p_bonafide"]), int(d["n_bonafide"]),
-                   int(d["n_spoof"]), d.get("method", METHOD))
+            raise CalibrationError(
+                f"{where}: field 'p_bonafide' must lie in (0, 1), got {d['p_bonafide']!r}"
+            )
+        return cls(
+            float(d["slope"]),
+            float(d["offset"]),
+            float(d["p_bonafide"]),
+            int(d["n_bonafide"]),
+            int(d["n_spoof"]),
+            d.get("method", METHOD),
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -114,8 +128,12 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-def _objective(w: np.ndarray, z_tar: np.ndarray, z_non: np.ndarray, p: float,
-               ) -> tuple[float, np.ndarray, np.ndarray]:
+def _objective(
+    w: np.ndarray,
+    z_tar: np.ndarray,
+    z_non: np.ndarray,
+    p: float,
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Prior-weighted cross-entropy of log-odds ``a z + b``, its gradient and Hessian in (a, b)."""
     a, b = w
     lo_t = a * z_tar + b
@@ -157,8 +175,13 @@ def _newton(z_tar: np.ndarray, z_non: np.ndarray, p: float, max_iter: int = 100)
     return w
 
 
-def fit_calibration(bonafide_scores: Any, spoof_scores: Any, *, p_bonafide: float = DEFAULT_P_BONAFIDE,
-                    allow_negative_slope: bool = False) -> Calibration:
+def fit_calibration(
+    bonafide_scores: Any,
+    spoof_scores: Any,
+    *,
+    p_bonafide: float = DEFAULT_P_BONAFIDE,
+    allow_negative_slope: bool = False,
+) -> Calibration:
     """Fit a prior-weighted logistic-regression calibration on development scores.
 
     Args:
@@ -179,15 +202,19 @@ def fit_calibration(bonafide_scores: Any, spoof_scores: Any, *, p_bonafide: floa
         if x.size == 0:
             raise CalibrationError(f"no {name} scores to fit the calibration on")
         if not np.all(np.isfinite(x)):
-            raise CalibrationError(f"{int(np.sum(~np.isfinite(x)))} {name} score(s) are NaN or infinite")
+            raise CalibrationError(
+                f"{int(np.sum(~np.isfinite(x)))} {name} score(s) are NaN or infinite"
+            )
     both = np.concatenate([tar, non])
     mu, sigma = float(both.mean()), float(both.std())
     if sigma == 0.0:
         raise CalibrationError("every score is identical; there is nothing to calibrate")
     if tar.min() > non.max():
-        warnings.warn("the development scores separate the classes perfectly: the fitted slope is limited only "
-                      "by the optimiser and the LLRs will be over-confident; use a harder or larger dev set",
-                      stacklevel=2)
+        warnings.warn(
+            "the development scores separate the classes perfectly: the fitted slope is limited only "
+            "by the optimiser and the LLRs will be over-confident; use a harder or larger dev set",
+            stacklevel=2,
+        )
     z_tar, z_non = (tar - mu) / sigma, (non - mu) / sigma
     a_z, b_z = (float(v) for v in _newton(z_tar, z_non, p_bonafide))
     if not (math.isfinite(a_z) and math.isfinite(b_z)):
@@ -195,9 +222,11 @@ def fit_calibration(bonafide_scores: Any, spoof_scores: Any, *, p_bonafide: floa
     slope = a_z / sigma
     offset = b_z - a_z * mu / sigma - _logit(p_bonafide)
     if slope < 0:
-        msg = (f"the fitted calibration slope is negative ({slope:.4g}): higher raw scores are more spoof-like, the "
-               "opposite of spoofdet's convention (higher = more bona fide). The scores look inverted: fix the "
-               "model's output index or the score polarity instead of calibrating it away")
+        msg = (
+            f"the fitted calibration slope is negative ({slope:.4g}): higher raw scores are more spoof-like, the "
+            "opposite of spoofdet's convention (higher = more bona fide). The scores look inverted: fix the "
+            "model's output index or the score polarity instead of calibrating it away"
+        )
         if not allow_negative_slope:
             raise CalibrationError(msg + " (or pass allow_negative_slope=True to keep this fit).")
         warnings.warn(msg + ".", stacklevel=2)

@@ -38,9 +38,21 @@ from spoofdet.data.corpora import (
 )
 from spoofdet.data.corpora._asvspoof2021 import PHASES
 from spoofdet.evaluation.metrics import AsvScores, evaluate_table, summarise_models
-from spoofdet.evaluation.scorefile import match_scores, read_asv_scores_2019, read_asv_scores_2021, read_scores
+from spoofdet.evaluation.scorefile import (
+    match_scores,
+    read_asv_scores_2019,
+    read_asv_scores_2021,
+    read_scores,
+)
 
-FORMATS = ("asvspoof2019-la", "asvspoof2021-la", "asvspoof2021-df", "in-the-wild", "codecfake", "csv")
+FORMATS = (
+    "asvspoof2019-la",
+    "asvspoof2021-la",
+    "asvspoof2021-df",
+    "in-the-wild",
+    "codecfake",
+    "csv",
+)
 FUSIONS = ("mean",)
 #: Which t-DCF form each corpus reports, and so which formats accept ASV scores.
 TDCF_FORM = {"asvspoof2019-la": "2019", "asvspoof2021-la": "2021"}
@@ -87,11 +99,15 @@ def load_key(fmt: str, path: str | Path, phase: str | None = None) -> Key:
             split = phase or "eval"
             table = prepare_asvspoof2019_la(root, split, check_audio=False).table
         else:
-            table = prepare_asvspoof2019_la(root, phase, protocol_file=path, check_audio=False).table
+            table = prepare_asvspoof2019_la(
+                root, phase, protocol_file=path, check_audio=False
+            ).table
             split = table["subset"][0].as_py() if table.num_rows else phase
         return Key(fmt, str(path), table, np.ones(table.num_rows, bool), f"split {split}")
     if fmt == "in-the-wild":
-        table = prepare_in_the_wild(root, phase, meta_file=None if is_dir else path, check_audio=False).table
+        table = prepare_in_the_wild(
+            root, phase, meta_file=None if is_dir else path, check_audio=False
+        ).table
         return Key(fmt, str(path), table, np.ones(table.num_rows, bool), "eval")
     if fmt == "codecfake":
         if is_dir:
@@ -102,11 +118,21 @@ def load_key(fmt: str, path: str | Path, phase: str | None = None) -> Key:
             split = phase or path.stem
         return Key(fmt, str(path), table, np.ones(table.num_rows, bool), f"subset {split}")
     table = prepare_csv(path, phase, check_audio=False).table
-    return Key(fmt, str(path), table, np.ones(table.num_rows, bool), f"subset {phase}" if phase else "all rows")
+    return Key(
+        fmt,
+        str(path),
+        table,
+        np.ones(table.num_rows, bool),
+        f"subset {phase}" if phase else "all rows",
+    )
 
 
-def load_asv(fmt: str, asv_scores: str | Path, asv_key: str | Path | None, phase: str | None = None,
-             ) -> tuple[AsvScores, str]:
+def load_asv(
+    fmt: str,
+    asv_scores: str | Path,
+    asv_key: str | Path | None,
+    phase: str | None = None,
+) -> tuple[AsvScores, str]:
     """ASV scores for the t-DCF of ``fmt`` and the t-DCF form it reports (``"2019"``/``"2021"``).
 
     Raises:
@@ -114,22 +140,34 @@ def load_asv(fmt: str, asv_scores: str | Path, asv_key: str | Path | None, phase
         ScoreFileError: malformed or unmatched ASV files.
     """
     if fmt not in TDCF_FORM:
-        raise ValueError(f"the t-DCF is defined for {list(TDCF_FORM)} only, not {fmt}; drop --asv-scores")
+        raise ValueError(
+            f"the t-DCF is defined for {list(TDCF_FORM)} only, not {fmt}; drop --asv-scores"
+        )
     if fmt == "asvspoof2019-la":
         if asv_key is not None:
-            raise ValueError("--asv-key is not used for asvspoof2019-la: the 2019 ASV score file "
-                             "(ASVspoof2019.LA.asv.eval.gi.trl.scores.txt) carries its own keys")
+            raise ValueError(
+                "--asv-key is not used for asvspoof2019-la: the 2019 ASV score file "
+                "(ASVspoof2019.LA.asv.eval.gi.trl.scores.txt) carries its own keys"
+            )
         return read_asv_scores_2019(asv_scores), "2019"
     if asv_key is None:
-        raise ValueError("asvspoof2021-la needs --asv-key keys/LA/ASV/trial_metadata.txt with "
-                         "--asv-scores keys/LA/ASV/ASVTorch_Kaldi/score.txt")
+        raise ValueError(
+            "asvspoof2021-la needs --asv-key keys/LA/ASV/trial_metadata.txt with "
+            "--asv-scores keys/LA/ASV/ASVTorch_Kaldi/score.txt"
+        )
     phase = phase or "eval"
     return read_asv_scores_2021(asv_scores, asv_key, None if phase == "all" else phase), "2021"
 
 
-def evaluate_files(score_paths: Sequence[str | Path], key: Key, *, layout: str = "id-score",
-                   asv: AsvScores | None = None, tdcf_form: str | None = None,
-                   fuse: str | None = None) -> dict[str, Any]:
+def evaluate_files(
+    score_paths: Sequence[str | Path],
+    key: Key,
+    *,
+    layout: str = "id-score",
+    asv: AsvScores | None = None,
+    tdcf_form: str | None = None,
+    fuse: str | None = None,
+) -> dict[str, Any]:
     """Evaluate one or several score files against ``key``.
 
     Every file must score every selected key row and nothing outside the key (see
@@ -150,8 +188,12 @@ def evaluate_files(score_paths: Sequence[str | Path], key: Key, *, layout: str =
         raise ValueError(f"unknown fusion {fuse!r}: expected one of {list(FUSIONS)}")
     ids = key.table["utt_id"].to_pylist()
     selected = key.selected
-    aligned = [match_scores(read_scores(p, layout=layout), ids, required=key.required, key_name=f"key {key.path}")
-               [key.required] for p in score_paths]
+    aligned = [
+        match_scores(
+            read_scores(p, layout=layout), ids, required=key.required, key_name=f"key {key.path}"
+        )[key.required]
+        for p in score_paths
+    ]
     meta = {"format": key.format, "key": key.path, "selection": key.selection}
     results = []
     for path, scores in zip(score_paths, aligned):
@@ -168,8 +210,12 @@ def evaluate_files(score_paths: Sequence[str | Path], key: Key, *, layout: str =
         fused = np.mean(np.stack(aligned), axis=0)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fusion = {"method": "mean", "scores": [str(p) for p in score_paths], **meta,
-                      **evaluate_table(fused, selected, asv=asv, tdcf_form=tdcf_form)}
+            fusion = {
+                "method": "mean",
+                "scores": [str(p) for p in score_paths],
+                **meta,
+                **evaluate_table(fused, selected, asv=asv, tdcf_form=tdcf_form),
+            }
         for w in caught:
             warnings.warn(f"fused scores: {w.message}", UserWarning, stacklevel=2)
     return {"models": results, "over_models": summarise_models(results), "fusion": fusion, **meta}
@@ -184,25 +230,33 @@ def _fmt(v: Any, spec: str, unit: str = "") -> str:
 
 
 def _report_one(r: dict[str, Any], title: str) -> list[str]:
-    lines = [title,
-             f"  key {r['key']} ({r['format']}, {r['selection']}): {r['n_bonafide']:,} bona fide, {r['n_spoof']:,} spoof"
-             + (f", {r['n_unlabelled']:,} unlabelled (skipped)" if r.get("n_unlabelled") else ""),
-             f"  EER {r['eer']:.3f} %  (threshold {r['threshold']:.6g})   minDCF {r['min_dcf']:.4f}   "
-             f"actDCF {r['act_dcf']:.4f}   Cllr {r['cllr']:.4f}   (actDCF and Cllr assume LLR scores)"]
+    lines = [
+        title,
+        f"  key {r['key']} ({r['format']}, {r['selection']}): {r['n_bonafide']:,} bona fide, {r['n_spoof']:,} spoof"
+        + (f", {r['n_unlabelled']:,} unlabelled (skipped)" if r.get("n_unlabelled") else ""),
+        f"  EER {r['eer']:.3f} %  (threshold {r['threshold']:.6g})   minDCF {r['min_dcf']:.4f}   "
+        f"actDCF {r['act_dcf']:.4f}   Cllr {r['cllr']:.4f}   (actDCF and Cllr assume LLR scores)",
+    ]
     if "tdcf" in r:
         t, op = r["tdcf"], r["tdcf"]["asv"]
-        lines.append(f"  min t-DCF {t['min_tdcf']:.4f} ({t['form']}; ASV at its EER threshold {op['threshold']:.6g}: "
-                     f"Pmiss {op['pmiss_asv']:.4f}, Pfa {op['pfa_asv']:.4f}, Pfa_spoof {op['pfa_spoof_asv']:.4f})")
+        lines.append(
+            f"  min t-DCF {t['min_tdcf']:.4f} ({t['form']}; ASV at its EER threshold {op['threshold']:.6g}: "
+            f"Pmiss {op['pmiss_asv']:.4f}, Pfa {op['pfa_asv']:.4f}, Pfa_spoof {op['pfa_spoof_asv']:.4f})"
+        )
     if r["polarity_warning"]:
-        lines.append(f"  WARNING: negated scores give EER {r['eer_negated']:.3f} %: the scores look inverted "
-                     "(higher must mean more bona fide). Nothing was flipped.")
+        lines.append(
+            f"  WARNING: negated scores give EER {r['eer_negated']:.3f} %: the scores look inverted "
+            "(higher must mean more bona fide). Nothing was flipped."
+        )
     for dim, groups in r["breakdown"].items():
         vs = " (spoof of each vs all bona fide)" if dim in ("attack", "vocoder") else ""
         lines.append(f"  by {dim}{vs}:")
         for name, g in groups.items():
             tdcf = f"  min t-DCF {_fmt(g['min_tdcf'], '.4f')}" if "min_tdcf" in g else ""
-            lines.append(f"    {name:<34} EER {_fmt(g['eer'], '7.3f', ' %')}  minDCF {_fmt(g['min_dcf'], '.4f')}{tdcf}"
-                         f"  ({g['n_bonafide']:,} bona fide, {g['n_spoof']:,} spoof)")
+            lines.append(
+                f"    {name:<34} EER {_fmt(g['eer'], '7.3f', ' %')}  minDCF {_fmt(g['min_dcf'], '.4f')}{tdcf}"
+                f"  ({g['n_bonafide']:,} bona fide, {g['n_spoof']:,} spoof)"
+            )
     return lines
 
 
@@ -216,7 +270,11 @@ def format_report(result: dict[str, Any]) -> str:
     lines.append(f"over {len(result['models'])} models (best / mean / std):")
     for k, v in result["over_models"].items():
         scale = "%" if k == "eer" else ""
-        lines.append(f"  {k:<9} {v['best']:.4f}{scale} / {v['mean']:.4f}{scale} / {v['std']:.4f}{scale}")
+        lines.append(
+            f"  {k:<9} {v['best']:.4f}{scale} / {v['mean']:.4f}{scale} / {v['std']:.4f}{scale}"
+        )
     if result["fusion"] is not None:
-        lines += [""] + _report_one(result["fusion"], f"fusion: {result['fusion']['method']} of the scores")
+        lines += [""] + _report_one(
+            result["fusion"], f"fusion: {result['fusion']['method']} of the scores"
+        )
     return "\n".join(lines)

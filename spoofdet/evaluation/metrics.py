@@ -93,8 +93,10 @@ def _scores(x: Any, name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- EER / DCF
 
 
-def compute_det_curve(target: Sequence[float] | np.ndarray, nontarget: Sequence[float] | np.ndarray,
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def compute_det_curve(
+    target: Sequence[float] | np.ndarray,
+    nontarget: Sequence[float] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """DET curve of bona fide (``target``) vs spoof (``nontarget``) scores, ASVspoof definition.
 
     Returns:
@@ -121,7 +123,9 @@ def compute_det_curve(target: Sequence[float] | np.ndarray, nontarget: Sequence[
     return frr, far, thresholds
 
 
-def compute_eer(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np.ndarray) -> tuple[float, float]:
+def compute_eer(
+    bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """Equal error rate (a fraction, not percent) and its threshold, ASVspoof definition.
 
     Raises:
@@ -132,8 +136,11 @@ def compute_eer(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] |
     return float(np.mean((frr[i], far[i]))), float(thresholds[i])
 
 
-def min_dcf(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np.ndarray,
-            costs: DCFCosts = ASVSPOOF5_COSTS) -> tuple[float, float]:
+def min_dcf(
+    bonafide: Sequence[float] | np.ndarray,
+    spoof: Sequence[float] | np.ndarray,
+    costs: DCFCosts = ASVSPOOF5_COSTS,
+) -> tuple[float, float]:
     """Normalised minimum detection cost over the DET curve (ASVspoof 5 track 1 primary metric).
 
     ``c(t) = Cmiss (1 - Pspoof) Pmiss(t) + Cfa Pspoof Pfa(t)``, divided by
@@ -149,8 +156,11 @@ def min_dcf(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np.
     return float(c_det[i] / c_def), float(thresholds[i])
 
 
-def act_dcf(bonafide_llr: Sequence[float] | np.ndarray, spoof_llr: Sequence[float] | np.ndarray,
-            costs: DCFCosts = ASVSPOOF5_COSTS) -> float:
+def act_dcf(
+    bonafide_llr: Sequence[float] | np.ndarray,
+    spoof_llr: Sequence[float] | np.ndarray,
+    costs: DCFCosts = ASVSPOOF5_COSTS,
+) -> float:
     """Normalised actual DCF: LLR scores thresholded at the Bayes threshold ``-ln(beta)``.
 
     Meaningful only when the scores are calibrated LLRs; for raw scores it is just the cost of
@@ -166,7 +176,9 @@ def act_dcf(bonafide_llr: Sequence[float] | np.ndarray, spoof_llr: Sequence[floa
     return (costs.c_miss * (1 - costs.p_spoof) * p_miss + costs.c_fa * costs.p_spoof * p_fa) / c_def
 
 
-def cllr(bonafide_llr: Sequence[float] | np.ndarray, spoof_llr: Sequence[float] | np.ndarray) -> float:
+def cllr(
+    bonafide_llr: Sequence[float] | np.ndarray, spoof_llr: Sequence[float] | np.ndarray
+) -> float:
     """Log-likelihood-ratio cost in bits (prior 0.5): 0 is perfect, 1 is an uninformative LLR of 0."""
     tar = _scores(bonafide_llr, "bona fide LLRs")
     non = _scores(spoof_llr, "spoof LLRs")
@@ -248,8 +260,12 @@ class TDCFResult:
         return asdict(self)
 
 
-def min_tdcf_2019(bonafide_cm: Sequence[float] | np.ndarray, spoof_cm: Sequence[float] | np.ndarray,
-                  asv: AsvScores, costs: TDCFCosts = TDCF_COSTS) -> TDCFResult:
+def min_tdcf_2019(
+    bonafide_cm: Sequence[float] | np.ndarray,
+    spoof_cm: Sequence[float] | np.ndarray,
+    asv: AsvScores,
+    costs: TDCFCosts = TDCF_COSTS,
+) -> TDCFResult:
     """Minimum normalised t-DCF, legacy form (ASVspoof 2019 LA).
 
     ``C1 = Ptar (Cmiss - Cmiss Pmiss_asv) - Pnon Cfa Pfa_asv``, ``C2 = Cfa_spoof Pspoof
@@ -261,20 +277,31 @@ def min_tdcf_2019(bonafide_cm: Sequence[float] | np.ndarray, spoof_cm: Sequence[
             trial passes it, so the normalisation is undefined).
     """
     op = asv_operating_point(asv)
-    c1 = costs.p_tar * (costs.c_miss - costs.c_miss * op.pmiss_asv) - costs.p_non * costs.c_fa * op.pfa_asv
+    c1 = (
+        costs.p_tar * (costs.c_miss - costs.c_miss * op.pmiss_asv)
+        - costs.p_non * costs.c_fa * op.pfa_asv
+    )
     c2 = costs.c_fa_spoof * costs.p_spoof * (1.0 - op.pmiss_spoof_asv)
     if c1 <= 0 or c2 <= 0:
-        raise ValueError(f"t-DCF weights must be positive, got C1={c1:.6g}, C2={c2:.6g} "
-                         f"(ASV Pmiss={op.pmiss_asv:.4f}, Pfa={op.pfa_asv:.4f}, Pfa_spoof={op.pfa_spoof_asv:.4f}); "
-                         "check the ASV scores (target/nontarget swapped, or no spoof trial accepted)")
+        raise ValueError(
+            f"t-DCF weights must be positive, got C1={c1:.6g}, C2={c2:.6g} "
+            f"(ASV Pmiss={op.pmiss_asv:.4f}, Pfa={op.pfa_asv:.4f}, Pfa_spoof={op.pfa_spoof_asv:.4f}); "
+            "check the ASV scores (target/nontarget swapped, or no spoof trial accepted)"
+        )
     pmiss_cm, pfa_cm, thresholds = compute_det_curve(bonafide_cm, spoof_cm)
     tdcf = (c1 * pmiss_cm + c2 * pfa_cm) / min(c1, c2)
     i = int(np.argmin(tdcf))
-    return TDCFResult("2019-legacy", float(tdcf[i]), float(thresholds[i]), 0.0, float(c1), float(c2), op)
+    return TDCFResult(
+        "2019-legacy", float(tdcf[i]), float(thresholds[i]), 0.0, float(c1), float(c2), op
+    )
 
 
-def min_tdcf_2021(bonafide_cm: Sequence[float] | np.ndarray, spoof_cm: Sequence[float] | np.ndarray,
-                  asv: AsvScores, costs: TDCFCosts = TDCF_COSTS) -> TDCFResult:
+def min_tdcf_2021(
+    bonafide_cm: Sequence[float] | np.ndarray,
+    spoof_cm: Sequence[float] | np.ndarray,
+    asv: AsvScores,
+    costs: TDCFCosts = TDCF_COSTS,
+) -> TDCFResult:
     """Minimum normalised t-DCF, revised form (ASVspoof 2021 LA).
 
     ``C0 = Ptar Cmiss Pmiss_asv + Pnon Cfa Pfa_asv``, ``C1 = Ptar Cmiss - C0``,
@@ -290,12 +317,16 @@ def min_tdcf_2021(bonafide_cm: Sequence[float] | np.ndarray, spoof_cm: Sequence[
     c1 = costs.p_tar * costs.c_miss - c0
     c2 = costs.p_spoof * costs.c_fa_spoof * op.pfa_spoof_asv
     if c1 < 0 or c2 < 0 or c0 + min(c1, c2) <= 0:
-        raise ValueError(f"t-DCF weights must be non-negative with a positive normaliser, got C0={c0:.6g}, "
-                         f"C1={c1:.6g}, C2={c2:.6g}; check the ASV scores (target/nontarget swapped?)")
+        raise ValueError(
+            f"t-DCF weights must be non-negative with a positive normaliser, got C0={c0:.6g}, "
+            f"C1={c1:.6g}, C2={c2:.6g}; check the ASV scores (target/nontarget swapped?)"
+        )
     pmiss_cm, pfa_cm, thresholds = compute_det_curve(bonafide_cm, spoof_cm)
     tdcf = (c0 + c1 * pmiss_cm + c2 * pfa_cm) / (c0 + min(c1, c2))
     i = int(np.argmin(tdcf))
-    return TDCFResult("2021-revised", float(tdcf[i]), float(thresholds[i]), float(c0), float(c1), float(c2), op)
+    return TDCFResult(
+        "2021-revised", float(tdcf[i]), float(thresholds[i]), float(c0), float(c1), float(c2), op
+    )
 
 
 TDCF_FORMS = {"2019": min_tdcf_2019, "2021": min_tdcf_2021}
@@ -304,14 +335,18 @@ TDCF_FORMS = {"2019": min_tdcf_2019, "2021": min_tdcf_2021}
 # ----------------------------------------------------------------------------- tables
 
 
-def polarity_check(bonafide: np.ndarray, spoof: np.ndarray, margin: float = POLARITY_MARGIN) -> tuple[bool, float]:
+def polarity_check(
+    bonafide: np.ndarray, spoof: np.ndarray, margin: float = POLARITY_MARGIN
+) -> tuple[bool, float]:
     """Whether negated scores reach a much lower EER (by more than ``margin``, a fraction).
 
     Returns:
         ``(suspicious, eer_of_negated_scores)``. Never flips anything: the caller reports it.
     """
     eer, _ = compute_eer(bonafide, spoof)
-    eer_neg, _ = compute_eer(-np.asarray(bonafide, dtype=np.float64), -np.asarray(spoof, dtype=np.float64))
+    eer_neg, _ = compute_eer(
+        -np.asarray(bonafide, dtype=np.float64), -np.asarray(spoof, dtype=np.float64)
+    )
     return bool(eer_neg < eer - margin), eer_neg
 
 
@@ -337,8 +372,13 @@ def _extra_field(extra: np.ndarray | None, key: str) -> np.ndarray | None:
     return out if any(v is not None for v in out) else None
 
 
-def _group_metrics(bona: np.ndarray, spoof: np.ndarray, asv: AsvScores | None = None,
-                   tdcf_form: str | None = None, attack: str | None = None) -> dict[str, Any]:
+def _group_metrics(
+    bona: np.ndarray,
+    spoof: np.ndarray,
+    asv: AsvScores | None = None,
+    tdcf_form: str | None = None,
+    attack: str | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"n_bonafide": int(bona.size), "n_spoof": int(spoof.size)}
     if bona.size == 0 or spoof.size == 0:
         out.update(eer=None, min_dcf=None)
@@ -346,9 +386,16 @@ def _group_metrics(bona: np.ndarray, spoof: np.ndarray, asv: AsvScores | None = 
     eer, _ = compute_eer(bona, spoof)
     out["eer"] = 100.0 * eer
     out["min_dcf"] = min_dcf(bona, spoof)[0]
-    if asv is not None and tdcf_form is not None and attack is not None and asv.spoof_attack is not None:
+    if (
+        asv is not None
+        and tdcf_form is not None
+        and attack is not None
+        and asv.spoof_attack is not None
+    ):
         sub = asv.for_attack(attack)
-        out["min_tdcf"] = TDCF_FORMS[tdcf_form](bona, spoof, sub).min_tdcf if sub.spoof.size else None
+        out["min_tdcf"] = (
+            TDCF_FORMS[tdcf_form](bona, spoof, sub).min_tdcf if sub.spoof.size else None
+        )
     return out
 
 
@@ -356,8 +403,15 @@ def _ordered(values: np.ndarray) -> list[str]:
     return sorted({v for v in values if v is not None}, key=str)
 
 
-def breakdown(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, spoof_only: bool,
-              asv: AsvScores | None = None, tdcf_form: str | None = None) -> dict[str, dict[str, Any]]:
+def breakdown(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    *,
+    spoof_only: bool,
+    asv: AsvScores | None = None,
+    tdcf_form: str | None = None,
+) -> dict[str, dict[str, Any]]:
     """Metrics per group value.
 
     Args:
@@ -376,13 +430,21 @@ def breakdown(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, spo
         in_g = groups == g
         spoof = scores[in_g & (labels == SPOOF)]
         bona = bona_all if spoof_only else scores[in_g & (labels == BONAFIDE)]
-        out[str(g)] = _group_metrics(bona, spoof, asv, tdcf_form, attack=str(g) if spoof_only else None)
+        out[str(g)] = _group_metrics(
+            bona, spoof, asv, tdcf_form, attack=str(g) if spoof_only else None
+        )
     return out
 
 
-def evaluate_table(scores: Sequence[float] | np.ndarray, key_table: Any, *, asv: AsvScores | None = None,
-                   tdcf_form: str | None = None, costs: DCFCosts = ASVSPOOF5_COSTS,
-                   polarity_margin: float = POLARITY_MARGIN) -> dict[str, Any]:
+def evaluate_table(
+    scores: Sequence[float] | np.ndarray,
+    key_table: Any,
+    *,
+    asv: AsvScores | None = None,
+    tdcf_form: str | None = None,
+    costs: DCFCosts = ASVSPOOF5_COSTS,
+    polarity_margin: float = POLARITY_MARGIN,
+) -> dict[str, Any]:
     """All metrics for scores aligned row by row with a key table.
 
     Args:
@@ -411,13 +473,17 @@ def evaluate_table(scores: Sequence[float] | np.ndarray, key_table: Any, *, asv:
     if label_col is None:
         raise ValueError("key table has no 'label' column")
     if s.size != label_col.size:
-        raise ValueError(f"{s.size} scores for {label_col.size} key rows; align the scores with the key first")
+        raise ValueError(
+            f"{s.size} scores for {label_col.size} key rows; align the scores with the key first"
+        )
     labelled = np.array([v is not None for v in label_col], dtype=bool)
     labels = np.where(labelled, label_col, -1).astype(np.int64)
     s_l, y = s[labelled], labels[labelled]
     bona, spoof = s_l[y == BONAFIDE], s_l[y == SPOOF]
     if bona.size == 0 or spoof.size == 0:
-        raise ValueError(f"need both classes to evaluate: {bona.size} bona fide and {spoof.size} spoof labelled rows")
+        raise ValueError(
+            f"need both classes to evaluate: {bona.size} bona fide and {spoof.size} spoof labelled rows"
+        )
     eer, thr = compute_eer(bona, spoof)
     suspicious, eer_neg = polarity_check(bona, spoof, polarity_margin)
     result: dict[str, Any] = {
@@ -433,12 +499,17 @@ def evaluate_table(scores: Sequence[float] | np.ndarray, key_table: Any, *, asv:
         "eer_negated": 100.0 * eer_neg,
     }
     if suspicious:
-        warnings.warn(f"negated scores give EER {100 * eer_neg:.2f} % against {100 * eer:.2f} %: the scores look "
-                      "inverted (higher should mean more bona fide, label 1 = bona fide). Nothing was flipped; "
-                      "check the model's output index and the score file's polarity.", stacklevel=2)
+        warnings.warn(
+            f"negated scores give EER {100 * eer_neg:.2f} % against {100 * eer:.2f} %: the scores look "
+            "inverted (higher should mean more bona fide, label 1 = bona fide). Nothing was flipped; "
+            "check the model's output index and the score file's polarity.",
+            stacklevel=2,
+        )
     if asv is not None:
         if tdcf_form not in TDCF_FORMS:
-            raise ValueError(f"tdcf_form must be one of {list(TDCF_FORMS)} with ASV scores, got {tdcf_form!r}")
+            raise ValueError(
+                f"tdcf_form must be one of {list(TDCF_FORMS)} with ASV scores, got {tdcf_form!r}"
+            )
         t = TDCF_FORMS[tdcf_form](bona, spoof, asv)
         result["min_tdcf"] = t.min_tdcf
         result["tdcf"] = t.to_dict()
@@ -461,17 +532,28 @@ def evaluate_table(scores: Sequence[float] | np.ndarray, key_table: Any, *, asv:
         if not values or (not spoof_only and len(values) < 2):
             continue
         result["breakdown"][dim] = breakdown(
-            s_l, y, col, spoof_only=spoof_only,
-            asv=asv if dim == "attack" else None, tdcf_form=tdcf_form if dim == "attack" else None)
+            s_l,
+            y,
+            col,
+            spoof_only=spoof_only,
+            asv=asv if dim == "attack" else None,
+            tdcf_form=tdcf_form if dim == "attack" else None,
+        )
     return result
 
 
-def summarise_models(results: Sequence[Mapping[str, Any]],
-                     keys: Sequence[str] = ("eer", "min_dcf", "act_dcf", "cllr", "min_tdcf")) -> dict[str, Any]:
+def summarise_models(
+    results: Sequence[Mapping[str, Any]],
+    keys: Sequence[str] = ("eer", "min_dcf", "act_dcf", "cllr", "min_tdcf"),
+) -> dict[str, Any]:
     """Best (lowest) and mean of each metric over several models' results (AMSDF-style report)."""
     out: dict[str, Any] = {}
     for k in keys:
         vals = [r[k] for r in results if r.get(k) is not None]
         if vals:
-            out[k] = {"best": float(min(vals)), "mean": float(np.mean(vals)), "std": float(np.std(vals))}
+            out[k] = {
+                "best": float(min(vals)),
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals)),
+            }
     return out

@@ -19,7 +19,6 @@ from spoofdet.evaluation.metrics import compute_det_curve, compute_eer
 _TICKS = (0.1, 0.5, 2, 5, 10, 20, 40, 60, 80, 95, 99.5)
 
 
-
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     """Write ``fig`` as PNG (creating the folder) and free it."""
     plt = _pyplot()
@@ -30,6 +29,7 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     plt.close(fig)
     return path
 
+
 def _pyplot():
     import matplotlib
 
@@ -39,8 +39,13 @@ def _pyplot():
     return plt
 
 
-def plot_det(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np.ndarray, path: str | Path, *,
-             title: str = "") -> Path:
+def plot_det(
+    bonafide: Sequence[float] | np.ndarray,
+    spoof: Sequence[float] | np.ndarray,
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
     """DET curve (miss rate of bona fide vs false-alarm rate of spoof, normal-deviate axes) with the EER point."""
     from scipy.stats import norm
 
@@ -50,8 +55,13 @@ def plot_det(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np
     lo, hi = 5e-4, 1 - 5e-4
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot(norm.ppf(np.clip(far, lo, hi)), norm.ppf(np.clip(frr, lo, hi)), lw=1.5, label="DET")
-    ax.plot(norm.ppf(np.clip(eer, lo, hi)), norm.ppf(np.clip(eer, lo, hi)), "o", color="C3",
-            label=f"EER {100 * eer:.2f} %")
+    ax.plot(
+        norm.ppf(np.clip(eer, lo, hi)),
+        norm.ppf(np.clip(eer, lo, hi)),
+        "o",
+        color="C3",
+        label=f"EER {100 * eer:.2f} %",
+    )
     ax.plot([norm.ppf(lo), norm.ppf(hi)], [norm.ppf(lo), norm.ppf(hi)], ":", color="grey", lw=0.8)
     ticks = [t for t in _TICKS if lo <= t / 100 <= hi]
     for axis in (ax.xaxis, ax.yaxis):
@@ -67,9 +77,15 @@ def plot_det(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np
     return _save(fig, path)
 
 
-def plot_histogram(scores: Sequence[float] | np.ndarray, path: str | Path, *, labels: Sequence[int] | None = None,
-                   thresholds: dict[str, float] | None = None, xlabel: str = "score (higher = more bona fide)",
-                   title: str = "") -> Path:
+def plot_histogram(
+    scores: Sequence[float] | np.ndarray,
+    path: str | Path,
+    *,
+    labels: Sequence[int] | None = None,
+    thresholds: dict[str, float] | None = None,
+    xlabel: str = "score (higher = more bona fide)",
+    title: str = "",
+) -> Path:
     """Score histogram, per class when ``labels`` (1 = bona fide, 0 = spoof) are given, with threshold lines.
 
     Args:
@@ -83,15 +99,26 @@ def plot_histogram(scores: Sequence[float] | np.ndarray, path: str | Path, *, la
     s = np.asarray(scores, dtype=np.float64)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     bins = np.histogram_bin_edges(s, bins=min(60, max(10, s.size // 4)))
-    y = None if labels is None else np.asarray([-1 if v is None else v for v in labels], dtype=np.int64)
+    y = (
+        None
+        if labels is None
+        else np.asarray([-1 if v is None else v for v in labels], dtype=np.int64)
+    )
     if y is not None and ((y == 1).any() or (y == 0).any()):
-        ax.hist(s[y == 1], bins=bins, alpha=0.6, color="C0", label=f"bona fide ({int((y == 1).sum())})")
+        ax.hist(
+            s[y == 1], bins=bins, alpha=0.6, color="C0", label=f"bona fide ({int((y == 1).sum())})"
+        )
         ax.hist(s[y == 0], bins=bins, alpha=0.6, color="C1", label=f"spoof ({int((y == 0).sum())})")
     else:
         ax.hist(s, bins=bins, alpha=0.8, color="C2", label=f"all clips ({s.size})")
     for i, (name, value) in enumerate((thresholds or {}).items()):
-        ax.axvline(value, color=("k", "C3", "C4")[i % 3], ls=("-", "--", ":")[i % 3], lw=1.2,
-                   label=f"{name} = {value:.3g}")
+        ax.axvline(
+            value,
+            color=("k", "C3", "C4")[i % 3],
+            ls=("-", "--", ":")[i % 3],
+            lw=1.2,
+            label=f"{name} = {value:.3g}",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("clips")
     ax.set_title(title, fontsize=9)

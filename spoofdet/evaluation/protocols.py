@@ -37,12 +37,22 @@ def describe_protocol(length: str, window: int = WINDOW, hop: int = DEFAULT_HOP)
     """What a length protocol does, as recorded in metrics JSON, tables and MLflow tags."""
     check_length(length, hop)
     if length == "4s":
-        return {"length": "4s", "window": window, "hop": None, "padding": "repeat",
-                "description": f"first {window:,} samples ({window / 16000:.2f} s) of each clip; shorter clips "
-                               "repeat-padded (the seeds' protocol, comparable to papers)"}
-    return {"length": "full", "window": window, "hop": hop, "padding": "repeat",
-            "description": f"whole clip: mean score of {window:,}-sample windows every {hop:,} samples, the last "
-                           "window aligned to the clip's end; clips shorter than a window repeat-padded"}
+        return {
+            "length": "4s",
+            "window": window,
+            "hop": None,
+            "padding": "repeat",
+            "description": f"first {window:,} samples ({window / 16000:.2f} s) of each clip; shorter clips "
+            "repeat-padded (the seeds' protocol, comparable to papers)",
+        }
+    return {
+        "length": "full",
+        "window": window,
+        "hop": hop,
+        "padding": "repeat",
+        "description": f"whole clip: mean score of {window:,}-sample windows every {hop:,} samples, the last "
+        "window aligned to the clip's end; clips shorter than a window repeat-padded",
+    }
 
 
 def check_length(length: str, hop: int = DEFAULT_HOP, window: int = WINDOW) -> None:
@@ -67,7 +77,9 @@ def window_starts(num_samples: int, window: int = WINDOW, hop: int = DEFAULT_HOP
     return starts
 
 
-def clip_windows(wave: np.ndarray, length: str, *, window: int = WINDOW, hop: int = DEFAULT_HOP) -> np.ndarray:
+def clip_windows(
+    wave: np.ndarray, length: str, *, window: int = WINDOW, hop: int = DEFAULT_HOP
+) -> np.ndarray:
     """The ``[k, window]`` float32 windows a clip is scored on under protocol ``length``.
 
     Raises:
@@ -79,10 +91,12 @@ def clip_windows(wave: np.ndarray, length: str, *, window: int = WINDOW, hop: in
         raise ValueError("cannot score an empty waveform")
     if length == "4s" or wave.size <= window:
         return crop_or_pad(wave, window)[None, :]
-    return np.stack([wave[s:s + window] for s in window_starts(wave.size, window, hop)])
+    return np.stack([wave[s : s + window] for s in window_starts(wave.size, window, hop)])
 
 
-def score_waves(model: Any, waves: np.ndarray, *, device: str = "cpu", batch_size: int = 16) -> np.ndarray:
+def score_waves(
+    model: Any, waves: np.ndarray, *, device: str = "cpu", batch_size: int = 16
+) -> np.ndarray:
     """Raw detector scores (higher = more bona fide) of ``waves[n, T]``, in batches, without gradients.
 
     Args:
@@ -97,12 +111,14 @@ def score_waves(model: Any, waves: np.ndarray, *, device: str = "cpu", batch_siz
     out = np.empty(len(waves), dtype=np.float64)
     with torch.inference_mode():
         for i in range(0, len(waves), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(waves[i:i + batch_size])).to(device)
-            out[i:i + len(x)] = model.score(x).float().cpu().numpy()
+            x = torch.from_numpy(np.ascontiguousarray(waves[i : i + batch_size])).to(device)
+            out[i : i + len(x)] = model.score(x).float().cpu().numpy()
     return out
 
 
-def mean_by_id(ids: Sequence[str], values: Sequence[float] | np.ndarray) -> dict[str, tuple[float, int]]:
+def mean_by_id(
+    ids: Sequence[str], values: Sequence[float] | np.ndarray
+) -> dict[str, tuple[float, int]]:
     """Per id: the mean of its values and how many there were (window scores -> clip score)."""
     sums: dict[str, list[float]] = {}
     for utt, v in zip(ids, np.asarray(values, dtype=np.float64)):

@@ -44,11 +44,15 @@ class Layout:
 #: Score-file layouts. ``id-score`` is the project's format and the default; the others are
 #: those the seed repositories write, accepted only when asked for by name.
 LAYOUTS: dict[str, Layout] = {
-    "id-score": Layout(2, 0, 1, False, "<utt_id> <score> (spoofdet, SSL_Anti-spoofing, XLSR-Mamba, SLS, Nes2Net)"),
+    "id-score": Layout(
+        2, 0, 1, False, "<utt_id> <score> (spoofdet, SSL_Anti-spoofing, XLSR-Mamba, SLS, Nes2Net)"
+    ),
     "aasist": Layout(4, 0, 3, False, "<utt_id> <attack|-> <key> <score> (AASIST 2019)"),
     "codecfake": Layout(3, 0, 1, False, "<file> <P(real)> <real|fake> (Codecfake)"),
     "fake-mamba-itw": Layout(3, 0, 2, False, "<file> <label> <score> (Fake-Mamba In-the-Wild)"),
-    "amsdf": Layout(3, 0, 1, True, "<file> <fake_logit> <0|1> (AMSDF; the fake logit is negated on reading)"),
+    "amsdf": Layout(
+        3, 0, 1, True, "<file> <fake_logit> <0|1> (AMSDF; the fake logit is negated on reading)"
+    ),
 }
 
 
@@ -89,8 +93,15 @@ class _Problems(list):
 
 def _raise_problems(path: Path | str, problems: _Problems, what: str, hint: str = "") -> None:
     shown = "\n  ".join(problems)
-    more = f"\n  ... and {problems.total - len(problems)} more" if problems.total > len(problems) else ""
-    raise ScoreFileError(f"{problems.total} malformed line(s) in {what} {path}:\n  {shown}{more}" + (f"\n{hint}" if hint else ""))
+    more = (
+        f"\n  ... and {problems.total - len(problems)} more"
+        if problems.total > len(problems)
+        else ""
+    )
+    raise ScoreFileError(
+        f"{problems.total} malformed line(s) in {what} {path}:\n  {shown}{more}"
+        + (f"\n{hint}" if hint else "")
+    )
 
 
 def _parse_float(text: str) -> float | None:
@@ -128,27 +139,39 @@ def read_scores(path: str | os.PathLike, *, layout: str = "id-score") -> Scores:
             if not cols:
                 continue
             if len(cols) != lay.n_columns:
-                problems.append(f"{path}:{lineno}: expected {lay.n_columns} columns {lay.doc.split(' (')[0]}, "
-                                f"got {len(cols)}: {line.strip()[:80]!r}")
+                problems.append(
+                    f"{path}:{lineno}: expected {lay.n_columns} columns {lay.doc.split(' (')[0]}, "
+                    f"got {len(cols)}: {line.strip()[:80]!r}"
+                )
                 continue
             value = _parse_float(cols[lay.score_col])
             if value is None:
-                problems.append(f"{path}:{lineno}: score {cols[lay.score_col]!r} (column {lay.score_col + 1}) "
-                                "is not a finite number")
+                problems.append(
+                    f"{path}:{lineno}: score {cols[lay.score_col]!r} (column {lay.score_col + 1}) "
+                    "is not a finite number"
+                )
                 continue
             ids.append(cols[lay.id_col])
             values.append(-value if lay.negate else value)
             lines.append(lineno)
     if problems:
-        hint = ("spoofdet score files have two columns '<utt_id> <score>'; for a seed repository's layout pass "
-                f"layout= (--score-layout) one of {list(LAYOUTS)}") if layout == "id-score" else ""
+        hint = (
+            (
+                "spoofdet score files have two columns '<utt_id> <score>'; for a seed repository's layout pass "
+                f"layout= (--score-layout) one of {list(LAYOUTS)}"
+            )
+            if layout == "id-score"
+            else ""
+        )
         _raise_problems(path, problems, "score file", hint)
     if not ids:
         raise ScoreFileError(f"score file {path} holds no scores")
     return Scores(str(path), ids, np.asarray(values, dtype=np.float64), lines)
 
 
-def write_scores(path: str | os.PathLike, ids: Sequence[str], scores: Sequence[float] | np.ndarray) -> Path:
+def write_scores(
+    path: str | os.PathLike, ids: Sequence[str], scores: Sequence[float] | np.ndarray
+) -> Path:
     """Write ``<utt_id> <score>`` lines as a whole file (temporary file + atomic rename).
 
     Scores are written with ``repr`` precision, so reading the file back gives the same floats.
@@ -164,13 +187,19 @@ def write_scores(path: str | os.PathLike, ids: Sequence[str], scores: Sequence[f
     seen: set[str] = set()
     for i, utt in enumerate(ids):
         if not utt or utt.split() != [utt]:
-            raise ValueError(f"id #{i} {utt!r} is empty or contains whitespace; score-file ids must be single tokens")
+            raise ValueError(
+                f"id #{i} {utt!r} is empty or contains whitespace; score-file ids must be single tokens"
+            )
         if utt in seen:
-            raise ValueError(f"id {utt!r} occurs more than once (again at position {i}); write each utterance once")
+            raise ValueError(
+                f"id {utt!r} occurs more than once (again at position {i}); write each utterance once"
+            )
         seen.add(utt)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise ValueError(f"{bad.size} score(s) are NaN or infinite, e.g. for id {ids[int(bad[0])]!r}")
+        raise ValueError(
+            f"{bad.size} score(s) are NaN or infinite, e.g. for id {ids[int(bad[0])]!r}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -197,23 +226,36 @@ def _rename_hint(missing: Sequence[str], extra: Sequence[str], score_path: str) 
 
     for ext in (".wav", ".flac"):
         if covers(lambda e: e + ext):
-            return (f"hint: the key's ids are file names with '{ext}' (e.g. {missing[0]!r}) but the score file has "
-                    f"them without it (e.g. {extra[0]!r}); In-the-Wild ids are file names like '0.wav'. Fix: "
-                    f"awk '{{print $1\"{ext}\", $2}}' {score_path} > fixed.txt")
+            return (
+                f"hint: the key's ids are file names with '{ext}' (e.g. {missing[0]!r}) but the score file has "
+                f"them without it (e.g. {extra[0]!r}); In-the-Wild ids are file names like '0.wav'. Fix: "
+                f"awk '{{print $1\"{ext}\", $2}}' {score_path} > fixed.txt"
+            )
     if covers(lambda e: os.path.splitext(e)[0]):
-        return (f"hint: the score file's ids carry a file extension (e.g. {extra[0]!r}) but the key's do not "
-                f"(e.g. {missing[0]!r}). Fix: sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' {score_path} > fixed.txt")
+        return (
+            f"hint: the score file's ids carry a file extension (e.g. {extra[0]!r}) but the key's do not "
+            f"(e.g. {missing[0]!r}). Fix: sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' {score_path} > fixed.txt"
+        )
     prefixes = {m.rsplit("/", 1)[0] for m in missing if "/" in m}
-    if prefixes and covers(lambda e: next((f"{p}/{e}" for p in prefixes if f"{p}/{e}" in missing_set), None)):
+    if prefixes and covers(
+        lambda e: next((f"{p}/{e}" for p in prefixes if f"{p}/{e}" in missing_set), None)
+    ):
         p = sorted(prefixes)[0]
-        return (f"hint: the key's ids are '<subset>/<name>' (e.g. {missing[0]!r}; Codecfake real clips recur across "
-                f"test sets) but the score file has bare names (e.g. {extra[0]!r}). Fix, per subset: "
-                f"awk '{{print \"{p}/\"$1, $2}}' {score_path} > fixed.txt")
+        return (
+            f"hint: the key's ids are '<subset>/<name>' (e.g. {missing[0]!r}; Codecfake real clips recur across "
+            f"test sets) but the score file has bare names (e.g. {extra[0]!r}). Fix, per subset: "
+            f"awk '{{print \"{p}/\"$1, $2}}' {score_path} > fixed.txt"
+        )
     return ""
 
 
-def match_scores(scores: Scores, key_ids: Sequence[str], *, required: np.ndarray | None = None,
-                 key_name: str = "the key") -> np.ndarray:
+def match_scores(
+    scores: Scores,
+    key_ids: Sequence[str],
+    *,
+    required: np.ndarray | None = None,
+    key_name: str = "the key",
+) -> np.ndarray:
     """Align scores with key ids.
 
     Args:
@@ -232,7 +274,9 @@ def match_scores(scores: Scores, key_ids: Sequence[str], *, required: np.ndarray
             :data:`MAX_EXAMPLES` examples of each (extra and duplicated with their lines).
     """
     index = {utt: i for i, utt in enumerate(key_ids)}
-    req = np.ones(len(key_ids), dtype=bool) if required is None else np.asarray(required, dtype=bool)
+    req = (
+        np.ones(len(key_ids), dtype=bool) if required is None else np.asarray(required, dtype=bool)
+    )
     aligned = np.full(len(key_ids), np.nan)
     extra: list[tuple[str, int]] = []
     for utt, value, line in zip(scores.ids, scores.scores, scores.lines):
@@ -246,8 +290,10 @@ def match_scores(scores: Scores, key_ids: Sequence[str], *, required: np.ndarray
     if not (missing or extra or dups):
         return aligned
     n_req = int(req.sum())
-    parts = [f"score file {scores.path} does not match {key_name} ({n_req:,} key rows to score, "
-             f"{len(scores):,} score lines):"]
+    parts = [
+        f"score file {scores.path} does not match {key_name} ({n_req:,} key rows to score, "
+        f"{len(scores):,} score lines):"
+    ]
     if missing:
         ex = ", ".join(repr(m) for m in missing[:MAX_EXAMPLES])
         parts.append(f"  missing: {len(missing):,} key id(s) have no score, e.g. {ex}")
@@ -255,15 +301,22 @@ def match_scores(scores: Scores, key_ids: Sequence[str], *, required: np.ndarray
         ex = ", ".join(f"{u!r} (line {ln})" for u, ln in extra[:MAX_EXAMPLES])
         parts.append(f"  extra: {len(extra):,} score id(s) are not in the key, e.g. {ex}")
     if dups:
-        ex = ", ".join(f"{u!r} (lines {', '.join(map(str, ln))})" for u, ln in list(dups.items())[:MAX_EXAMPLES])
+        ex = ", ".join(
+            f"{u!r} (lines {', '.join(map(str, ln))})"
+            for u, ln in list(dups.items())[:MAX_EXAMPLES]
+        )
         parts.append(f"  duplicated: {len(dups):,} id(s) occur more than once, e.g. {ex}")
     hint = _rename_hint(missing, [u for u, _ in extra], scores.path)
     if hint:
         parts.append(hint)
     if dups:
-        parts.append("Duplicates usually come from a score file opened in append mode and written twice; "
-                     "re-score into a fresh file.")
-    parts.append("Nothing was dropped or intersected: fix the score file, or pass the key it was made for.")
+        parts.append(
+            "Duplicates usually come from a score file opened in append mode and written twice; "
+            "re-score into a fresh file."
+        )
+    parts.append(
+        "Nothing was dropped or intersected: fix the score file, or pass the key it was made for."
+    )
     raise ScoreFileError("\n".join(parts))
 
 
@@ -291,12 +344,16 @@ def read_asv_scores_2019(path: str | os.PathLike) -> AsvScores:
             if not cols:
                 continue
             if len(cols) != 3:
-                problems.append(f"{path}:{lineno}: expected 3 columns 'SOURCE KEY SCORE', got {len(cols)}")
+                problems.append(
+                    f"{path}:{lineno}: expected 3 columns 'SOURCE KEY SCORE', got {len(cols)}"
+                )
                 continue
             source, key, text = cols
             value = _parse_float(text)
             if key not in groups:
-                problems.append(f"{path}:{lineno}: unknown ASV key {key!r}: expected target, nontarget or spoof")
+                problems.append(
+                    f"{path}:{lineno}: unknown ASV key {key!r}: expected target, nontarget or spoof"
+                )
             elif value is None:
                 problems.append(f"{path}:{lineno}: score {text!r} is not a finite number")
             else:
@@ -304,17 +361,30 @@ def read_asv_scores_2019(path: str | os.PathLike) -> AsvScores:
                 if key == "spoof":
                     attacks.append(source)
     if problems:
-        _raise_problems(path, problems, "ASV score file",
-                        "Expected the 2019 LA file ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt.")
+        _raise_problems(
+            path,
+            problems,
+            "ASV score file",
+            "Expected the 2019 LA file ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt.",
+        )
     empty = [k for k, v in groups.items() if not v]
     if empty:
-        raise ScoreFileError(f"ASV score file {path} has no {', '.join(empty)} trials; the t-DCF needs all three")
-    return AsvScores(np.asarray(groups["target"]), np.asarray(groups["nontarget"]), np.asarray(groups["spoof"]),
-                     np.asarray(attacks, dtype=object))
+        raise ScoreFileError(
+            f"ASV score file {path} has no {', '.join(empty)} trials; the t-DCF needs all three"
+        )
+    return AsvScores(
+        np.asarray(groups["target"]),
+        np.asarray(groups["nontarget"]),
+        np.asarray(groups["spoof"]),
+        np.asarray(attacks, dtype=object),
+    )
 
 
-def read_asv_scores_2021(score_path: str | os.PathLike, key_path: str | os.PathLike, phase: str | None = "eval",
-                         ) -> AsvScores:
+def read_asv_scores_2021(
+    score_path: str | os.PathLike,
+    key_path: str | os.PathLike,
+    phase: str | None = "eval",
+) -> AsvScores:
     """Read ASVspoof 2021 LA ASV scores (``SPEAKER TRIAL SCORE``) with their key.
 
     The key (``keys/LA/ASV/trial_metadata.txt``) has 8 columns ``SPEAKER TRIAL CODEC TRANSMISSION
@@ -338,8 +408,10 @@ def read_asv_scores_2021(score_path: str | os.PathLike, key_path: str | os.PathL
             if not cols:
                 continue
             if len(cols) != 8:
-                problems.append(f"{key_path}:{lineno}: expected 8 columns 'SPEAKER TRIAL CODEC TRANSMISSION ATTACK "
-                                f"KEY TRIM SUBSET', got {len(cols)}")
+                problems.append(
+                    f"{key_path}:{lineno}: expected 8 columns 'SPEAKER TRIAL CODEC TRANSMISSION ATTACK "
+                    f"KEY TRIM SUBSET', got {len(cols)}"
+                )
                 continue
             if cols[5] not in ("target", "nontarget", "spoof"):
                 problems.append(f"{key_path}:{lineno}: unknown ASV key {cols[5]!r} in column 6")
@@ -364,14 +436,18 @@ def read_asv_scores_2021(score_path: str | os.PathLike, key_path: str | os.PathL
                 continue
             value = _parse_float(cols[2]) if len(cols) == 3 else None
             if value is None:
-                problems.append(f"{score_path}:{lineno}: expected 'SPEAKER TRIAL SCORE' with a finite score, "
-                                f"got {line.strip()[:80]!r}")
+                problems.append(
+                    f"{score_path}:{lineno}: expected 'SPEAKER TRIAL SCORE' with a finite score, "
+                    f"got {line.strip()[:80]!r}"
+                )
                 continue
             pair = (cols[0], cols[1])
             if pair in seen:
                 problems.append(f"{score_path}:{lineno}: duplicate trial {pair}")
             elif pair not in all_pairs:
-                problems.append(f"{score_path}:{lineno}: trial {pair} is not in the ASV key {key_path}")
+                problems.append(
+                    f"{score_path}:{lineno}: trial {pair} is not in the ASV key {key_path}"
+                )
             elif pair in key:
                 values[pair] = value
             seen.add(pair)
@@ -379,8 +455,10 @@ def read_asv_scores_2021(score_path: str | os.PathLike, key_path: str | os.PathL
         _raise_problems(score_path, problems, "ASV score file")
     missing = [p for p in key if p not in values]
     if missing:
-        raise ScoreFileError(f"ASV score file {score_path} lacks {len(missing):,} trial(s) of phase {phase!r} in "
-                             f"{key_path}, e.g. {missing[:MAX_EXAMPLES]}")
+        raise ScoreFileError(
+            f"ASV score file {score_path} lacks {len(missing):,} trial(s) of phase {phase!r} in "
+            f"{key_path}, e.g. {missing[:MAX_EXAMPLES]}"
+        )
     groups: dict[str, list[float]] = {"target": [], "nontarget": [], "spoof": []}
     attacks: list[str] = []
     for pair, (kind, attack) in key.items():
@@ -389,6 +467,12 @@ def read_asv_scores_2021(score_path: str | os.PathLike, key_path: str | os.PathL
             attacks.append(attack)
     empty = [k for k, v in groups.items() if not v]
     if empty:
-        raise ScoreFileError(f"ASV key {key_path} has no {', '.join(empty)} trials of phase {phase!r}")
-    return AsvScores(np.asarray(groups["target"]), np.asarray(groups["nontarget"]), np.asarray(groups["spoof"]),
-                     np.asarray(attacks, dtype=object))
+        raise ScoreFileError(
+            f"ASV key {key_path} has no {', '.join(empty)} trials of phase {phase!r}"
+        )
+    return AsvScores(
+        np.asarray(groups["target"]),
+        np.asarray(groups["nontarget"]),
+        np.asarray(groups["spoof"]),
+        np.asarray(attacks, dtype=object),
+    )

@@ -66,11 +66,15 @@ def parse_eval_set(spec: str) -> EvalSet:
         return EvalSet(name or default_name(folder), str(folder.resolve()), "shards")
     if folder.is_dir():
         if (folder / "shards").is_dir():
-            raise ValueError(f"--eval-set {spec}: {folder / 'metadata.parquet'} is missing; the shard job writes it "
-                             f"when it finishes. Re-run `spoofdet prepare` with the same --out to complete it.")
+            raise ValueError(
+                f"--eval-set {spec}: {folder / 'metadata.parquet'} is missing; the shard job writes it "
+                f"when it finishes. Re-run `spoofdet prepare` with the same --out to complete it."
+            )
         return EvalSet(name or default_name(folder), str(folder.resolve()), "folder")
-    raise ValueError(f"--eval-set {spec}: {folder} is not a folder; give a shard folder from `spoofdet prepare` "
-                     "(holding shards/ and metadata.parquet) or a folder of audio files")
+    raise ValueError(
+        f"--eval-set {spec}: {folder} is not a folder; give a shard folder from `spoofdet prepare` "
+        "(holding shards/ and metadata.parquet) or a folder of audio files"
+    )
 
 
 def parse_eval_sets(specs: list[str]) -> list[EvalSet]:
@@ -79,8 +83,10 @@ def parse_eval_sets(specs: list[str]) -> list[EvalSet]:
     seen: dict[str, str] = {}
     for s in sets:
         if s.name in seen:
-            raise ValueError(f"two eval sets are named {s.name!r} ({seen[s.name]} and {s.path}); "
-                             "name them apart with NAME=PATH")
+            raise ValueError(
+                f"two eval sets are named {s.name!r} ({seen[s.name]} and {s.path}); "
+                "name them apart with NAME=PATH"
+            )
         seen[s.name] = s.path
     return sets
 
@@ -94,8 +100,10 @@ def fingerprint(table: pa.Table) -> str:
     """A short hash of the rows of a set (ids, labels, phases): evaluations of equal sets share it."""
     import hashlib
 
-    cols = [table[c].to_pylist() if c in table.column_names else [None] * table.num_rows
-            for c in ("utt_id", "label", "phase")]
+    cols = [
+        table[c].to_pylist() if c in table.column_names else [None] * table.num_rows
+        for c in ("utt_id", "label", "phase")
+    ]
     h = hashlib.sha1()
     for row in zip(*cols):
         h.update(("\t".join("" if v is None else str(v) for v in row) + "\n").encode())
@@ -110,17 +118,23 @@ def quarantined(es: EvalSet) -> int:
 
 def select_rows(table: pa.Table, phase: str | None) -> tuple[np.ndarray, str]:
     """Mask of rows to evaluate and its description (see the module docstring)."""
-    phases = table["phase"].to_pylist() if "phase" in table.column_names else [None] * table.num_rows
+    phases = (
+        table["phase"].to_pylist() if "phase" in table.column_names else [None] * table.num_rows
+    )
     has_phase = any(p is not None for p in phases)
     if phase == "all" or (phase is None and not has_phase):
         return np.ones(table.num_rows, dtype=bool), "all rows"
     if not has_phase:
-        raise ValueError(f"--phase {phase}: this set has no phase column (only ASVspoof 2021 LA/DF do); "
-                         "leave --phase out")
+        raise ValueError(
+            f"--phase {phase}: this set has no phase column (only ASVspoof 2021 LA/DF do); "
+            "leave --phase out"
+        )
     want = phase or "eval"
     mask = np.asarray([p == want for p in phases], dtype=bool)
     if not mask.any():
-        raise ValueError(f"no rows of phase {want!r}; phases present: {sorted({p for p in phases if p})}")
+        raise ValueError(
+            f"no rows of phase {want!r}; phases present: {sorted({p for p in phases if p})}"
+        )
     return mask, f"phase {want}"
 
 
@@ -129,7 +143,9 @@ def align(table: pa.Table, raw: dict[str, float]) -> np.ndarray:
     return np.asarray([raw.get(u, math.nan) for u in table["utt_id"].to_pylist()], dtype=np.float64)
 
 
-def set_metrics(table: pa.Table, scores: np.ndarray, mask: np.ndarray, *, calibrated: bool) -> dict[str, Any] | None:
+def set_metrics(
+    table: pa.Table, scores: np.ndarray, mask: np.ndarray, *, calibrated: bool
+) -> dict[str, Any] | None:
     """``spoofdet.evaluation.metrics.evaluate_table`` on the selected, scored rows; None without both classes.
 
     actDCF and Cllr are set to None for raw (uncalibrated) scores: they assume LLRs.
@@ -151,27 +167,55 @@ def _cell(v: Any, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def cross_dataset_table(results: list[dict[str, Any]], protocol: dict[str, Any], model: str) -> tuple[str, dict]:
+def cross_dataset_table(
+    results: list[dict[str, Any]], protocol: dict[str, Any], model: str
+) -> tuple[str, dict]:
     """Markdown and JSON of one row per eval set (the cross-dataset matrix), protocol stated in both."""
     rows = []
     for r in results:
         m = r.get("metrics") or {}
-        rows.append({"eval_set": r["eval_set"], "selection": r["selection"], "n_bonafide": m.get("n_bonafide"),
-                     "n_spoof": m.get("n_spoof"), "n_scored": r["n_scored"], **{k: m.get(k) for k in METRICS}})
+        rows.append(
+            {
+                "eval_set": r["eval_set"],
+                "selection": r["selection"],
+                "n_bonafide": m.get("n_bonafide"),
+                "n_spoof": m.get("n_spoof"),
+                "n_scored": r["n_scored"],
+                **{k: m.get(k) for k in METRICS},
+            }
+        )
     done = [r for r in rows if r["eer"] is not None]
-    pooled = {k: (float(np.mean([r[k] for r in done])) if done and all(r[k] is not None for r in done) else None)
-              for k in METRICS}
-    lines = [f"Model: {model}. Protocol: {protocol['length']} ({protocol['description']}). "
-             "EER in %, minDCF/actDCF at ASVspoof 5 costs (Pspoof 0.05, Cmiss 1, Cfa 10), Cllr in bits; "
-             "actDCF/Cllr need calibrated LLRs.", "",
-             "| eval set | rows evaluated | bona fide | spoof | EER % | minDCF | actDCF | Cllr |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    pooled = {
+        k: (
+            float(np.mean([r[k] for r in done]))
+            if done and all(r[k] is not None for r in done)
+            else None
+        )
+        for k in METRICS
+    }
+    lines = [
+        f"Model: {model}. Protocol: {protocol['length']} ({protocol['description']}). "
+        "EER in %, minDCF/actDCF at ASVspoof 5 costs (Pspoof 0.05, Cmiss 1, Cfa 10), Cllr in bits; "
+        "actDCF/Cllr need calibrated LLRs.",
+        "",
+        "| eval set | rows evaluated | bona fide | spoof | EER % | minDCF | actDCF | Cllr |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['eval_set']} | {r['selection']} | {_cell(r['n_bonafide'], ',')} | {_cell(r['n_spoof'], ',')} "
-                     f"| {_cell(r['eer'], '.2f')} | {_cell(r['min_dcf'], '.4f')} | {_cell(r['act_dcf'], '.4f')} "
-                     f"| {_cell(r['cllr'], '.4f')} |")
+        lines.append(
+            f"| {r['eval_set']} | {r['selection']} | {_cell(r['n_bonafide'], ',')} | {_cell(r['n_spoof'], ',')} "
+            f"| {_cell(r['eer'], '.2f')} | {_cell(r['min_dcf'], '.4f')} | {_cell(r['act_dcf'], '.4f')} "
+            f"| {_cell(r['cllr'], '.4f')} |"
+        )
     if len(done) > 1:
-        lines.append(f"| **mean over {len(done)} sets** | | | | {_cell(pooled['eer'], '.2f')} | "
-                     f"{_cell(pooled['min_dcf'], '.4f')} | {_cell(pooled['act_dcf'], '.4f')} | "
-                     f"{_cell(pooled['cllr'], '.4f')} |")
-    return "\n".join(lines) + "\n", {"model": model, "protocol": protocol, "sets": rows, "mean_over_sets": pooled}
+        lines.append(
+            f"| **mean over {len(done)} sets** | | | | {_cell(pooled['eer'], '.2f')} | "
+            f"{_cell(pooled['min_dcf'], '.4f')} | {_cell(pooled['act_dcf'], '.4f')} | "
+            f"{_cell(pooled['cllr'], '.4f')} |"
+        )
+    return "\n".join(lines) + "\n", {
+        "model": model,
+        "protocol": protocol,
+        "sets": rows,
+        "mean_over_sets": pooled,
+    }

@@ -43,8 +43,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["Detector", "HEADS", "PARAMETER_FREE_FRONTENDS", "SCORE_RULES", "build_head", "build_model",
-           "score_from_logits"]
+__all__ = [
+    "Detector",
+    "HEADS",
+    "PARAMETER_FREE_FRONTENDS",
+    "SCORE_RULES",
+    "build_head",
+    "build_model",
+    "score_from_logits",
+]
 
 
 #: How a detector turns logits into a score (``build_model(score=...)``): ``logodds`` (spoofdet's
@@ -102,36 +109,43 @@ class Detector(nn.Module):
 
 def _aasist() -> type[nn.Module]:
     from spoofdet.models.aasist import AASIST
+
     return AASIST
 
 
 def _xlsr_mamba() -> type[nn.Module]:
     from spoofdet.models.mamba import XLSRMamba  # lazy: written separately, may need mamba-ssm
+
     return XLSRMamba
 
 
 def _fake_mamba() -> type[nn.Module]:
     from spoofdet.models.mamba import FakeMamba
+
     return FakeMamba
 
 
 def _nes2net_x() -> type[nn.Module]:
     from spoofdet.models.nes2net import Nes2NetX
+
     return Nes2NetX
 
 
 def _sls() -> type[nn.Module]:
     from spoofdet.models.sls import SLS
+
     return SLS
 
 
 def _aasist_raw() -> type[nn.Module]:
     from spoofdet.models.aasist_raw import RawAASIST
+
     return RawAASIST
 
 
 def _lcnn() -> type[nn.Module]:
     from spoofdet.models.lcnn import LCNN
+
     return LCNN
 
 
@@ -148,8 +162,11 @@ HEADS: dict[str, Callable[[], type[nn.Module]]] = {
 
 
 #: Front-ends without weights: name -> class name in spoofdet.models.frontend_spec.
-PARAMETER_FREE_FRONTENDS: dict[str, str] = {"logspec": "LogSpectrogram", "waveform": "Waveform",
-                                            "codecfake_mel": "CodecfakeMel"}
+PARAMETER_FREE_FRONTENDS: dict[str, str] = {
+    "logspec": "LogSpectrogram",
+    "waveform": "Waveform",
+    "codecfake_mel": "CodecfakeMel",
+}
 
 
 def _parameter_free_frontend(name: str) -> nn.Module:
@@ -179,7 +196,9 @@ def build_head(name: str, in_dim: int, n_logits: int = 2, **kwargs: Any) -> nn.M
     accepted = [p for p in inspect.signature(cls).parameters if p not in ("in_dim", "n_logits")]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"head_kwargs {unknown} are not arguments of head {name!r}; it takes: {', '.join(accepted)}")
+        raise ValueError(
+            f"head_kwargs {unknown} are not arguments of head {name!r}; it takes: {', '.join(accepted)}"
+        )
     return cls(in_dim=in_dim, n_logits=n_logits, **kwargs)
 
 
@@ -226,9 +245,16 @@ def build_model(
             the offending field.
     """
     if isinstance(frontend, nn.Module):
-        if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
-            raise ValueError("frontend is a built module: set frontend_layer, freeze, gradient_checkpointing and "
-                             "frontend_kwargs when building it, not here")
+        if (
+            frontend_layer is not None
+            or freeze != "none"
+            or gradient_checkpointing
+            or frontend_kwargs
+        ):
+            raise ValueError(
+                "frontend is a built module: set frontend_layer, freeze, gradient_checkpointing and "
+                "frontend_kwargs when building it, not here"
+            )
         if not isinstance(getattr(frontend, "out_dim", None), int):
             raise ValueError("frontend module needs an int attribute out_dim (its feature size)")
         fe = frontend
@@ -239,20 +265,46 @@ def build_model(
 
         if frontend == "cached":  # features computed once by data_prep.features (cached.py)
             if frontend_layer is not None or freeze != "none" or gradient_checkpointing:
-                raise ValueError("frontend 'cached' reads features computed beforehand: leave frontend_layer, freeze "
-                                 "and gradient_checkpointing at their defaults (the layer is in features.json)")
+                raise ValueError(
+                    "frontend 'cached' reads features computed beforehand: leave frontend_layer, freeze "
+                    "and gradient_checkpointing at their defaults (the layer is in features.json)"
+                )
             if set(frontend_kwargs or {}) != {"out_dim"}:
-                raise ValueError("frontend 'cached' needs frontend_kwargs={'out_dim': D} (features.json 'dim')")
+                raise ValueError(
+                    "frontend 'cached' needs frontend_kwargs={'out_dim': D} (features.json 'dim')"
+                )
             from spoofdet.models.cached import CachedFeatures
 
             fe = CachedFeatures(frontend_kwargs["out_dim"])
-            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score)
+            return Detector(
+                fe,
+                build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})),
+                score,
+            )
         if isinstance(frontend, str) and frontend in PARAMETER_FREE_FRONTENDS:  # frontend_spec.py
-            if frontend_layer is not None or freeze != "none" or gradient_checkpointing or frontend_kwargs:
-                raise ValueError(f"frontend {frontend!r} has no layers or weights: leave frontend_layer, freeze, "
-                                 "gradient_checkpointing and frontend_kwargs at their defaults")
+            if (
+                frontend_layer is not None
+                or freeze != "none"
+                or gradient_checkpointing
+                or frontend_kwargs
+            ):
+                raise ValueError(
+                    f"frontend {frontend!r} has no layers or weights: leave frontend_layer, freeze, "
+                    "gradient_checkpointing and frontend_kwargs at their defaults"
+                )
             fe = _parameter_free_frontend(frontend)
-            return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score)
-        fe = load_frontend(frontend, layer=frontend_layer, freeze=freeze,
-                           gradient_checkpointing=gradient_checkpointing, **dict(frontend_kwargs or {}))
-    return Detector(fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score)
+            return Detector(
+                fe,
+                build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})),
+                score,
+            )
+        fe = load_frontend(
+            frontend,
+            layer=frontend_layer,
+            freeze=freeze,
+            gradient_checkpointing=gradient_checkpointing,
+            **dict(frontend_kwargs or {}),
+        )
+    return Detector(
+        fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score
+    )

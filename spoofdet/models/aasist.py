@@ -119,9 +119,13 @@ class HeteroGraphAttention(nn.Module):
         scores = torch.cat([torch.cat([s11, s12], dim=2), torch.cat([s21, s22], dim=2)], dim=1)
         att = torch.softmax(scores / self.temperature, dim=-1)
 
-        m_scores = torch.tanh(self.att_proj_master(x * master)) @ self.att_weight_master  # (B, N, 1)
+        m_scores = (
+            torch.tanh(self.att_proj_master(x * master)) @ self.att_weight_master
+        )  # (B, N, 1)
         m_att = torch.softmax(m_scores / self.temperature, dim=1)
-        master = self.proj_with_att_master(m_att.transpose(1, 2) @ x) + self.proj_without_att_master(master)
+        master = self.proj_with_att_master(
+            m_att.transpose(1, 2) @ x
+        ) + self.proj_without_att_master(master)
 
         out = self.proj_with_att(att @ x) + self.proj_without_att(x)
         out = F.selu(_batch_norm_nodes(self.bn, out))
@@ -160,7 +164,11 @@ class _ResidualBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, kernel_size=(2, 3), padding=(1, 1))
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, kernel_size=(2, 3), padding=(0, 1))
-        self.downsample = nn.Conv2d(in_ch, out_ch, kernel_size=(1, 3), padding=(0, 1)) if in_ch != out_ch else None
+        self.downsample = (
+            nn.Conv2d(in_ch, out_ch, kernel_size=(1, 3), padding=(0, 1))
+            if in_ch != out_ch
+            else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv2(F.selu(self.bn2(self.conv1(x))))
@@ -202,10 +210,14 @@ class AASIST(nn.Module):
         self.proj = nn.Linear(in_dim, proj_dim)
         self.first_bn = nn.BatchNorm2d(1)
         ins = (1,) + tuple(channels[:-1])
-        self.encoder = nn.Sequential(*[_ResidualBlock(i, o, first=(k == 0)) for k, (i, o) in enumerate(zip(ins, channels))])
+        self.encoder = nn.Sequential(
+            *[_ResidualBlock(i, o, first=(k == 0)) for k, (i, o) in enumerate(zip(ins, channels))]
+        )
         self.encoder_bn = nn.BatchNorm2d(enc_dim)
         self.attention = nn.Sequential(
-            nn.Conv2d(enc_dim, 128, kernel_size=1), nn.SELU(inplace=True), nn.BatchNorm2d(128),
+            nn.Conv2d(enc_dim, 128, kernel_size=1),
+            nn.SELU(inplace=True),
+            nn.BatchNorm2d(128),
             nn.Conv2d(128, enc_dim, kernel_size=1),
         )
         self.pos_s = nn.Parameter(torch.randn(1, proj_dim // 3, enc_dim))
@@ -227,8 +239,16 @@ class AASIST(nn.Module):
         self.drop = nn.Dropout(0.5)
         self.out = nn.Linear(5 * gat_dims[1], n_logits)
 
-    def _branch(self, t: Tensor, s: Tensor, master: Tensor, first: HeteroGraphAttention,
-                second: HeteroGraphAttention, pool_t: GraphPool, pool_s: GraphPool) -> tuple[Tensor, Tensor, Tensor]:
+    def _branch(
+        self,
+        t: Tensor,
+        s: Tensor,
+        master: Tensor,
+        first: HeteroGraphAttention,
+        second: HeteroGraphAttention,
+        pool_t: GraphPool,
+        pool_s: GraphPool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         t, s, master = first(t, s, master)
         t, s = pool_t(t), pool_s(s)
         t_aug, s_aug, m_aug = second(t, s, master)
@@ -244,18 +264,42 @@ class AASIST(nn.Module):
         x = F.selu(self.encoder_bn(self.encoder(x)))  # (B, C, F, T')
         w = self.attention(x)
 
-        spectral = (x * torch.softmax(w, dim=-1)).sum(dim=-1).transpose(1, 2) + self.pos_s  # (B, F, C)
+        spectral = (x * torch.softmax(w, dim=-1)).sum(dim=-1).transpose(
+            1, 2
+        ) + self.pos_s  # (B, F, C)
         temporal = (x * torch.softmax(w, dim=-2)).sum(dim=-2).transpose(1, 2)  # (B, T', C)
         s = self.pool_s(self.gat_s(spectral))
         t = self.pool_t(self.gat_t(temporal))
 
-        t1, s1, m1 = self._branch(t, s, self.master1.expand(b, -1, -1), self.hs_gal11, self.hs_gal12,
-                                  self.pool_ht1, self.pool_hs1)
-        t2, s2, m2 = self._branch(t, s, self.master2.expand(b, -1, -1), self.hs_gal21, self.hs_gal22,
-                                  self.pool_ht2, self.pool_hs2)
+        t1, s1, m1 = self._branch(
+            t,
+            s,
+            self.master1.expand(b, -1, -1),
+            self.hs_gal11,
+            self.hs_gal12,
+            self.pool_ht1,
+            self.pool_hs1,
+        )
+        t2, s2, m2 = self._branch(
+            t,
+            s,
+            self.master2.expand(b, -1, -1),
+            self.hs_gal21,
+            self.hs_gal22,
+            self.pool_ht2,
+            self.pool_hs2,
+        )
         t, s, master = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
-        hidden = torch.cat([t.abs().amax(dim=1), t.mean(dim=1), s.abs().amax(dim=1), s.mean(dim=1),
-                            master.squeeze(1)], dim=1)
+        hidden = torch.cat(
+            [
+                t.abs().amax(dim=1),
+                t.mean(dim=1),
+                s.abs().amax(dim=1),
+                s.mean(dim=1),
+                master.squeeze(1),
+            ],
+            dim=1,
+        )
         return self.out(self.drop(hidden))
 
 

@@ -89,8 +89,9 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
-def sinc_filterbank(n_filters: int = 70, kernel_size: int = 128, sample_rate: int = 16_000,
-                    n_fft: int = 512) -> Tensor:
+def sinc_filterbank(
+    n_filters: int = 70, kernel_size: int = 128, sample_rate: int = 16_000, n_fft: int = 512
+) -> Tensor:
     """The seed's fixed sinc band-pass filters, ``float32[n_filters, K]`` (K = kernel made odd).
 
     Band edges: ``n_filters + 1`` points equally spaced in mel between the lowest and highest
@@ -99,8 +100,10 @@ def sinc_filterbank(n_filters: int = 70, kernel_size: int = 128, sample_rate: in
     n = -(K-1)/2 .. (K-1)/2) times a Hamming window. Dtypes as in the module docstring.
     """
     if n_filters < 1 or kernel_size < 1:
-        raise ValueError(f"sinc filters: n_filters and kernel_size must be positive, "
-                         f"got {n_filters}, {kernel_size}")
+        raise ValueError(
+            f"sinc filters: n_filters and kernel_size must be positive, "
+            f"got {n_filters}, {kernel_size}"
+        )
     k = kernel_size + 1 if kernel_size % 2 == 0 else kernel_size  # symmetric filters
     bins_hz = (sample_rate // 2) * np.linspace(0.0, 1.0, n_fft // 2 + 1)
     mel = _hz_to_mel(bins_hz)
@@ -115,27 +118,42 @@ def sinc_filterbank(n_filters: int = 70, kernel_size: int = 128, sample_rate: in
     return torch.from_numpy(np.hamming(k).astype(np.float32) * bands.astype(np.float32))
 
 
-def _check_config(filts: Sequence[Any], gat_dims: Sequence[int], pool_ratios: Sequence[float],
-                  temperatures: Sequence[float]) -> list[tuple[int, int]]:
+def _check_config(
+    filts: Sequence[Any],
+    gat_dims: Sequence[int],
+    pool_ratios: Sequence[float],
+    temperatures: Sequence[float],
+) -> list[tuple[int, int]]:
     """Validate a seed-style configuration; returns the six encoder blocks' (in, out) channels."""
     try:
         n_filters = int(filts[0])
         pairs = [(int(a), int(b)) for a, b in filts[1:]]
     except (TypeError, ValueError, IndexError):
-        raise ValueError(f"filts: expected [n_filters, [1, c1], [c1, c2], [c2, c3], [c3, c3]] "
-                         f"as in the seed's config, got {filts!r}") from None
-    if len(pairs) != 4 or n_filters < 3 or pairs[0][0] != 1 or pairs[3][0] != pairs[3][1] \
-            or any(pairs[i][1] != pairs[i + 1][0] for i in range(3)):
-        raise ValueError(f"filts: expected [n_filters >= 3, [1, c1], [c1, c2], [c2, c3], [c3, c3]] "
-                         f"(chained channels; the last block repeats three times), got {filts!r}")
+        raise ValueError(
+            f"filts: expected [n_filters, [1, c1], [c1, c2], [c2, c3], [c3, c3]] "
+            f"as in the seed's config, got {filts!r}"
+        ) from None
+    if (
+        len(pairs) != 4
+        or n_filters < 3
+        or pairs[0][0] != 1
+        or pairs[3][0] != pairs[3][1]
+        or any(pairs[i][1] != pairs[i + 1][0] for i in range(3))
+    ):
+        raise ValueError(
+            f"filts: expected [n_filters >= 3, [1, c1], [c1, c2], [c2, c3], [c3, c3]] "
+            f"(chained channels; the last block repeats three times), got {filts!r}"
+        )
     if len(gat_dims) != 2 or min(gat_dims) < 1:
         raise ValueError(f"gat_dims: two positive sizes [GAT out, HS-GAL out], got {gat_dims!r}")
     if len(pool_ratios) != 4 or not all(0 < r <= 1 for r in pool_ratios):
-        raise ValueError(f"pool_ratios: four keep ratios in (0, 1] as in the seed's config, "
-                         f"got {pool_ratios!r}")
+        raise ValueError(
+            f"pool_ratios: four keep ratios in (0, 1] as in the seed's config, got {pool_ratios!r}"
+        )
     if len(temperatures) != 4 or not all(t > 0 for t in temperatures):
-        raise ValueError(f"temperatures: four positive values as in the seed's config, "
-                         f"got {temperatures!r}")
+        raise ValueError(
+            f"temperatures: four positive values as in the seed's config, got {temperatures!r}"
+        )
     return pairs + [pairs[3], pairs[3]]
 
 
@@ -172,8 +190,9 @@ class RawAASIST(nn.Module):
     ) -> None:
         super().__init__()
         if in_dim != 1:
-            raise ValueError(f"in_dim: raw AASIST reads the waveform, so 1 (frontend 'waveform'), "
-                             f"got {in_dim}")
+            raise ValueError(
+                f"in_dim: raw AASIST reads the waveform, so 1 (frontend 'waveform'), got {in_dim}"
+            )
         if n_logits not in (1, 2):
             raise ValueError(f"n_logits must be 1 or 2, got {n_logits}")
         blocks = _check_config(filts, gat_dims, pool_ratios, temperatures)
@@ -184,9 +203,12 @@ class RawAASIST(nn.Module):
         filters = sinc_filterbank(n_filters, first_conv, sample_rate).unsqueeze(1)  # (n, 1, K)
         self.register_buffer("sinc_filters", filters, persistent=False)  # rebuilt, never saved
         self.first_bn = nn.BatchNorm2d(1)
-        self.encoder = nn.Sequential(*[  # encoder.<k>.0 = the seed's Residual_block, .1 its pool
-            nn.Sequential(_ResidualBlock(i, o, first=(k == 0)), nn.MaxPool2d((1, 3)))
-            for k, (i, o) in enumerate(blocks)])
+        self.encoder = nn.Sequential(
+            *[  # encoder.<k>.0 = the seed's Residual_block, .1 its pool
+                nn.Sequential(_ResidualBlock(i, o, first=(k == 0)), nn.MaxPool2d((1, 3)))
+                for k, (i, o) in enumerate(blocks)
+            ]
+        )
         self.pos_s = nn.Parameter(torch.randn(1, n_filters // 3, enc_dim))
         self.master1 = nn.Parameter(torch.randn(1, 1, g0))
         self.master2 = nn.Parameter(torch.randn(1, 1, g0))
@@ -210,9 +232,16 @@ class RawAASIST(nn.Module):
         """Shortest input: the sinc conv, 3x3 pool and six (1, 3) pools must leave >= 1 frame."""
         return self.sinc_filters.shape[-1] - 1 + 3 ** (1 + len(self.encoder))
 
-    def _branch(self, t: Tensor, s: Tensor, master: Tensor, first: HeteroGraphAttention,
-                second: HeteroGraphAttention, pool_t: GraphPool, pool_s: GraphPool
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def _branch(
+        self,
+        t: Tensor,
+        s: Tensor,
+        master: Tensor,
+        first: HeteroGraphAttention,
+        second: HeteroGraphAttention,
+        pool_t: GraphPool,
+        pool_s: GraphPool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         t, s, master = first(t, s, master)
         t, s = pool_t(t), pool_s(s)
         t_aug, s_aug, m_aug = second(t, s, master)
@@ -222,9 +251,11 @@ class RawAASIST(nn.Module):
         """``feats`` (B, N, 1) from the ``waveform`` front-end or (B, N) -> (B, n_logits)."""
         wave = feats.squeeze(-1) if feats.dim() == 3 and feats.shape[-1] == 1 else feats
         if wave.dim() != 2 or wave.shape[1] < self.min_samples():
-            raise ValueError(f"raw AASIST needs a waveform (batch, samples >= "
-                             f"{self.min_samples()}) or (batch, samples, 1), got "
-                             f"{tuple(feats.shape)}; repeat-pad short clips")
+            raise ValueError(
+                f"raw AASIST needs a waveform (batch, samples >= "
+                f"{self.min_samples()}) or (batch, samples, 1), got "
+                f"{tuple(feats.shape)}; repeat-pad short clips"
+            )
         b = wave.shape[0]
         x = F.conv1d(wave.unsqueeze(1), self.sinc_filters.to(wave.dtype))  # (B, n_filt, N - K + 1)
         x = F.max_pool2d(x.unsqueeze(1).abs(), (3, 3))  # (B, 1, n_filters // 3, W)
@@ -235,11 +266,33 @@ class RawAASIST(nn.Module):
         s = self.pool_s(self.gat_s(spectral))
         t = self.pool_t(self.gat_t(temporal))
 
-        t1, s1, m1 = self._branch(t, s, self.master1.expand(b, -1, -1), self.hs_gal11,
-                                  self.hs_gal12, self.pool_ht1, self.pool_hs1)
-        t2, s2, m2 = self._branch(t, s, self.master2.expand(b, -1, -1), self.hs_gal21,
-                                  self.hs_gal22, self.pool_ht2, self.pool_hs2)
+        t1, s1, m1 = self._branch(
+            t,
+            s,
+            self.master1.expand(b, -1, -1),
+            self.hs_gal11,
+            self.hs_gal12,
+            self.pool_ht1,
+            self.pool_hs1,
+        )
+        t2, s2, m2 = self._branch(
+            t,
+            s,
+            self.master2.expand(b, -1, -1),
+            self.hs_gal21,
+            self.hs_gal22,
+            self.pool_ht2,
+            self.pool_hs2,
+        )
         t, s, master = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
-        hidden = torch.cat([t.abs().amax(dim=1), t.mean(dim=1), s.abs().amax(dim=1), s.mean(dim=1),
-                            master.squeeze(1)], dim=1)
+        hidden = torch.cat(
+            [
+                t.abs().amax(dim=1),
+                t.mean(dim=1),
+                s.abs().amax(dim=1),
+                s.mean(dim=1),
+                master.squeeze(1),
+            ],
+            dim=1,
+        )
         return self.out(self.drop(hidden))

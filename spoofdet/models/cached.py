@@ -23,13 +23,17 @@ class CachedFeatures(nn.Module):
     def __init__(self, out_dim: int) -> None:
         super().__init__()
         if not isinstance(out_dim, int) or isinstance(out_dim, bool) or out_dim <= 0:
-            raise ValueError(f"frontend_kwargs.out_dim: a positive int (features.json 'dim'), got {out_dim!r}")
+            raise ValueError(
+                f"frontend_kwargs.out_dim: a positive int (features.json 'dim'), got {out_dim!r}"
+            )
         self.out_dim = out_dim
 
     def forward(self, feats: Tensor) -> Tensor:
         if feats.dim() != 3 or feats.shape[2] != self.out_dim:
-            raise ValueError(f"cached front-end takes feats (batch, frames, {self.out_dim}), got {tuple(feats.shape)}; "
-                             "a waveform batch reached a model built with frontend='cached'")
+            raise ValueError(
+                f"cached front-end takes feats (batch, frames, {self.out_dim}), got {tuple(feats.shape)}; "
+                "a waveform batch reached a model built with frontend='cached'"
+            )
         return feats.float()
 
 
@@ -37,8 +41,14 @@ class CachedFeatures(nn.Module):
 RANDOM_SHAPE = {"xlsr_300m": "xlsr_300m_random"}
 
 
-def waveform_detector(feature_dir: str, head_state: dict[str, Any], *, head: str, n_logits: int = 2,
-                      head_kwargs: dict[str, Any] | None = None) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+def waveform_detector(
+    feature_dir: str,
+    head_state: dict[str, Any],
+    *,
+    head: str,
+    n_logits: int = 2,
+    head_kwargs: dict[str, Any] | None = None,
+) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
     """The full detector of a cached-feature run: the recorded front-end (frozen) + the trained head.
 
     The front-end is built with the shape recorded in ``features.json`` (hub XLS-R 300M as its
@@ -61,11 +71,19 @@ def waveform_detector(feature_dir: str, head_state: dict[str, Any], *, head: str
     info = feature_cache.read_info(feature_dir)
     weights = Path(feature_dir) / feature_cache.FRONTEND_WEIGHTS
     if not weights.is_file():
-        raise ValueError(f"{feature_dir}: no {feature_cache.FRONTEND_WEIGHTS}; re-run data_prep.features to record "
-                         "the front-end weights the features came from")
-    kwargs = {"frontend": RANDOM_SHAPE.get(info["frontend"], info["frontend"]), "head": head,
-              "frontend_layer": info["layer"], "freeze": "all", "gradient_checkpointing": False,
-              "n_logits": n_logits, "head_kwargs": dict(head_kwargs or {})}
+        raise ValueError(
+            f"{feature_dir}: no {feature_cache.FRONTEND_WEIGHTS}; re-run data_prep.features to record "
+            "the front-end weights the features came from"
+        )
+    kwargs = {
+        "frontend": RANDOM_SHAPE.get(info["frontend"], info["frontend"]),
+        "head": head,
+        "frontend_layer": info["layer"],
+        "freeze": "all",
+        "gradient_checkpointing": False,
+        "n_logits": n_logits,
+        "head_kwargs": dict(head_kwargs or {}),
+    }
     model = build_model(**kwargs).eval()
     state = {f"frontend.{k}": v for k, v in torch.load(weights, map_location="cpu").items()}
     state.update({k: v for k, v in head_state.items() if k.startswith("head.")})

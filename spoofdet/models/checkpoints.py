@@ -38,8 +38,15 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
-    "load_state_dict_strict", "average_state_dicts", "convert_fairseq_wav2vec2", "to_fairseq_wav2vec2",
-    "FAIRSEQ_PRETRAINING_ONLY", "SEEDS", "SeedSpec", "SeedCheckpointError", "read_seed_checkpoint",
+    "load_state_dict_strict",
+    "average_state_dicts",
+    "convert_fairseq_wav2vec2",
+    "to_fairseq_wav2vec2",
+    "FAIRSEQ_PRETRAINING_ONLY",
+    "SEEDS",
+    "SeedSpec",
+    "SeedCheckpointError",
+    "read_seed_checkpoint",
     "convert_seed_state_dict",
 ]
 
@@ -72,17 +79,23 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, Tensor]) 
             convert or rename the checkpoint rather than loading it partially.
     """
     if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = OrderedDict((k[len("module."):], v) for k, v in state_dict.items())
+        state_dict = OrderedDict((k[len("module.") :], v) for k, v in state_dict.items())
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
-        raise ValueError(f"state dict does not match {type(module).__name__}:"
-                         + _listing("missing keys", missing) + _listing("unexpected keys", unexpected)
-                         + _listing("shape mismatches", shapes)
-                         + "\n  (loading is strict on purpose; rename or convert the checkpoint)")
+        raise ValueError(
+            f"state dict does not match {type(module).__name__}:"
+            + _listing("missing keys", missing)
+            + _listing("unexpected keys", unexpected)
+            + _listing("shape mismatches", shapes)
+            + "\n  (loading is strict on purpose; rename or convert the checkpoint)"
+        )
     module.load_state_dict(state_dict, strict=True)
     return module
 
@@ -111,18 +124,24 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, Tensor]]) -> OrderedD
     for i, sd in enumerate(state_dicts[1:], start=1):
         if set(sd) != set(first):
             diff = sorted(set(sd) ^ set(first))
-            raise ValueError(f"state_dicts[{i}] has different keys than state_dicts[0]: {diff[:_SHOW]}")
+            raise ValueError(
+                f"state_dicts[{i}] has different keys than state_dicts[0]: {diff[:_SHOW]}"
+            )
         for k, v in first.items():
             if sd[k].shape != v.shape or sd[k].dtype != v.dtype:
-                raise ValueError(f"state_dicts[{i}][{k!r}] is {tuple(sd[k].shape)} {sd[k].dtype}, "
-                                 f"state_dicts[0] has {tuple(v.shape)} {v.dtype}")
+                raise ValueError(
+                    f"state_dicts[{i}][{k!r}] is {tuple(sd[k].shape)} {sd[k].dtype}, "
+                    f"state_dicts[0] has {tuple(v.shape)} {v.dtype}"
+                )
     n = len(state_dicts)
     out: OrderedDict[str, Tensor] = OrderedDict()
     for k, v in first.items():
         values = [sd[k].to(v.device) for sd in state_dicts]
         if v.dtype == torch.bool:
             if any(not torch.equal(x, v) for x in values):
-                raise ValueError(f"boolean tensor {k!r} differs between state dicts; it cannot be averaged")
+                raise ValueError(
+                    f"boolean tensor {k!r} differs between state dicts; it cannot be averaged"
+                )
             out[k] = v.clone()
         elif v.is_floating_point() or v.is_complex():
             acc = torch.stack(values).to(torch.complex128 if v.is_complex() else torch.float64)
@@ -135,22 +154,46 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, Tensor]]) -> OrderedD
 # ---- fairseq wav2vec 2.0 -> transformers Wav2Vec2Model ----------------------------------------
 
 #: fairseq keys that belong to the pretraining objective, not to the encoder; dropped (and logged).
-FAIRSEQ_PRETRAINING_ONLY: tuple[str, ...] = ("quantizer.", "project_q.", "final_proj.", "project_inp.", "target_glu.")
+FAIRSEQ_PRETRAINING_ONLY: tuple[str, ...] = (
+    "quantizer.",
+    "project_q.",
+    "final_proj.",
+    "project_inp.",
+    "target_glu.",
+)
 
 # (fairseq template, transformers template); {i} = layer index, {p} = weight|bias. The first rule
 # for a transformers name is the one the inverse uses (layer-norm conv mode, old-style weight norm).
 _RULES: tuple[tuple[str, str], ...] = (
     ("mask_emb", "masked_spec_embed"),
     ("feature_extractor.conv_layers.{i}.0.{p}", "feature_extractor.conv_layers.{i}.conv.{p}"),
-    ("feature_extractor.conv_layers.{i}.2.1.{p}", "feature_extractor.conv_layers.{i}.layer_norm.{p}"),  # layer_norm mode
-    ("feature_extractor.conv_layers.{i}.2.{p}", "feature_extractor.conv_layers.{i}.layer_norm.{p}"),  # group-norm (layer 0)
+    (
+        "feature_extractor.conv_layers.{i}.2.1.{p}",
+        "feature_extractor.conv_layers.{i}.layer_norm.{p}",
+    ),  # layer_norm mode
+    (
+        "feature_extractor.conv_layers.{i}.2.{p}",
+        "feature_extractor.conv_layers.{i}.layer_norm.{p}",
+    ),  # group-norm (layer 0)
     ("layer_norm.{p}", "feature_projection.layer_norm.{p}"),
     ("post_extract_proj.{p}", "feature_projection.projection.{p}"),
     ("encoder.pos_conv.0.bias", "encoder.pos_conv_embed.conv.bias"),
-    ("encoder.pos_conv.0.weight_g", "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
-    ("encoder.pos_conv.0.weight_v", "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
-    ("encoder.pos_conv.0.parametrizations.weight.original0", "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
-    ("encoder.pos_conv.0.parametrizations.weight.original1", "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
+    (
+        "encoder.pos_conv.0.weight_g",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+    ),
+    (
+        "encoder.pos_conv.0.weight_v",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    ),
+    (
+        "encoder.pos_conv.0.parametrizations.weight.original0",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original0",
+    ),
+    (
+        "encoder.pos_conv.0.parametrizations.weight.original1",
+        "encoder.pos_conv_embed.conv.parametrizations.weight.original1",
+    ),
     ("encoder.layer_norm.{p}", "encoder.layer_norm.{p}"),
     ("encoder.layers.{i}.self_attn.q_proj.{p}", "encoder.layers.{i}.attention.q_proj.{p}"),
     ("encoder.layers.{i}.self_attn.k_proj.{p}", "encoder.layers.{i}.attention.k_proj.{p}"),
@@ -164,7 +207,11 @@ _RULES: tuple[tuple[str, str], ...] = (
 
 
 def _compile(template: str) -> re.Pattern[str]:
-    pattern = re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{p\}", r"(?P<p>weight|bias)")
+    pattern = (
+        re.escape(template)
+        .replace(r"\{i\}", r"(?P<i>\d+)")
+        .replace(r"\{p\}", r"(?P<p>weight|bias)")
+    )
     return re.compile(pattern + r"\Z")
 
 
@@ -180,7 +227,9 @@ def _rename(key: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str | N
     return None
 
 
-def convert_fairseq_wav2vec2(state_dict: Mapping[str, Tensor], prefix: str = "") -> OrderedDict[str, Tensor]:
+def convert_fairseq_wav2vec2(
+    state_dict: Mapping[str, Tensor], prefix: str = ""
+) -> OrderedDict[str, Tensor]:
     """Rename a fairseq wav2vec 2.0 / XLS-R state dict into ``transformers.Wav2Vec2Model`` names.
 
     Handles the layer-norm (XLS-R, ``.2.1.``) and group-norm (``.2.``, layer 0) conv encoders
@@ -208,10 +257,10 @@ def convert_fairseq_wav2vec2(state_dict: Mapping[str, Tensor], prefix: str = "")
     dropped, unknown = [], []
     for key, value in state_dict.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if not key.startswith(prefix):
             continue
-        key = key[len(prefix):]
+        key = key[len(prefix) :]
         if key.startswith(FAIRSEQ_PRETRAINING_ONLY):
             dropped.append(key)
             continue
@@ -221,12 +270,18 @@ def convert_fairseq_wav2vec2(state_dict: Mapping[str, Tensor], prefix: str = "")
         else:
             out[new] = value
     if unknown:
-        raise ValueError("not fairseq wav2vec2 keys (is this a wav2vec2 / XLS-R state dict, and is prefix right?):"
-                         + _listing("unknown keys", unknown))
+        raise ValueError(
+            "not fairseq wav2vec2 keys (is this a wav2vec2 / XLS-R state dict, and is prefix right?):"
+            + _listing("unknown keys", unknown)
+        )
     if not out:
         raise ValueError(f"no wav2vec2 keys found under prefix {prefix!r}; check the prefix")
     if dropped:
-        log.warning("convert_fairseq_wav2vec2: dropped %d pretraining-only tensors: %s", len(dropped), ", ".join(dropped))
+        log.warning(
+            "convert_fairseq_wav2vec2: dropped %d pretraining-only tensors: %s",
+            len(dropped),
+            ", ".join(dropped),
+        )
     return out
 
 
@@ -326,12 +381,17 @@ def _state_dict_of(obj: Any, where: str) -> OrderedDict[str, Tensor]:
             return OrderedDict((str(k), v) for k, v in obj.items())
         for key in ("state_dict", "model_state_dict", "model", "module"):
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, Tensor)
-                                                            for v in inner.values()):
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, Tensor) for v in inner.values())
+            ):
                 return OrderedDict((str(k), v) for k, v in inner.items())
-    raise SeedCheckpointError(f"{where}: holds a {type(obj).__name__}, not a state dict (a mapping "
-                              "of names to tensors), "
-                              "nor a 'state_dict'/'model' entry holding one")
+    raise SeedCheckpointError(
+        f"{where}: holds a {type(obj).__name__}, not a state dict (a mapping "
+        "of names to tensors), "
+        "nor a 'state_dict'/'model' entry holding one"
+    )
 
 
 def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
@@ -357,8 +417,9 @@ def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
             from safetensors import SafetensorError
             from safetensors.torch import load_file
         except ImportError:
-            raise SeedCheckpointError(f"{p}: reading .safetensors needs the safetensors package "
-                                      "(pip install -e '.[ssl]')") from None
+            raise SeedCheckpointError(
+                f"{p}: reading .safetensors needs the safetensors package (pip install -e '.[ssl]')"
+            ) from None
 
         try:
             return OrderedDict(load_file(str(p), device="cpu"))
@@ -374,16 +435,19 @@ def read_seed_checkpoint(path: str | Any) -> OrderedDict[str, Tensor]:
         except PickleRefused as exc:
             raise SeedCheckpointError(f"{p}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - name both failures: the file is neither kind
-            raise SeedCheckpointError(f"{p}: not a readable PyTorch checkpoint (as a state dict: "
-                                      f"{first}; as a pickled module: {type(exc).__name__}: "
-                                      f"{exc})") from None
+            raise SeedCheckpointError(
+                f"{p}: not a readable PyTorch checkpoint (as a state dict: "
+                f"{first}; as a pickled module: {type(exc).__name__}: "
+                f"{exc})"
+            ) from None
     return _state_dict_of(obj, str(p))
 
 
 def _seed(seed: str) -> SeedSpec:
     if seed not in SEEDS:
-        raise SeedCheckpointError(f"seed {seed!r} is unknown; known seeds: "
-                                  f"{', '.join(sorted(SEEDS))}")
+        raise SeedCheckpointError(
+            f"seed {seed!r} is unknown; known seeds: {', '.join(sorted(SEEDS))}"
+        )
     return SEEDS[seed]
 
 
@@ -393,8 +457,9 @@ def seed_n_logits(head_state: Mapping[str, Tensor], seed: str) -> int:
     if spec.n_logits is not None:
         return spec.n_logits
     if spec.out_key not in head_state:
-        raise SeedCheckpointError(f"seed {seed}: the file has no output layer {spec.out_key!r} to "
-                                  "read n_logits from")
+        raise SeedCheckpointError(
+            f"seed {seed}: the file has no output layer {spec.out_key!r} to read n_logits from"
+        )
     return int(head_state[spec.out_key].shape[0])
 
 
@@ -407,8 +472,9 @@ def build_seed_head(seed: str, n_logits: int) -> nn.Module:
     return build_head(spec.head, spec.in_dim, n_logits=n_logits, **kwargs)
 
 
-def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
-                            ) -> tuple[OrderedDict[str, Tensor], OrderedDict[str, Tensor] | None]:
+def convert_seed_state_dict(
+    state_dict: Mapping[str, Tensor], *, seed: str
+) -> tuple[OrderedDict[str, Tensor], OrderedDict[str, Tensor] | None]:
     """Map a seed checkpoint's keys onto spoofdet's: ``(head_state_dict, frontend_state_dict |
     None)``.
 
@@ -433,14 +499,16 @@ def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
     spec = _seed(seed)
     sd = OrderedDict(state_dict)
     if sd and all(k.startswith("module.") for k in sd):
-        sd = OrderedDict((k[len("module."):], v) for k, v in sd.items())
+        sd = OrderedDict((k[len("module.") :], v) for k, v in sd.items())
     frontend = None
     if spec.frontend == "fairseq":
         fe = OrderedDict((k, v) for k, v in sd.items() if k.startswith(FAIRSEQ_PREFIX))
         if not fe:
-            raise SeedCheckpointError(f"seed {seed}: the file holds no '{FAIRSEQ_PREFIX}*' tensors, "
-                                      f"so not the fine-tuned XLS-R that every {spec.title} "
-                                      "checkpoint saves; is this the right file and seed?")
+            raise SeedCheckpointError(
+                f"seed {seed}: the file holds no '{FAIRSEQ_PREFIX}*' tensors, "
+                f"so not the fine-tuned XLS-R that every {spec.title} "
+                "checkpoint saves; is this the right file and seed?"
+            )
         try:
             frontend = convert_fairseq_wav2vec2(fe, prefix=FAIRSEQ_PREFIX)
         except ValueError as exc:
@@ -456,8 +524,9 @@ def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
             if m:
                 new = m.expand(target)
                 if new in head:
-                    raise SeedCheckpointError(f"seed {seed}: {source[new]!r} and {key!r} both map "
-                                              f"to {new!r}")
+                    raise SeedCheckpointError(
+                        f"seed {seed}: {source[new]!r} and {key!r} both map to {new!r}"
+                    )
                 head[new], source[new] = value, key
                 break
         else:
@@ -474,15 +543,19 @@ def convert_seed_state_dict(state_dict: Mapping[str, Tensor], *, seed: str
     expected = build_seed_head(seed, n_logits).state_dict()
     missing = [k for k in expected if k not in head]
     extra = unmapped + [f"{source[k]} (as {k})" for k in head if k not in expected]
-    shapes = [f"{source[k]} {tuple(head[k].shape)} vs spoofdet {k} {tuple(v.shape)}"
-              for k, v in expected.items() if k in head and tuple(head[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{source[k]} {tuple(head[k].shape)} vs spoofdet {k} {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in head and tuple(head[k].shape) != tuple(v.shape)
+    ]
     if missing or extra or shapes:
         raise SeedCheckpointError(
             f"the file does not match the {spec.title} layout (seed {seed!r}):"
             + _listing("keys in the file that map to nothing", extra)
             + _listing("tensors the model needs that the file lacks", missing)
             + _listing("shape mismatches", shapes)
-            + "\n  (is it a checkpoint of this seed? see `spoofdet import --help` for the seed names)")
+            + "\n  (is it a checkpoint of this seed? see `spoofdet import --help` for the seed names)"
+        )
     return OrderedDict((k, head[k]) for k in expected), frontend
 
 
@@ -505,9 +578,10 @@ SEEDS["sls"] = SeedSpec(
     # log p1 - log p0 of the log-probabilities = the bona fide vs spoof log-odds, a monotone
     # function of the seed's log-prob[:, 1] (same ranking and EER)
     score_rule="logodds",
-    published={"pre-trained model (Google Drive folder linked in the README)":
-                "EER 2021 LA 2.87 % (mean 3.88), 2021 DF 1.92 % (mean 2.09), In-the-Wild 7.46 % "
-                "(mean 8.87); best from the README, means from the Nes2Net table; first 4 s"},
+    published={
+        "pre-trained model (Google Drive folder linked in the README)": "EER 2021 LA 2.87 % (mean 3.88), 2021 DF 1.92 % (mean 2.09), In-the-Wild 7.46 % "
+        "(mean 8.87); best from the README, means from the Nes2Net table; first 4 s"
+    },
     num_samples=64_600,
 )
 
@@ -532,8 +606,10 @@ _SSL_AASIST_RULES: tuple[tuple[str, str], ...] = (
     (r"GAT_layer_S\.(\w+(?:\.\w+)?)", r"gat_s.\1"),
     (r"GAT_layer_T\.(\w+(?:\.\w+)?)", r"gat_t.\1"),
     (r"HtrgGAT_layer_ST(\d\d)\.att_weightM", r"hs_gal\1.att_weight_master"),
-    (r"HtrgGAT_layer_ST(\d\d)\.(att_proj|proj_with_att|proj_without_att)M\.(weight|bias)",
-     r"hs_gal\1.\2_master.\3"),
+    (
+        r"HtrgGAT_layer_ST(\d\d)\.(att_proj|proj_with_att|proj_without_att)M\.(weight|bias)",
+        r"hs_gal\1.\2_master.\3",
+    ),
     (r"HtrgGAT_layer_ST(\d\d)\.(\w+(?:\.\w+)?)", r"hs_gal\1.\2"),
     (r"pool_S\.(proj\.\w+)", r"pool_s.\1"),
     (r"pool_T\.(proj\.\w+)", r"pool_t.\1"),
@@ -553,10 +629,8 @@ SEEDS["ssl_aasist"] = SeedSpec(
     n_logits=2,
     convention="1 = bona fide (CE weights [0.1, 0.9]); score = logit[:, 1]",
     published={
-        "best_SSL_model_LA.pth (README, Google Drive folder)":
-            "EER 2021 LA 0.82 %, min t-DCF 0.2066 (mean over runs 1.00 %, Nes2Net table)",
-        "best_SSL_model_DF.pth (README, Google Drive folder)":
-            "EER 2021 DF 2.85 % (mean over runs 3.69 %, Nes2Net table)",
+        "best_SSL_model_LA.pth (README, Google Drive folder)": "EER 2021 LA 0.82 %, min t-DCF 0.2066 (mean over runs 1.00 %, Nes2Net table)",
+        "best_SSL_model_DF.pth (README, Google Drive folder)": "EER 2021 DF 2.85 % (mean over runs 3.69 %, Nes2Net table)",
         "In-the-Wild (Nes2Net table; the checkpoint is not named)": "EER 10.46 %",
     },
     num_samples=64_600,
@@ -607,17 +681,13 @@ SEEDS["nes2net_x"] = SeedSpec(
     n_logits=None,  # 1 in the released DF checkpoint (issue #4), 2 from main.py's default
     fix=_nes2net_x_mix_vectors,
     convention="1 = bona fide (2 logits, CE weights [0.1, 0.9]); score = logit[:, 1]. The released "
-               "1-logit checkpoint: its one logit is the score (the repo does not say how it was "
-               "trained, so its direction is unverified)",
+    "1-logit checkpoint: its one logit is the score (the repo does not say how it was "
+    "trained, so its direction is unverified)",
     published={
-        "DF single checkpoint (README Google Drive link, 1 logit)":
-            "EER 2021 DF 1.65 % (mean 1.91 %); 2021 LA 1.73 % (mean 1.95 %) for single models",
-        "DF average of 5 checkpoints (README Google Drive link)":
-            "EER 2021 DF 1.49 % (mean 1.78 %)",
-        "In-the-Wild checkpoint w/o validation augmentation (README link)":
-            "EER 5.52 % (mean 6.60 %), full-length clips",
-        "In-the-Wild checkpoint w/ validation augmentation (README link)":
-            "EER 5.15 % (mean 6.31 %), full-length clips",
+        "DF single checkpoint (README Google Drive link, 1 logit)": "EER 2021 DF 1.65 % (mean 1.91 %); 2021 LA 1.73 % (mean 1.95 %) for single models",
+        "DF average of 5 checkpoints (README Google Drive link)": "EER 2021 DF 1.49 % (mean 1.78 %)",
+        "In-the-Wild checkpoint w/o validation augmentation (README link)": "EER 5.52 % (mean 6.60 %), full-length clips",
+        "In-the-Wild checkpoint w/ validation augmentation (README link)": "EER 5.15 % (mean 6.31 %), full-length clips",
     },
     num_samples=64_600,
 )
@@ -634,8 +704,10 @@ _XLSR_MAMBA_RULES: tuple[tuple[str, str], ...] = (
     (r"LL\.(weight|bias)", r"proj.\1"),
     (r"first_bn\.(\w+)", r"bn.\1"),
     # blocks keep their names: (forward|backward)_layers.<i>.mixer.* and .norm.weight
-    (r"conformer\.((?:forward|backward)_layers\.\d+\.(?:mixer\.\w+(?:\.\w+)?|norm\.weight))",
-     r"\1"),
+    (
+        r"conformer\.((?:forward|backward)_layers\.\d+\.(?:mixer\.\w+(?:\.\w+)?|norm\.weight))",
+        r"\1",
+    ),
     (r"conformer\.norm_f\.weight", "norm_f.weight"),
     (r"conformer\.f_attention_pool\.(weight|bias)", r"forward_pool.\1"),
     (r"conformer\.b_attention_pool\.(weight|bias)", r"backward_pool.\1"),
@@ -655,10 +727,8 @@ SEEDS["xlsr_mamba"] = SeedSpec(
     n_logits=2,
     convention="1 = bona fide; score = logit[:, 1]",
     published={
-        "XLSR-Mamba-LA (README, HuggingFace AustinXiao/XLSR-Mamba-LA), average of 5 checkpoints":
-            "EER 2021 LA 0.93 %, min t-DCF 0.208; In-the-Wild 6.71 %",
-        "XLSR-Mamba-DF (README, HuggingFace AustinXiao/XLSR-Mamba-DF), trained with RawBoost 3":
-            "EER 2021 DF 1.88 %",
+        "XLSR-Mamba-LA (README, HuggingFace AustinXiao/XLSR-Mamba-LA), average of 5 checkpoints": "EER 2021 LA 0.93 %, min t-DCF 0.208; In-the-Wild 6.71 %",
+        "XLSR-Mamba-DF (README, HuggingFace AustinXiao/XLSR-Mamba-DF), trained with RawBoost 3": "EER 2021 DF 1.88 %",
     },
     num_samples=66_800,
 )
@@ -691,8 +761,7 @@ SEEDS["fake_mamba"] = SeedSpec(
     n_logits=2,
     convention="1 = bona fide; score = logit[:, 1]",
     published={
-        "pre-trained model (README, Google Drive / Baidu links)":
-            "EER 2021 LA 0.97 %, 2021 DF 1.74 %, In-the-Wild 5.85 % (ITW input length not stated)",
+        "pre-trained model (README, Google Drive / Baidu links)": "EER 2021 LA 0.97 %, 2021 DF 1.74 %, In-the-Wild 5.85 % (ITW input length not stated)",
     },
     num_samples=66_800,
 )
@@ -719,8 +788,10 @@ _RAW_AASIST_RULES: tuple[tuple[str, str], ...] = (
     (r"GAT_layer_S\.(\w+(?:\.\w+)?)", r"gat_s.\1"),
     (r"GAT_layer_T\.(\w+(?:\.\w+)?)", r"gat_t.\1"),
     (r"HtrgGAT_layer_ST(\d\d)\.att_weightM", r"hs_gal\1.att_weight_master"),
-    (r"HtrgGAT_layer_ST(\d\d)\.(att_proj|proj_with_att|proj_without_att)M\.(weight|bias)",
-     r"hs_gal\1.\2_master.\3"),
+    (
+        r"HtrgGAT_layer_ST(\d\d)\.(att_proj|proj_with_att|proj_without_att)M\.(weight|bias)",
+        r"hs_gal\1.\2_master.\3",
+    ),
     (r"HtrgGAT_layer_ST(\d\d)\.(\w+(?:\.\w+)?)", r"hs_gal\1.\2"),
     (r"pool_S\.(proj\.\w+)", r"pool_s.\1"),
     (r"pool_T\.(proj\.\w+)", r"pool_t.\1"),
@@ -754,8 +825,9 @@ SEEDS["aasist_l"] = SeedSpec(
     out_key="out.weight",
     n_logits=2,
     convention="1 = bona fide; score = logit[:, 1]",
-    published={"AASIST-L.pth (models/weights, README)":
-               "2019 LA eval EER 0.99 %, min t-DCF 0.0309"},
+    published={
+        "AASIST-L.pth (models/weights, README)": "2019 LA eval EER 0.99 %, min t-DCF 0.0309"
+    },
     num_samples=64_600,
 )
 
@@ -787,15 +859,15 @@ SEEDS["codecfake_w2v2_aasist"] = SeedSpec(
     convention="0 = real; score = softmax[:, 0] = P(real)",
     score_rule="logodds",
     published={
-        "codec_w2v2aasist (pretrained_model/codec_w2v2aasist, codec-trained)":
-            _CODECFAKE_EER + "C1 0.008, C2 0.023, C3 0.015, C4 0.015, C5 0.038, C6 0.106, A1 0.23, "
-            "A2 0.14, A3 33.8, ITW 9.61",
-        "vocoder_w2v2aasist (pretrained_model/vocoder_w2v2aasist, trained on 2019 LA)":
-            _CODECFAKE_EER + "C1 40.1, C2 42.9 (57.1 before a sign flip), C3 44.6, C4 33.6, "
-            "C5 39.2, C6 44.9, A1 0.23, A2 0.83, A3 45.7, ITW 23.7",
-        "cotrain_w2v2aasist_CSAM (pretrained_model/cotrain_w2v2aasist_CSAM)":
-            _CODECFAKE_EER + "C1 0.008, C2 0.023, C3 0.008, C4 0.008, C5 0.030, C6 0.030, A1 0.16, "
-            "A2 0.00, A3 32.4, ITW 4.69, 19LA eval 0.31",
+        "codec_w2v2aasist (pretrained_model/codec_w2v2aasist, codec-trained)": _CODECFAKE_EER
+        + "C1 0.008, C2 0.023, C3 0.015, C4 0.015, C5 0.038, C6 0.106, A1 0.23, "
+        "A2 0.14, A3 33.8, ITW 9.61",
+        "vocoder_w2v2aasist (pretrained_model/vocoder_w2v2aasist, trained on 2019 LA)": _CODECFAKE_EER
+        + "C1 40.1, C2 42.9 (57.1 before a sign flip), C3 44.6, C4 33.6, "
+        "C5 39.2, C6 44.9, A1 0.23, A2 0.83, A3 45.7, ITW 23.7",
+        "cotrain_w2v2aasist_CSAM (pretrained_model/cotrain_w2v2aasist_CSAM)": _CODECFAKE_EER
+        + "C1 0.008, C2 0.023, C3 0.008, C4 0.008, C5 0.030, C6 0.030, A1 0.16, "
+        "A2 0.00, A3 32.4, ITW 4.69, 19LA eval 0.31",
     },
     num_samples=64_600,  # first 64,600 samples, repeat-padded when shorter
 )
@@ -819,9 +891,12 @@ SEEDS["codecfake_w2v2_lcnn"] = SeedSpec(
     head="lcnn",
     in_dim=1024,
     frontend="pretrained",  # as codecfake_w2v2_aasist
-    model={"frontend_layer": 5, "frontend_kwargs": {"normalize": True},
-           # the seed's (1, 1024, 201) image: features along the height, time along the width
-           "head_kwargs": {"frames": 201, "enc_dim": 256, "time_axis": "width"}},
+    model={
+        "frontend_layer": 5,
+        "frontend_kwargs": {"normalize": True},
+        # the seed's (1, 1024, 201) image: features along the height, time along the width
+        "head_kwargs": {"frames": 201, "enc_dim": 256, "time_axis": "width"},
+    },
     rules=_CODECFAKE_LCNN_RULES,
     out_key="fc_mu.weight",
     n_logits=2,
@@ -829,9 +904,9 @@ SEEDS["codecfake_w2v2_lcnn"] = SeedSpec(
     convention="0 = real; score = softmax[:, 0] = P(real)",
     score_rule="logodds",
     published={
-        "codec_w2v2lcnn (score files only, pretrained_model/codec_w2v2lcnn/result; no checkpoint)":
-            _CODECFAKE_EER + "C1 0.03, C2 0.15, C3 0.14, C4 0.11, C5 0.64, C6 2.19, A1 0.45, "
-            "A2 1.08, A3 37.1, ITW 4.98, 19LA eval 4.43",
+        "codec_w2v2lcnn (score files only, pretrained_model/codec_w2v2lcnn/result; no checkpoint)": _CODECFAKE_EER
+        + "C1 0.03, C2 0.15, C3 0.14, C4 0.11, C5 0.64, C6 2.19, A1 0.45, "
+        "A2 1.08, A3 37.1, ITW 4.98, 19LA eval 4.43",
     },
     num_samples=64_600,
 )
@@ -855,10 +930,8 @@ SEEDS["codecfake_mel_lcnn"] = SeedSpec(
     convention="0 = real; score = softmax[:, 0] = P(real)",
     score_rule="logodds",
     published={
-        "codec_mellcnn (pretrained_model/codec_mellcnn, codec-trained)":
-            "score files in the repository (result/*_result.txt); EERs not recomputed in seeds.md",
-        "vocoder_mellcnn (pretrained_model/vocoder_mellcnn, trained on 2019 LA)":
-            "score files in the repository (result/*_result.txt); EERs not recomputed in seeds.md",
+        "codec_mellcnn (pretrained_model/codec_mellcnn, codec-trained)": "score files in the repository (result/*_result.txt); EERs not recomputed in seeds.md",
+        "vocoder_mellcnn (pretrained_model/vocoder_mellcnn, trained on 2019 LA)": "score files in the repository (result/*_result.txt); EERs not recomputed in seeds.md",
     },
     num_samples=64_600,
 )

@@ -58,10 +58,24 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
+from transformers import (
+    AutoConfig,
+    PretrainedConfig,
+    PreTrainedModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+)
 
 __all__ = [
-    "HUB_IDS", "RANDOM_INIT", "FREEZE_MODES", "SSLFrontend", "load_frontend", "num_frames", "tiny_config",
+    "HUB_IDS",
+    "RANDOM_INIT",
+    "FREEZE_MODES",
+    "SSLFrontend",
+    "load_frontend",
+    "num_frames",
+    "tiny_config",
     "xlsr_300m_config",
 ]
 
@@ -90,7 +104,9 @@ def num_frames(num_samples: int) -> int:
     return n
 
 
-def tiny_config(model_type: str = "wav2vec2", hidden_size: int = 64, num_layers: int = 2) -> PretrainedConfig:
+def tiny_config(
+    model_type: str = "wav2vec2", hidden_size: int = 64, num_layers: int = 2
+) -> PretrainedConfig:
     """A tiny pre-LN config with the XLS-R conv kernels/strides (so real frame counts), for tests.
 
     Args:
@@ -100,10 +116,21 @@ def tiny_config(model_type: str = "wav2vec2", hidden_size: int = 64, num_layers:
         num_layers: Transformer layers.
     """
     common: dict[str, Any] = dict(
-        hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=2,
-        intermediate_size=2 * hidden_size, conv_dim=(32,) * 7, conv_kernel=CONV_KERNEL, conv_stride=CONV_STRIDE,
-        conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4, mask_time_prob=0.05, layerdrop=0.1, vocab_size=4,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        conv_dim=(32,) * 7,
+        conv_kernel=CONV_KERNEL,
+        conv_stride=CONV_STRIDE,
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        mask_time_prob=0.05,
+        layerdrop=0.1,
+        vocab_size=4,
     )
     if model_type == "wav2vec2":
         return Wav2Vec2Config(**common)
@@ -121,11 +148,25 @@ def xlsr_300m_config() -> Wav2Vec2Config:
     LayerDrop anyway.
     """
     return Wav2Vec2Config(
-        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-        conv_dim=(512,) * 7, conv_kernel=CONV_KERNEL, conv_stride=CONV_STRIDE, conv_bias=True,
-        feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=128,
-        num_conv_pos_embedding_groups=16, hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.0,
-        feat_proj_dropout=0.1, layerdrop=0.1, mask_time_prob=0.075, layer_norm_eps=1e-5,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        conv_dim=(512,) * 7,
+        conv_kernel=CONV_KERNEL,
+        conv_stride=CONV_STRIDE,
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=128,
+        num_conv_pos_embedding_groups=16,
+        hidden_dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.1,
+        layerdrop=0.1,
+        mask_time_prob=0.075,
+        layer_norm_eps=1e-5,
     )
 
 
@@ -150,19 +191,32 @@ class SSLFrontend(nn.Module):
         layer_weights: Learnable logits of the layer weights (``"weighted"`` only).
     """
 
-    def __init__(self, model: PreTrainedModel, layer: int | str | None = None, freeze: str = "none",
-                 gradient_checkpointing: bool = False, spec_augment: bool = False, layerdrop: float = 0.0,
-                 normalize: bool = False) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        layer: int | str | None = None,
+        freeze: str = "none",
+        gradient_checkpointing: bool = False,
+        spec_augment: bool = False,
+        layerdrop: float = 0.0,
+        normalize: bool = False,
+    ) -> None:
         super().__init__()
         total = model.config.num_hidden_layers
-        if not (layer in (None, "weighted", "all") or (isinstance(layer, int) and not isinstance(layer, bool)
-                                                       and 0 <= layer <= total)):
-            raise ValueError(f"frontend_layer must be None, 'weighted', 'all' or an int in [0, {total}], got {layer!r}")
+        if not (
+            layer in (None, "weighted", "all")
+            or (isinstance(layer, int) and not isinstance(layer, bool) and 0 <= layer <= total)
+        ):
+            raise ValueError(
+                f"frontend_layer must be None, 'weighted', 'all' or an int in [0, {total}], got {layer!r}"
+            )
         if freeze not in FREEZE_MODES:
             raise ValueError(f"freeze must be one of {FREEZE_MODES}, got {freeze!r}")
         if gradient_checkpointing and freeze == "all":
-            raise ValueError("gradient_checkpointing=True with freeze='all' saves nothing (no gradients flow into a "
-                             "frozen front-end); set gradient_checkpointing=False")
+            raise ValueError(
+                "gradient_checkpointing=True with freeze='all' saves nothing (no gradients flow into a "
+                "frozen front-end); set gradient_checkpointing=False"
+            )
         self.model = model
         self.out_dim: int = model.config.hidden_size
         self.layer = layer
@@ -181,7 +235,9 @@ class SSLFrontend(nn.Module):
             if model.config.do_stable_layer_norm:
                 model.encoder.layer_norm = nn.Identity()
         if layer == "all" and model.config.do_stable_layer_norm:
-            model.encoder.layer_norm = nn.Identity()  # "all" returns the L layer outputs, none of them normed
+            model.encoder.layer_norm = (
+                nn.Identity()
+            )  # "all" returns the L layer outputs, none of them normed
         self.layer_weights = nn.Parameter(torch.zeros(total + 1)) if layer == "weighted" else None
         if freeze == "all":
             model.requires_grad_(False)
@@ -202,14 +258,19 @@ class SSLFrontend(nn.Module):
         """wave (B, N) float at 16 kHz, N >= 400 -> feats (B, T, out_dim)."""
         if wave.dim() != 2 or wave.shape[1] < 400:
             raise ValueError(f"wave must be (batch, samples >= 400), got {tuple(wave.shape)}")
-        if self.normalize:  # Wav2Vec2FeatureExtractor(do_normalize=True): per clip, population variance
-            wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(wave.var(dim=1, keepdim=True, unbiased=False)
-                                                                        + 1e-7)
+        if (
+            self.normalize
+        ):  # Wav2Vec2FeatureExtractor(do_normalize=True): per clip, population variance
+            wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(
+                wave.var(dim=1, keepdim=True, unbiased=False) + 1e-7
+            )
         weighted = self.layer == "weighted"
         grad = contextlib.nullcontext() if self.freeze != "all" else torch.no_grad()
         with grad:
             out = self.model(wave, output_hidden_states=weighted or self.layer == "all")
-        if self.layer == "all":  # (B, L, T, D): the output of each transformer layer, before any final norm
+        if (
+            self.layer == "all"
+        ):  # (B, L, T, D): the output of each transformer layer, before any final norm
             return torch.stack(out.hidden_states[1:], dim=1)
         if not weighted:
             return out.last_hidden_state
@@ -217,7 +278,9 @@ class SSLFrontend(nn.Module):
         # is used (no parameter without a gradient) and the top entry is what layer=None gives.
         states = out.hidden_states[:-1] + (out.last_hidden_state,)
         if len(states) != len(self.layer_weights):
-            raise RuntimeError(f"expected {len(self.layer_weights)} hidden states, got {len(states)}")
+            raise RuntimeError(
+                f"expected {len(self.layer_weights)} hidden states, got {len(states)}"
+            )
         weights = torch.softmax(self.layer_weights, dim=0)
         return sum(w * h for w, h in zip(weights, states))
 
@@ -226,21 +289,31 @@ def _load_pretrained(source: str, overrides: Mapping[str, Any]) -> PreTrainedMod
     config = AutoConfig.from_pretrained(source, **overrides)
     cls = _MODEL_CLASSES.get(config.model_type)
     if cls is None:
-        raise ValueError(f"frontend {source!r} is a {config.model_type!r} model; supported: {sorted(_MODEL_CLASSES)}")
+        raise ValueError(
+            f"frontend {source!r} is a {config.model_type!r} model; supported: {sorted(_MODEL_CLASSES)}"
+        )
     model, info = cls.from_pretrained(source, config=config, output_loading_info=True)
     missing = list(info.get("missing_keys", []))
     mismatched = list(info.get("mismatched_keys", []))
     if missing or mismatched:
-        raise ValueError(f"frontend {source!r}: the checkpoint does not fill the model (missing: {missing}; "
-                         f"shape mismatches: {mismatched}); check that the directory holds a "
-                         f"{config.model_type} model saved with save_pretrained")
+        raise ValueError(
+            f"frontend {source!r}: the checkpoint does not fill the model (missing: {missing}; "
+            f"shape mismatches: {mismatched}); check that the directory holds a "
+            f"{config.model_type} model saved with save_pretrained"
+        )
     return model
 
 
-def load_frontend(name_or_dir: str | os.PathLike | Mapping[str, Any], layer: int | str | None = None,
-                  freeze: str = "none", gradient_checkpointing: bool = False, spec_augment: bool = False,
-                  layerdrop: float = 0.0, config_overrides: Mapping[str, Any] | None = None,
-                  normalize: bool = False) -> SSLFrontend:
+def load_frontend(
+    name_or_dir: str | os.PathLike | Mapping[str, Any],
+    layer: int | str | None = None,
+    freeze: str = "none",
+    gradient_checkpointing: bool = False,
+    spec_augment: bool = False,
+    layerdrop: float = 0.0,
+    config_overrides: Mapping[str, Any] | None = None,
+    normalize: bool = False,
+) -> SSLFrontend:
     """Build a front-end by name, hub id or local directory (see the module docstring).
 
     Args:
@@ -265,14 +338,25 @@ def load_frontend(name_or_dir: str | os.PathLike | Mapping[str, Any], layer: int
         ValueError: For an unknown name, a bad option, or a checkpoint that does not fill the model.
     """
     overrides = dict(config_overrides or {})
-    if isinstance(name_or_dir, Mapping):  # a config (``PretrainedConfig.to_dict()``): same shape, random init
+    if isinstance(
+        name_or_dir, Mapping
+    ):  # a config (``PretrainedConfig.to_dict()``): same shape, random init
         config = AutoConfig.for_model(**{**dict(name_or_dir), **overrides})
         if config.model_type not in _MODEL_CLASSES:
-            raise ValueError(f"frontend config of model_type {config.model_type!r}; supported: {sorted(_MODEL_CLASSES)}")
+            raise ValueError(
+                f"frontend config of model_type {config.model_type!r}; supported: {sorted(_MODEL_CLASSES)}"
+            )
         model = _MODEL_CLASSES[config.model_type](config)
         model.train()
-        return SSLFrontend(model, layer=layer, freeze=freeze, gradient_checkpointing=gradient_checkpointing,
-                           spec_augment=spec_augment, layerdrop=layerdrop, normalize=normalize)
+        return SSLFrontend(
+            model,
+            layer=layer,
+            freeze=freeze,
+            gradient_checkpointing=gradient_checkpointing,
+            spec_augment=spec_augment,
+            layerdrop=layerdrop,
+            normalize=normalize,
+        )
     name = os.fspath(name_or_dir)
     if name in RANDOM_INIT:
         config = RANDOM_INIT[name]()
@@ -282,8 +366,17 @@ def load_frontend(name_or_dir: str | os.PathLike | Mapping[str, Any], layer: int
     elif name in HUB_IDS or Path(name).is_dir():
         model = _load_pretrained(HUB_IDS.get(name, name), overrides)
     else:
-        raise ValueError(f"frontend {name!r} is neither a known name ({sorted(RANDOM_INIT) + sorted(HUB_IDS)}) "
-                         "nor a local directory with a config.json; pass one of those")
+        raise ValueError(
+            f"frontend {name!r} is neither a known name ({sorted(RANDOM_INIT) + sorted(HUB_IDS)}) "
+            "nor a local directory with a config.json; pass one of those"
+        )
     model.train()
-    return SSLFrontend(model, layer=layer, freeze=freeze, gradient_checkpointing=gradient_checkpointing,
-                       spec_augment=spec_augment, layerdrop=layerdrop, normalize=normalize)
+    return SSLFrontend(
+        model,
+        layer=layer,
+        freeze=freeze,
+        gradient_checkpointing=gradient_checkpointing,
+        spec_augment=spec_augment,
+        layerdrop=layerdrop,
+        normalize=normalize,
+    )

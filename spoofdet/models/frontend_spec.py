@@ -25,7 +25,9 @@ WIN, HOP, N_FFT = 400, 320, 512
 class LogSpectrogram(nn.Module):
     """``wave[B, N] -> log power spectrogram[B, T, 256]`` (0 to 7,969 Hz), loudness-normalised."""
 
-    out_dim = N_FFT // 2  # the Nyquist bin is dropped: 256 divides evenly for heads that split channels
+    out_dim = (
+        N_FFT // 2
+    )  # the Nyquist bin is dropped: 256 divides evenly for heads that split channels
 
     def __init__(self) -> None:
         super().__init__()
@@ -56,8 +58,9 @@ class Waveform(nn.Module):
 MEL_N_FFT, MEL_HOP, MEL_BANDS, MEL_RATE = 512, 128, 80, 16_000
 
 
-def htk_mel_filterbank(n_freqs: int = MEL_N_FFT // 2 + 1, n_mels: int = MEL_BANDS,
-                       sample_rate: int = MEL_RATE) -> Tensor:
+def htk_mel_filterbank(
+    n_freqs: int = MEL_N_FFT // 2 + 1, n_mels: int = MEL_BANDS, sample_rate: int = MEL_RATE
+) -> Tensor:
     """Triangular mel filters ``float32[n_freqs, n_mels]``: HTK mel scale, 0 Hz to Nyquist, peak 1,
     no area normalisation (torchaudio's ``melscale_fbanks(..., norm=None, mel_scale="htk")``).
 
@@ -106,11 +109,21 @@ class CodecfakeMel(nn.Module):
 
     def forward(self, wave: Tensor) -> Tensor:
         if wave.dim() != 2 or wave.shape[1] <= MEL_N_FFT // 2:
-            raise ValueError(f"wave must be (batch, samples > {MEL_N_FFT // 2}), "
-                             f"got {tuple(wave.shape)}")
+            raise ValueError(
+                f"wave must be (batch, samples > {MEL_N_FFT // 2}), got {tuple(wave.shape)}"
+            )
         # float32 throughout (buffers too: a bf16 model casts them), output in the input's dtype
-        spec = torch.stft(wave.float(), MEL_N_FFT, hop_length=MEL_HOP, win_length=MEL_N_FFT,
-                          window=self.window.float(), center=True, pad_mode="reflect",
-                          normalized=False, onesided=True, return_complex=True)
+        spec = torch.stft(
+            wave.float(),
+            MEL_N_FFT,
+            hop_length=MEL_HOP,
+            win_length=MEL_N_FFT,
+            window=self.window.float(),
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
         power = spec.abs().pow(2)  # (B, 257, T)
         return (power.transpose(1, 2) @ self.filters.float()).to(wave.dtype)  # (B, T, 80)

@@ -76,7 +76,7 @@ class MaxFeatureMap(nn.Module):
         c = x.shape[1]
         if c % 2:
             raise ValueError(f"max-feature-map needs an even number of channels, got {c}")
-        return torch.maximum(x[:, : c // 2], x[:, c // 2:])
+        return torch.maximum(x[:, : c // 2], x[:, c // 2 :])
 
 
 def _stage(c_in: int, c_out: int, kernel: int, pool: bool, norm: bool) -> nn.Sequential:
@@ -106,30 +106,40 @@ class LCNN(nn.Module):
             ``time_axis``.
     """
 
-    def __init__(self, in_dim: int = 1024, n_logits: int = 2, frames: int = 201, enc_dim: int = 256,
-                 time_axis: str = "width") -> None:
+    def __init__(
+        self,
+        in_dim: int = 1024,
+        n_logits: int = 2,
+        frames: int = 201,
+        enc_dim: int = 256,
+        time_axis: str = "width",
+    ) -> None:
         super().__init__()
         if n_logits not in (1, 2):
             raise ValueError(f"n_logits must be 1 or 2, got {n_logits}")
         if in_dim < 16 or frames < 16:
-            raise ValueError(f"in_dim and frames must be >= 16 (four 2x2 max-pools), "
-                             f"got {in_dim} and {frames}")
+            raise ValueError(
+                f"in_dim and frames must be >= 16 (four 2x2 max-pools), got {in_dim} and {frames}"
+            )
         if time_axis not in TIME_AXES:
             raise ValueError(f"time_axis must be one of {TIME_AXES}, got {time_axis!r}")
         self.frames, self.time_axis = frames, time_axis
         for i, spec in enumerate(_STAGES, start=1):
             self.add_module(f"conv{i}", _stage(*spec))
         flat = 32 * (in_dim // 16) * (frames // 16)  # 24,576 for (1024, 201); 4,960 for (80, 505)
-        self.out = nn.Sequential(nn.Dropout(0.7), nn.Linear(flat, 160), MaxFeatureMap(),
-                                 nn.Linear(80, enc_dim))
+        self.out = nn.Sequential(
+            nn.Dropout(0.7), nn.Linear(flat, 160), MaxFeatureMap(), nn.Linear(80, enc_dim)
+        )
         self.fc_mu = nn.Linear(enc_dim, n_logits)
 
     def forward(self, feats: Tensor) -> Tensor:
         """feats (B, frames, in_dim) -> logits (B, n_logits)."""
         if feats.dim() != 3 or feats.shape[1] != self.frames:
-            raise ValueError(f"feats must be (batch, {self.frames} frames, dim), got "
-                             f"{tuple(feats.shape)}; the LCNN reads a fixed length: crop or "
-                             "repeat-pad the audio (data.num_samples=64600 for the seed's)")
+            raise ValueError(
+                f"feats must be (batch, {self.frames} frames, dim), got "
+                f"{tuple(feats.shape)}; the LCNN reads a fixed length: crop or "
+                "repeat-pad the audio (data.num_samples=64600 for the seed's)"
+            )
         x = feats.transpose(1, 2) if self.time_axis == "width" else feats
         x = x.unsqueeze(1)
         for i in range(1, len(_STAGES) + 1):

@@ -84,8 +84,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["FakeMamba", "MambaBlock", "MambaMixer", "PNBiMambaBlock", "XLSRMamba", "XLSR_MAMBA_FINAL_NORMS",
-           "mamba_kernels_status", "selective_scan", "selective_scan_sequential"]
+__all__ = [
+    "FakeMamba",
+    "MambaBlock",
+    "MambaMixer",
+    "PNBiMambaBlock",
+    "XLSRMamba",
+    "XLSR_MAMBA_FINAL_NORMS",
+    "mamba_kernels_status",
+    "selective_scan",
+    "selective_scan_sequential",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,18 +120,31 @@ def _kernels() -> tuple[Callable | None, Callable | None, str]:
         one = torch.ones(1, 1, 2, device="cuda")
         selective_scan_fn(one, one, -one[0, :, :1], one, one)
     except Exception as exc:  # noqa: BLE001 - a broken extension may raise anything
-        status = f"mamba_ssm unusable ({type(exc).__name__}: {exc}); the pure-PyTorch scan runs instead"
+        status = (
+            f"mamba_ssm unusable ({type(exc).__name__}: {exc}); the pure-PyTorch scan runs instead"
+        )
         logger.debug(status)
         return None, None, status
     try:
         from causal_conv1d import causal_conv1d_fn
 
-        causal_conv1d_fn(torch.ones(1, 8, 4, device="cuda"), torch.ones(8, 4, device="cuda"), None, activation="silu")
+        causal_conv1d_fn(
+            torch.ones(1, 8, 4, device="cuda"),
+            torch.ones(8, 4, device="cuda"),
+            None,
+            activation="silu",
+        )
     except Exception as exc:  # noqa: BLE001
-        status = f"mamba_ssm scan kernel in use; causal_conv1d unusable ({type(exc).__name__}: {exc})"
+        status = (
+            f"mamba_ssm scan kernel in use; causal_conv1d unusable ({type(exc).__name__}: {exc})"
+        )
         logger.debug(status)
         return selective_scan_fn, None, status
-    return selective_scan_fn, causal_conv1d_fn, "mamba_ssm scan and causal_conv1d kernels in use on CUDA"
+    return (
+        selective_scan_fn,
+        causal_conv1d_fn,
+        "mamba_ssm scan and causal_conv1d kernels in use on CUDA",
+    )
 
 
 def mamba_kernels_status() -> str:
@@ -134,20 +156,38 @@ def mamba_kernels_status() -> str:
 # Selective scan
 
 
-def _check_scan_args(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
-                     z: Tensor | None, delta_bias: Tensor | None) -> None:
+def _check_scan_args(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+) -> None:
     if u.dim() != 3 or u.shape[2] < 1:
         raise ValueError(f"u: expected (batch, channels, length >= 1), got shape {tuple(u.shape)}")
     b, d, length = u.shape
     if A.dim() != 2 or A.shape[0] != d or A.is_complex():
-        raise ValueError(f"A: expected real (channels={d}, d_state), got shape {tuple(A.shape)} dtype {A.dtype}")
+        raise ValueError(
+            f"A: expected real (channels={d}, d_state), got shape {tuple(A.shape)} dtype {A.dtype}"
+        )
     n = A.shape[1]
-    expected = {"delta": (delta, (b, d, length)), "B": (B, (b, n, length)), "C": (C, (b, n, length)),
-                "D": (D, (d,)), "z": (z, (b, d, length)), "delta_bias": (delta_bias, (d,))}
+    expected = {
+        "delta": (delta, (b, d, length)),
+        "B": (B, (b, n, length)),
+        "C": (C, (b, n, length)),
+        "D": (D, (d,)),
+        "z": (z, (b, d, length)),
+        "delta_bias": (delta_bias, (d,)),
+    }
     for name, (t, shape) in expected.items():
         if t is not None and tuple(t.shape) != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {tuple(t.shape)} "
-                             "(layout u, delta, z: (batch, channels, length); B, C: (batch, d_state, length))")
+            raise ValueError(
+                f"{name}: expected shape {shape}, got {tuple(t.shape)} "
+                "(layout u, delta, z: (batch, channels, length); B, C: (batch, d_state, length))"
+            )
 
 
 def _compute_dtype(u: Tensor) -> torch.dtype:
@@ -202,7 +242,9 @@ class _ChunkScan(torch.autograd.Function):
         # multiplies a zero state); only the small (b, L, .) tensors are flipped before the product.
         src = grad_y.flip(1).unsqueeze(-1) * c.flip(1).unsqueeze(-2)
         src[:, 0] += grad_last
-        order = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(length - 1, 0, -1)]).to(a.device)
+        order = torch.cat([torch.zeros(1, dtype=torch.long), torch.arange(length - 1, 0, -1)]).to(
+            a.device
+        )
         g = _scan_into(a.index_select(1, order), src, torch.empty_like(src)).flip(1)
         grad_a = torch.empty_like(a)
         grad_a[:, 0] = 0
@@ -211,17 +253,28 @@ class _ChunkScan(torch.autograd.Function):
         return grad_a, g, grad_c
 
 
-def _auto_chunk_size(batch: int, channels: int, length: int, d_state: int, device: torch.device) -> int:
+def _auto_chunk_size(
+    batch: int, channels: int, length: int, d_state: int, device: torch.device
+) -> int:
     """Whole sequence on accelerators; on CPU chunks of ~2**18 state elements, which keeps a
     chunk's tensors in cache (fastest in our measurements, see the module docstring)."""
     if device.type != "cpu":
         return length
-    return max(16, 2 ** 18 // (batch * channels * d_state))
+    return max(16, 2**18 // (batch * channels * d_state))
 
 
-def _selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
-                          z: Tensor | None, delta_bias: Tensor | None, delta_softplus: bool,
-                          chunk_size: int | None) -> tuple[Tensor, Tensor]:
+def _selective_scan_torch(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    chunk_size: int | None,
+) -> tuple[Tensor, Tensor]:
     dtype = _compute_dtype(u)
     u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
     if delta_bias is not None:
@@ -229,13 +282,18 @@ def _selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     if delta_softplus:
         delta = F.softplus(delta)
     # Time-major views (b, L, d) and (b, L, n): each time step is then a contiguous (d, n) slab.
-    u_t, delta_t, b_t, c_t = u.transpose(1, 2), delta.transpose(1, 2), B.transpose(1, 2), C.transpose(1, 2)
+    u_t, delta_t, b_t, c_t = (
+        u.transpose(1, 2),
+        delta.transpose(1, 2),
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+    )
     if chunk_size is None:
         chunk_size = _auto_chunk_size(*u.shape, A.shape[1], u.device)
     ys, last = [], None
     for d, u_c, b_c, c_c in zip(*(t.split(chunk_size, dim=1) for t in (delta_t, u_t, b_t, c_t))):
-        a = torch.exp(d.unsqueeze(-1) * A)                                     # (b, t, d, n)
-        x = (d * u_c).unsqueeze(-1) * b_c.unsqueeze(2)                          # (b, t, d, n)
+        a = torch.exp(d.unsqueeze(-1) * A)  # (b, t, d, n)
+        x = (d * u_c).unsqueeze(-1) * b_c.unsqueeze(2)  # (b, t, d, n)
         if last is not None:  # the carried state enters through the chunk's first step
             x = torch.cat([torch.addcmul(x[:, :1], a[:, :1], last.unsqueeze(1)), x[:, 1:]], 1)
         if torch.is_grad_enabled() and (a.requires_grad or x.requires_grad or c_c.requires_grad):
@@ -244,7 +302,7 @@ def _selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
             h = _scan_into(a, x, torch.empty_like(x))
             y, last = _readout(h, c_c), h[:, -1].clone()
         ys.append(y)
-    y = (ys[0] if len(ys) == 1 else torch.cat(ys, 1)).transpose(1, 2)              # (b, d, L)
+    y = (ys[0] if len(ys) == 1 else torch.cat(ys, 1)).transpose(1, 2)  # (b, d, L)
     if D is not None:
         y = y + u * D.to(dtype).unsqueeze(-1)
     if z is not None:
@@ -252,10 +310,21 @@ def _selective_scan_torch(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     return y, last
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-                   z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
-                   return_last_state: bool = False, *, chunk_size: int | None = None,
-                   backend: str = "auto") -> Tensor | tuple[Tensor, Tensor]:
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    chunk_size: int | None = None,
+    backend: str = "auto",
+) -> Tensor | tuple[Tensor, Tensor]:
     """Mamba's selective scan with mamba-ssm's ``selective_scan_fn`` signature and layout.
 
     ``delta <- softplus(delta + delta_bias)`` (each step optional), then per channel d and state
@@ -290,7 +359,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
             or ``backend="mamba_ssm"`` when the kernel cannot run (the message says why).
     """
     _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size={chunk_size!r}: must be None or an integer >= 1")
     if backend not in ("auto", "torch", "mamba_ssm"):
         raise ValueError(f"backend={backend!r}: must be 'auto', 'torch' or 'mamba_ssm'")
@@ -299,16 +370,29 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         if kernel is not None and u.dtype in _KERNEL_DTYPES:
             return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if backend == "mamba_ssm":
-        raise ValueError(f"backend='mamba_ssm' needs CUDA tensors of dtype float32/float16/bfloat16 and the kernel "
-                         f"(got device {u.device}, dtype {u.dtype}; {mamba_kernels_status()})")
-    out, last = _selective_scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size)
+        raise ValueError(
+            f"backend='mamba_ssm' needs CUDA tensors of dtype float32/float16/bfloat16 and the kernel "
+            f"(got device {u.device}, dtype {u.dtype}; {mamba_kernels_status()})"
+        )
+    out, last = _selective_scan_torch(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk_size
+    )
     out = out.to(u.dtype)
     return (out, last) if return_last_state else out
 
 
-def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
-                              z: Tensor | None = None, delta_bias: Tensor | None = None, delta_softplus: bool = False,
-                              return_last_state: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+def selective_scan_sequential(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Reference :func:`selective_scan`: the recurrence as a Python loop over time steps.
 
     Same arguments, layout, dtypes and result; for tests and benchmarks only (slow on GPU).
@@ -323,8 +407,8 @@ def selective_scan_sequential(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C:
         delta = delta + delta_bias.to(dtype)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    decay = torch.exp(delta[..., None] * A[:, None, :])            # (b, d, L, n)
-    inp = (delta * u_c)[..., None] * B.transpose(1, 2)[:, None]   # (b, d, L, n)
+    decay = torch.exp(delta[..., None] * A[:, None, :])  # (b, d, L, n)
+    inp = (delta * u_c)[..., None] * B.transpose(1, 2)[:, None]  # (b, d, L, n)
     h = u_c.new_zeros(u.shape[0], u.shape[1], A.shape[1])
     ys = []
     for a_t, x_t, c_t in zip(decay.unbind(2), inp.unbind(2), C.unbind(2)):
@@ -384,18 +468,35 @@ class MambaMixer(nn.Module):
         ValueError: for an invalid argument (named).
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2,
-                 dt_rank: int | str = "auto", dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random",
-                 dt_scale: float = 1.0, dt_init_floor: float = 1e-4, conv_bias: bool = True,
-                 bias: bool = False) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+    ) -> None:
         super().__init__()
         self.d_model = _positive_int("d_model", d_model)
         self.d_state = _positive_int("d_state", d_state)
         self.d_conv = _positive_int("d_conv", d_conv)
-        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or int(expand * d_model) < 1:
+        if (
+            isinstance(expand, bool)
+            or not isinstance(expand, (int, float))
+            or int(expand * d_model) < 1
+        ):
             raise ValueError(f"expand={expand!r}: must be a number with int(expand * d_model) >= 1")
         self.d_inner = int(expand * d_model)
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else _positive_int("dt_rank", dt_rank)
+        self.dt_rank = (
+            math.ceil(d_model / 16) if dt_rank == "auto" else _positive_int("dt_rank", dt_rank)
+        )
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"dt_min={dt_min!r}, dt_max={dt_max!r}: need 0 < dt_min <= dt_max")
         if dt_init not in ("random", "constant"):
@@ -405,17 +506,25 @@ class MambaMixer(nn.Module):
 
         # Creation order (and so the RNG stream) follows mamba-ssm.
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, padding=d_conv - 1,
-                                bias=conv_bias)
+        self.conv1d = nn.Conv1d(
+            self.d_inner,
+            self.d_inner,
+            d_conv,
+            groups=self.d_inner,
+            padding=d_conv - 1,
+            bias=conv_bias,
+        )
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
-        std = self.dt_rank ** -0.5 * dt_scale
+        std = self.dt_rank**-0.5 * dt_scale
         with torch.no_grad():
             if dt_init == "constant":
                 self.dt_proj.weight.fill_(std)
             else:
                 self.dt_proj.weight.uniform_(-std, std)
-            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+            dt = torch.exp(
+                torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            )
             dt = dt.clamp(min=dt_init_floor)
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(bias) == dt
         self.dt_proj.bias._no_reinit = True
@@ -429,17 +538,29 @@ class MambaMixer(nn.Module):
     def forward(self, hidden_states: Tensor) -> Tensor:
         """(B, L, d_model) -> (B, L, d_model)."""
         length = hidden_states.shape[1]
-        x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)   # (B, d_inner, L) each
+        x, z = self.in_proj(hidden_states).transpose(1, 2).chunk(2, dim=1)  # (B, d_inner, L) each
         conv_fn = _kernels()[1] if x.is_cuda else None
         if conv_fn is not None and 2 <= self.d_conv <= 4:
-            x = conv_fn(x.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu")
+            x = conv_fn(
+                x.contiguous(), self.conv1d.weight.squeeze(1), self.conv1d.bias, activation="silu"
+            )
         else:
             x = F.silu(self.conv1d(x)[..., :length])
-        dt, b, c = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)           # bias goes in as delta_bias
-        y = selective_scan(x, delta, -torch.exp(_fp32_or_more(self.A_log)), b.transpose(1, 2).contiguous(),
-                           c.transpose(1, 2).contiguous(), _fp32_or_more(self.D), z=z,
-                           delta_bias=_fp32_or_more(self.dt_proj.bias), delta_softplus=True)
+        dt, b, c = self.x_proj(x.transpose(1, 2)).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1
+        )
+        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # bias goes in as delta_bias
+        y = selective_scan(
+            x,
+            delta,
+            -torch.exp(_fp32_or_more(self.A_log)),
+            b.transpose(1, 2).contiguous(),
+            c.transpose(1, 2).contiguous(),
+            _fp32_or_more(self.D),
+            z=z,
+            delta_bias=_fp32_or_more(self.dt_proj.bias),
+            delta_softplus=True,
+        )
         return self.out_proj(y.transpose(1, 2))
 
 
@@ -457,14 +578,23 @@ class MambaBlock(nn.Module):
         residual_in_fp32: Keep the residual stream in float32.
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2,
-                 norm_eps: float = 1e-5, residual_in_fp32: bool = True) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2,
+        norm_eps: float = 1e-5,
+        residual_in_fp32: bool = True,
+    ) -> None:
         super().__init__()
         self.mixer = MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
         self.norm = nn.RMSNorm(d_model, eps=norm_eps)
         self.residual_in_fp32 = residual_in_fp32
 
-    def forward(self, hidden_states: Tensor, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, hidden_states: Tensor, residual: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         residual = hidden_states if residual is None else residual + hidden_states
         hidden_states = self.norm(residual.to(self.norm.weight.dtype))
         if self.residual_in_fp32:
@@ -479,12 +609,19 @@ def _attention_pool(score: nn.Linear, x: Tensor) -> Tensor:
 
 def _check_feats(feats: Tensor, in_dim: int) -> None:
     if feats.dim() != 3 or feats.shape[1] < 1 or feats.shape[2] != in_dim:
-        raise ValueError(f"feats: expected (batch, frames >= 1, {in_dim}), got shape {tuple(feats.shape)}")
+        raise ValueError(
+            f"feats: expected (batch, frames >= 1, {in_dim}), got shape {tuple(feats.shape)}"
+        )
 
 
 def _check_common(in_dim: int, d_model: int, d_state: int, d_conv: int, n_logits: int) -> None:
-    for name, value in (("in_dim", in_dim), ("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv),
-                        ("n_logits", n_logits)):
+    for name, value in (
+        ("in_dim", in_dim),
+        ("d_model", d_model),
+        ("d_state", d_state),
+        ("d_conv", d_conv),
+        ("n_logits", n_logits),
+    ):
         _positive_int(name, value)
 
 
@@ -519,25 +656,40 @@ class XLSRMamba(nn.Module):
         ValueError: for an invalid argument (named).
     """
 
-    def __init__(self, in_dim: int = 1024, d_model: int = 144, n_layers: int = 12, d_state: int = 16,
-                 d_conv: int = 4, expand: float = 2, n_logits: int = 2, dropout: float = 0.1,
-                 final_norm: str = "seed") -> None:
+    def __init__(
+        self,
+        in_dim: int = 1024,
+        d_model: int = 144,
+        n_layers: int = 12,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2,
+        n_logits: int = 2,
+        dropout: float = 0.1,
+        final_norm: str = "seed",
+    ) -> None:
         super().__init__()
         _check_common(in_dim, d_model, d_state, d_conv, n_logits)
         if _positive_int("n_layers", n_layers) % 2:
-            raise ValueError(f"n_layers={n_layers!r}: must be even (half the blocks read each direction)")
+            raise ValueError(
+                f"n_layers={n_layers!r}: must be even (half the blocks read each direction)"
+            )
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout={dropout!r}: must be in [0, 1)")
         if final_norm not in XLSR_MAMBA_FINAL_NORMS:
-            raise ValueError(f"final_norm={final_norm!r}: must be one of {XLSR_MAMBA_FINAL_NORMS} "
-                             "('seed' computes what the published XLSR-Mamba computes)")
+            raise ValueError(
+                f"final_norm={final_norm!r}: must be one of {XLSR_MAMBA_FINAL_NORMS} "
+                "('seed' computes what the published XLSR-Mamba computes)"
+            )
         self.in_dim = in_dim
         self.final_norm = final_norm
         self.proj = nn.Linear(in_dim, d_model)
         self.bn = nn.BatchNorm2d(1)
         self.act = nn.SELU()
         self.dropout = nn.Dropout(dropout)
-        block = functools.partial(MambaBlock, d_model, d_state=d_state, d_conv=d_conv, expand=expand)
+        block = functools.partial(
+            MambaBlock, d_model, d_state=d_state, d_conv=d_conv, expand=expand
+        )
         self.forward_layers = nn.ModuleList(block() for _ in range(n_layers // 2))
         self.backward_layers = nn.ModuleList(block() for _ in range(n_layers // 2))
         self.norm_f = nn.RMSNorm(d_model, eps=1e-5)
@@ -586,8 +738,10 @@ class XLSRMamba(nn.Module):
         x = self.dropout(self.act(self.bn(self.proj(feats).unsqueeze(1)).squeeze(1)))
         fwd = self._norm(self._stream(self.forward_layers, x), x)
         bwd = self._norm(self._stream(self.backward_layers, x.flip(1)), x)
-        pooled = torch.cat([_attention_pool(self.forward_pool, fwd),
-                            _attention_pool(self.backward_pool, bwd)], dim=-1)
+        pooled = torch.cat(
+            [_attention_pool(self.forward_pool, fwd), _attention_pool(self.backward_pool, bwd)],
+            dim=-1,
+        )
         return self._zero_grad_to_unused(self.classifier(self.fc_dropout(self.fc(pooled))))
 
 
@@ -606,7 +760,9 @@ class PNBiMambaBlock(nn.Module):
         ffn_mult: FFN hidden size over d_model.
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2, ffn_mult: int = 4) -> None:
+    def __init__(
+        self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2, ffn_mult: int = 4
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
         self.mixer = MambaMixer(d_model, d_state=d_state, d_conv=d_conv, expand=expand)
@@ -616,7 +772,9 @@ class PNBiMambaBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.norm1(x)
-        fwd, bwd = self.mixer(torch.cat([h, h.flip(1)], dim=0)).chunk(2, dim=0)   # one call, both directions
+        fwd, bwd = self.mixer(torch.cat([h, h.flip(1)], dim=0)).chunk(
+            2, dim=0
+        )  # one call, both directions
         return self.ffn(self.norm2(fwd + bwd.flip(1))) + x
 
 
@@ -641,8 +799,17 @@ class FakeMamba(nn.Module):
         ValueError: for an invalid argument (named).
     """
 
-    def __init__(self, in_dim: int = 1024, d_model: int = 144, n_blocks: int = 7, d_state: int = 16,
-                 d_conv: int = 4, expand: float = 2, ffn_mult: int = 4, n_logits: int = 2) -> None:
+    def __init__(
+        self,
+        in_dim: int = 1024,
+        d_model: int = 144,
+        n_blocks: int = 7,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: float = 2,
+        ffn_mult: int = 4,
+        n_logits: int = 2,
+    ) -> None:
         super().__init__()
         _check_common(in_dim, d_model, d_state, d_conv, n_logits)
         _positive_int("n_blocks", n_blocks)
@@ -652,8 +819,11 @@ class FakeMamba(nn.Module):
         self.bn = nn.BatchNorm2d(1)
         self.act = nn.SELU()
         self.blocks = nn.ModuleList(
-            PNBiMambaBlock(d_model, d_state=d_state, d_conv=d_conv, expand=expand, ffn_mult=ffn_mult)
-            for _ in range(n_blocks))
+            PNBiMambaBlock(
+                d_model, d_state=d_state, d_conv=d_conv, expand=expand, ffn_mult=ffn_mult
+            )
+            for _ in range(n_blocks)
+        )
         self.pool = nn.Linear(d_model, 1)
         self.classifier = nn.Linear(d_model, n_logits)
 

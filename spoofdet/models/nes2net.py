@@ -55,21 +55,38 @@ class NestedBottleneck(nn.Module):
         se_ratio: Channel reduction of the squeeze-excitation gate.
     """
 
-    def __init__(self, channels: int = 128, scale: int = 8, kernel_size: int = 3, dilation: int = 2,
-                 se_ratio: int = 1) -> None:
+    def __init__(
+        self,
+        channels: int = 128,
+        scale: int = 8,
+        kernel_size: int = 3,
+        dilation: int = 2,
+        se_ratio: int = 1,
+    ) -> None:
         super().__init__()
         if channels % scale or kernel_size % 2 == 0 or scale < 2:
-            raise ValueError(f"need channels divisible by scale >= 2 and an odd kernel_size; got channels={channels}, "
-                             f"scale={scale}, kernel_size={kernel_size}")
+            raise ValueError(
+                f"need channels divisible by scale >= 2 and an odd kernel_size; got channels={channels}, "
+                f"scale={scale}, kernel_size={kernel_size}"
+            )
         self.width = channels // scale
         self.conv1 = nn.Conv1d(channels, channels, kernel_size=1)
         self.bn1 = nn.BatchNorm1d(channels)
         pad = dilation * (kernel_size - 1) // 2
         self.convs = nn.ModuleList(
-            nn.Conv2d(self.width, self.width, kernel_size=(kernel_size, 1), dilation=(dilation, 1), padding=(pad, 0))
-            for _ in range(scale - 1))
+            nn.Conv2d(
+                self.width,
+                self.width,
+                kernel_size=(kernel_size, 1),
+                dilation=(dilation, 1),
+                padding=(pad, 0),
+            )
+            for _ in range(scale - 1)
+        )
         self.bns = nn.ModuleList(nn.BatchNorm2d(self.width) for _ in range(scale - 1))
-        self.mix = nn.ParameterList(nn.Parameter(torch.full((i + 2,), 1.0 / (i + 2))) for i in range(scale - 1))
+        self.mix = nn.ParameterList(
+            nn.Parameter(torch.full((i + 2,), 1.0 / (i + 2))) for i in range(scale - 1)
+        )
         self.conv3 = nn.Conv1d(channels, channels, kernel_size=1)
         self.bn3 = nn.BatchNorm1d(channels)
         self.se = _SqueezeExcite(channels, channels // se_ratio)
@@ -102,16 +119,26 @@ class Nes2NetX(nn.Module):
         ValueError: If ``in_dim`` is not divisible by ``outer`` or ``n_logits`` is not 1 or 2.
     """
 
-    def __init__(self, in_dim: int = 1024, n_logits: int = 2, outer: int = 8, inner: int = 8, kernel_size: int = 3,
-                 dilation: int = 2, se_ratio: int = 1) -> None:
+    def __init__(
+        self,
+        in_dim: int = 1024,
+        n_logits: int = 2,
+        outer: int = 8,
+        inner: int = 8,
+        kernel_size: int = 3,
+        dilation: int = 2,
+        se_ratio: int = 1,
+    ) -> None:
         super().__init__()
         if n_logits not in (1, 2):
             raise ValueError(f"n_logits must be 1 or 2, got {n_logits}")
         if outer < 2 or in_dim % outer:
             raise ValueError(f"in_dim={in_dim} must be divisible by outer={outer} (>= 2)")
         self.channels = in_dim // outer
-        self.blocks = nn.ModuleList(NestedBottleneck(self.channels, inner, kernel_size, dilation, se_ratio)
-                                    for _ in range(outer - 1))
+        self.blocks = nn.ModuleList(
+            NestedBottleneck(self.channels, inner, kernel_size, dilation, se_ratio)
+            for _ in range(outer - 1)
+        )
         self.block_bns = nn.ModuleList(nn.BatchNorm1d(self.channels) for _ in range(outer - 1))
         self.bn = nn.BatchNorm1d(in_dim)
         self.out = nn.Linear(in_dim, n_logits)

@@ -48,6 +48,7 @@ class PickleRefused(ValueError):
 
 # ---- what a module pickle may contain --------------------------------------------------------
 
+
 class _StorageType:
     """Stands for ``torch.FloatStorage`` & co. in a pickle: only its dtype is used."""
 
@@ -63,47 +64,68 @@ class _Storage:
 
 
 _STORAGE_DTYPES: dict[str, torch.dtype] = {
-    "DoubleStorage": torch.float64, "FloatStorage": torch.float32, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
-    "BoolStorage": torch.bool, "ComplexFloatStorage": torch.complex64,
-    "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
+    "DoubleStorage": torch.float64,
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
+    "ComplexFloatStorage": torch.complex64,
+    "ComplexDoubleStorage": torch.complex128,
+    "UntypedStorage": torch.uint8,
 }
 
 
-def _rebuild_tensor_v2(storage: Any, storage_offset: int, size: tuple[int, ...],
-                       stride: tuple[int, ...], requires_grad: bool = False,
-                       backward_hooks: Any = None, metadata: Any = None) -> Tensor:
+def _rebuild_tensor_v2(
+    storage: Any,
+    storage_offset: int,
+    size: tuple[int, ...],
+    stride: tuple[int, ...],
+    requires_grad: bool = False,
+    backward_hooks: Any = None,
+    metadata: Any = None,
+) -> Tensor:
     """Our stand-in for ``torch._utils._rebuild_tensor_v2``: a strided view of a storage record."""
     if not isinstance(storage, _Storage):
-        raise PickleRefused(f"_rebuild_tensor_v2 got a {type(storage).__name__}, "
-                            "not a storage record of the file")
+        raise PickleRefused(
+            f"_rebuild_tensor_v2 got a {type(storage).__name__}, not a storage record of the file"
+        )
     if backward_hooks:  # hooks are callables: a plain checkpoint never carries any
         raise PickleRefused("a tensor in the file carries backward hooks; refusing to rebuild it")
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     offset = int(storage_offset)
     if len(size) != len(stride) or any(s < 0 for s in size + stride) or offset < 0:
-        raise PickleRefused(f"a tensor in the file has an invalid layout (size {size}, "
-                            f"stride {stride}, offset {offset})")
+        raise PickleRefused(
+            f"a tensor in the file has an invalid layout (size {size}, "
+            f"stride {stride}, offset {offset})"
+        )
     if not all(size):  # no elements
         return torch.empty(size, dtype=storage.flat.dtype)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if last >= storage.flat.numel():
-        raise PickleRefused(f"a tensor in the file reaches past its storage ({last + 1} > "
-                            f"{storage.flat.numel()} elements); the file is corrupt")
+        raise PickleRefused(
+            f"a tensor in the file reaches past its storage ({last + 1} > "
+            f"{storage.flat.numel()} elements); the file is corrupt"
+        )
     return storage.flat.as_strided(size, stride, offset)
 
 
-def _rebuild_parameter(data: Tensor, requires_grad: bool = True,
-                       backward_hooks: Any = None) -> Tensor:
+def _rebuild_parameter(
+    data: Tensor, requires_grad: bool = True, backward_hooks: Any = None
+) -> Tensor:
     """Stand-in for ``torch._utils._rebuild_parameter``: the parameter's data (a plain tensor)."""
     if not isinstance(data, Tensor):
         raise PickleRefused(f"_rebuild_parameter got a {type(data).__name__}, not a tensor")
     return data
 
 
-def _rebuild_parameter_with_state(data: Tensor, requires_grad: bool = True,
-                                  backward_hooks: Any = None, state: Any = None) -> Tensor:
+def _rebuild_parameter_with_state(
+    data: Tensor, requires_grad: bool = True, backward_hooks: Any = None, state: Any = None
+) -> Tensor:
     """Stand-in for ``torch._utils._rebuild_parameter_with_state`` (the extra state is dropped)."""
     return _rebuild_parameter(data, requires_grad, backward_hooks)
 
@@ -120,8 +142,10 @@ ALLOWED: dict[tuple[str, str], Callable[..., Any]] = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
     ("collections", "OrderedDict"): OrderedDict,
-    ("builtins", "set"): set, ("__builtin__", "set"): set,
-    ("builtins", "frozenset"): frozenset, ("__builtin__", "frozenset"): frozenset,
+    ("builtins", "set"): set,
+    ("__builtin__", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("__builtin__", "frozenset"): frozenset,
     ("torch", "device"): _device,
 }
 
@@ -130,9 +154,11 @@ class _InertMeta(type):
     """Metaclass of the placeholders: calling one (pickle ``REDUCE`` / ``INST``) is refused."""
 
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        raise PickleRefused(f"the file calls {cls.pickled_global}{_show_args(args)}, which is not "
-                            "on the allowlist of a module checkpoint; it was not executed. Only "
-                            "load files you trust with torch.load(weights_only=False)")
+        raise PickleRefused(
+            f"the file calls {cls.pickled_global}{_show_args(args)}, which is not "
+            "on the allowlist of a module checkpoint; it was not executed. Only "
+            "load files you trust with torch.load(weights_only=False)"
+        )
 
 
 class _Inert(metaclass=_InertMeta):
@@ -176,8 +202,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         key = (module, name)
         if key not in self._placeholders:  # one class per global: identity checks still hold
             shown = "builtins" if module == "__builtin__" else module  # protocol 2's spelling
-            self._placeholders[key] = _InertMeta(name, (_Inert,),
-                                                 {"pickled_global": f"{shown}.{name}"})
+            self._placeholders[key] = _InertMeta(
+                name, (_Inert,), {"pickled_global": f"{shown}.{name}"}
+            )
         return self._placeholders[key]
 
     def persistent_load(self, pid: Any) -> _Storage:
@@ -195,8 +222,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raw = self._records(key)
         itemsize = torch.empty((), dtype=dtype).element_size()
         if len(raw) != numel * itemsize:
-            raise PickleRefused(f"storage record {key!r} holds {len(raw)} bytes, the pickle "
-                                f"expects {numel} x {itemsize}; the file is corrupt")
+            raise PickleRefused(
+                f"storage record {key!r} holds {len(raw)} bytes, the pickle "
+                f"expects {numel} x {itemsize}; the file is corrupt"
+            )
         if not raw:
             return torch.empty(0, dtype=dtype)
         if self._little or itemsize == 1:
@@ -210,20 +239,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 # ---- the zip and the module tree ---------------------------------------------------------------
 
+
 def _zip_parts(zf: zipfile.ZipFile, path: Path) -> tuple[bytes, Callable[[str], bytes], bool]:
     """``(data.pkl bytes, key -> record bytes, little endian?)`` of a ``torch.save`` zip file."""
     names = set(zf.namelist())
     pickles = sorted(n for n in names if n.endswith("/data.pkl") and n.count("/") == 1)
     if len(pickles) != 1:
-        raise PickleRefused(f"{path}: expected one <top>/data.pkl in the zip, "
-                            f"found {pickles or 'none'}")
+        raise PickleRefused(
+            f"{path}: expected one <top>/data.pkl in the zip, found {pickles or 'none'}"
+        )
     top = pickles[0][: -len("data.pkl")]  # e.g. "archive/" or "anti-spoofing_feat_model/"
 
     def record(key: str) -> bytes:
         name = f"{top}data/{key}"
         if name not in names:
-            raise PickleRefused(f"{path}: the pickle references storage {key!r}, "
-                                f"but the zip has no {name}")
+            raise PickleRefused(
+                f"{path}: the pickle references storage {key!r}, but the zip has no {name}"
+            )
         return zf.read(name)
 
     order = "little"  # files without a byteorder record were written little-endian
@@ -240,8 +272,10 @@ def _walk(obj: Any, prefix: str, out: OrderedDict[str, Tensor], depth: int = 0) 
     where = prefix.rstrip(".") or "the root object"
     groups = ("_parameters", "_buffers", "_modules")
     if not isinstance(state, Mapping) or not all(isinstance(state.get(g), Mapping) for g in groups):
-        raise PickleRefused(f"{where} ({obj!r:.80}) is not a pickled nn.Module "
-                            "(no _parameters, _buffers and _modules)")
+        raise PickleRefused(
+            f"{where} ({obj!r:.80}) is not a pickled nn.Module "
+            "(no _parameters, _buffers and _modules)"
+        )
     if depth > 100:
         raise PickleRefused(f"{where}: module tree deeper than 100 levels (a cycle?)")
     skip = state.get("_non_persistent_buffers_set") or set()
@@ -250,8 +284,10 @@ def _walk(obj: Any, prefix: str, out: OrderedDict[str, Tensor], depth: int = 0) 
             if value is None or (group == "_buffers" and name in skip):
                 continue
             if not isinstance(value, Tensor):
-                raise PickleRefused(f"{prefix}{name}: the {group.strip('_')[:-1]} is a "
-                                    f"{type(value).__name__}, not a tensor")
+                raise PickleRefused(
+                    f"{prefix}{name}: the {group.strip('_')[:-1]} is a "
+                    f"{type(value).__name__}, not a tensor"
+                )
             out[prefix + name] = value
     for name, child in state["_modules"].items():
         if child is not None:
@@ -275,8 +311,10 @@ def read_pickled_module(path: str | Path) -> OrderedDict[str, Tensor]:
     """
     path = Path(path)
     if not zipfile.is_zipfile(path):
-        raise PickleRefused(f"{path}: not a torch.save zip file (the legacy pre-1.6 format is not "
-                            "read); re-save it with a current PyTorch")
+        raise PickleRefused(
+            f"{path}: not a torch.save zip file (the legacy pre-1.6 format is not "
+            "read); re-save it with a current PyTorch"
+        )
     with zipfile.ZipFile(path) as zf:
         data, record, little = _zip_parts(zf, path)
         root = _RestrictedUnpickler(data, record, little).load()

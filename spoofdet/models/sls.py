@@ -72,13 +72,21 @@ class SLS(nn.Module):
         ValueError: For sizes the 3 x 3 max-pool cannot reduce (``frames`` or ``in_dim`` < 3).
     """
 
-    def __init__(self, in_dim: int = 1024, n_logits: int = 2, n_layers: int = 24,
-                 frames: int = 201, hidden: int = 1024) -> None:
+    def __init__(
+        self,
+        in_dim: int = 1024,
+        n_logits: int = 2,
+        n_layers: int = 24,
+        frames: int = 201,
+        hidden: int = 1024,
+    ) -> None:
         super().__init__()
         if frames < _POOL or in_dim < _POOL or n_layers < 1 or hidden < 1:
-            raise ValueError(f"SLS needs frames >= {_POOL}, in_dim >= {_POOL}, n_layers >= 1 and "
-                             f"hidden >= 1; got frames={frames}, in_dim={in_dim}, "
-                             f"n_layers={n_layers}, hidden={hidden}")
+            raise ValueError(
+                f"SLS needs frames >= {_POOL}, in_dim >= {_POOL}, n_layers >= 1 and "
+                f"hidden >= 1; got frames={frames}, in_dim={in_dim}, "
+                f"n_layers={n_layers}, hidden={hidden}"
+            )
         self.in_dim, self.n_logits, self.n_layers, self.frames = in_dim, n_logits, n_layers, frames
         self.flat = (frames // _POOL) * (in_dim // _POOL)  # 67 * 341 = 22,847 for the seed
         self.first_bn = nn.BatchNorm2d(num_features=1)
@@ -88,23 +96,28 @@ class SLS(nn.Module):
 
     def _check(self, feats: Tensor) -> None:
         if feats.dim() != 4:
-            raise ValueError(f"SLS reads every layer: feats must be (batch, layers, frames, dim), "
-                             f"got {tuple(feats.shape)}; build the front-end with "
-                             f"frontend_layer='all'")
+            raise ValueError(
+                f"SLS reads every layer: feats must be (batch, layers, frames, dim), "
+                f"got {tuple(feats.shape)}; build the front-end with "
+                f"frontend_layer='all'"
+            )
         _, n_layers, frames, dim = feats.shape
         if dim != self.in_dim:
             raise ValueError(f"SLS was built for in_dim={self.in_dim}, got features of size {dim}")
         if n_layers != self.n_layers:
-            raise ValueError(f"SLS was built for n_layers={self.n_layers} layer outputs, got "
-                             f"{n_layers}; set head_kwargs n_layers to the front-end's number of "
-                             f"transformer layers")
+            raise ValueError(
+                f"SLS was built for n_layers={self.n_layers} layer outputs, got "
+                f"{n_layers}; set head_kwargs n_layers to the front-end's number of "
+                f"transformer layers"
+            )
         if frames != self.frames:
             raise ValueError(
                 f"SLS takes exactly frames={self.frames} frames, got {frames}: its fc1 layer has a "
                 f"fixed input size ({self.flat:,}), so it cannot score variable-length input. Feed "
                 f"fixed-length clips (64,600 samples give 201 frames: data.num_samples: 64600, "
                 f"scoring with --length 4s) or build the head for this length (head_kwargs "
-                f"frames: {frames})")
+                f"frames: {frames})"
+            )
 
     def forward(self, feats: Tensor) -> Tensor:
         """feats (B, L, T, D) -> (B, n_logits): log-probabilities for 2 logits, a score for 1."""

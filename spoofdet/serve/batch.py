@@ -21,17 +21,23 @@ from typing import Any
 
 import numpy as np
 
-from spoofdet.serve.registry import ModelRef, load_detector
 from spoofdet.evaluation.protocols import DEFAULT_HOP, WINDOW, clip_windows, mean_by_id, score_waves
+from spoofdet.serve.registry import ModelRef, load_detector
 
 
-def _rows(utts: list[str], windows: list[np.ndarray], errors: list[str], window: int) -> dict[str, np.ndarray]:
-    return {"utt_id": np.asarray(utts, dtype=object),
-            "wave": np.concatenate(windows) if windows else np.zeros((0, window), np.float32),
-            "error": np.asarray(errors, dtype=object)}
+def _rows(
+    utts: list[str], windows: list[np.ndarray], errors: list[str], window: int
+) -> dict[str, np.ndarray]:
+    return {
+        "utt_id": np.asarray(utts, dtype=object),
+        "wave": np.concatenate(windows) if windows else np.zeros((0, window), np.float32),
+        "error": np.asarray(errors, dtype=object),
+    }
 
 
-def _add(out: tuple[list, list, list], utt: str, wins: np.ndarray | None, error: str, window: int) -> None:
+def _add(
+    out: tuple[list, list, list], utt: str, wins: np.ndarray | None, error: str, window: int
+) -> None:
     utts, windows, errors = out
     if wins is None:  # one placeholder row carries the error to the driver
         wins = np.zeros((1, window), np.float32)
@@ -40,8 +46,9 @@ def _add(out: tuple[list, list, list], utt: str, wins: np.ndarray | None, error:
     errors.extend([error] * len(wins))
 
 
-def decode_shard_rows(batch: dict[str, np.ndarray], *, length: str, window: int = WINDOW,
-                      hop: int = DEFAULT_HOP) -> dict[str, np.ndarray]:
+def decode_shard_rows(
+    batch: dict[str, np.ndarray], *, length: str, window: int = WINDOW, hop: int = DEFAULT_HOP
+) -> dict[str, np.ndarray]:
     """Shard rows (``utt_id``, ``audio`` FLAC bytes) -> window rows ``utt_id, wave[window], error``."""
     from spoofdet.data.pipeline import decode_window
 
@@ -55,8 +62,9 @@ def decode_shard_rows(batch: dict[str, np.ndarray], *, length: str, window: int 
     return _rows(*out, window)
 
 
-def decode_files(batch: dict[str, np.ndarray], *, length: str, window: int = WINDOW,
-                 hop: int = DEFAULT_HOP) -> dict[str, np.ndarray]:
+def decode_files(
+    batch: dict[str, np.ndarray], *, length: str, window: int = WINDOW, hop: int = DEFAULT_HOP
+) -> dict[str, np.ndarray]:
     """File rows (``utt_id``, ``source_path``) -> window rows; files are resampled to 16 kHz (``load_16k``)."""
     from spoofdet.data.audio import AudioError, load_16k
 
@@ -73,7 +81,9 @@ def decode_files(batch: dict[str, np.ndarray], *, length: str, window: int = WIN
 class WindowScorer:
     """Ray Data actor: loads the detector once, then maps window rows to raw scores."""
 
-    def __init__(self, ref: ModelRef, device: str = "cpu", threads: int = 1, batch_size: int = 16) -> None:
+    def __init__(
+        self, ref: ModelRef, device: str = "cpu", threads: int = 1, batch_size: int = 16
+    ) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
@@ -84,8 +94,12 @@ class WindowScorer:
         ok = np.asarray([e == "" for e in batch["error"]], dtype=bool)
         raw = np.full(len(ok), np.nan)
         if ok.any():
-            raw[ok] = score_waves(self.detector.model, np.asarray(batch["wave"])[ok], device=self.detector.device,
-                                  batch_size=self.batch_size)
+            raw[ok] = score_waves(
+                self.detector.model,
+                np.asarray(batch["wave"])[ok],
+                device=self.detector.device,
+                batch_size=self.batch_size,
+            )
         return {"utt_id": batch["utt_id"], "raw": raw, "error": batch["error"]}
 
 
@@ -114,9 +128,20 @@ def folder_dataset(table: Any) -> Any:
     return ray.data.from_arrow(table.select(["utt_id", "source_path"]))
 
 
-def score_dataset(ds: Any, ref: ModelRef, *, files: bool, length: str, hop: int = DEFAULT_HOP,
-                  window: int = WINDOW, batch_size: int = 16, actors: int = 1, gpus_per_actor: float = 0.0,
-                  cpus_per_actor: float = 1.0, decode_rows: int = 8) -> ClipScores:
+def score_dataset(
+    ds: Any,
+    ref: ModelRef,
+    *,
+    files: bool,
+    length: str,
+    hop: int = DEFAULT_HOP,
+    window: int = WINDOW,
+    batch_size: int = 16,
+    actors: int = 1,
+    gpus_per_actor: float = 0.0,
+    cpus_per_actor: float = 1.0,
+    decode_rows: int = 8,
+) -> ClipScores:
     """Run the pipeline of the module docstring over ``ds`` and gather one score per clip.
 
     Args:
@@ -130,15 +155,29 @@ def score_dataset(ds: Any, ref: ModelRef, *, files: bool, length: str, hop: int 
         decode_rows: clips per decode task batch.
     """
     decode = decode_files if files else decode_shard_rows
-    ds = ds.map_batches(decode, batch_size=decode_rows, batch_format="numpy",
-                        fn_kwargs={"length": length, "window": window, "hop": hop})
+    ds = ds.map_batches(
+        decode,
+        batch_size=decode_rows,
+        batch_format="numpy",
+        fn_kwargs={"length": length, "window": window, "hop": hop},
+    )
     from ray.data import ActorPoolStrategy
 
     device = "cuda" if gpus_per_actor > 0 else "cpu"
-    ds = ds.map_batches(WindowScorer, batch_size=batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
-                        num_gpus=gpus_per_actor or None, num_cpus=cpus_per_actor,
-                        fn_constructor_kwargs={"ref": ref, "device": device, "threads": int(cpus_per_actor),
-                                               "batch_size": batch_size})
+    ds = ds.map_batches(
+        WindowScorer,
+        batch_size=batch_size,
+        batch_format="numpy",
+        compute=ActorPoolStrategy(size=actors),
+        num_gpus=gpus_per_actor or None,
+        num_cpus=cpus_per_actor,
+        fn_constructor_kwargs={
+            "ref": ref,
+            "device": device,
+            "threads": int(cpus_per_actor),
+            "batch_size": batch_size,
+        },
+    )
     ids, raw, errors = [], [], {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for utt, value, err in zip(batch["utt_id"], batch["raw"], batch["error"]):
@@ -148,4 +187,6 @@ def score_dataset(ds: Any, ref: ModelRef, *, files: bool, length: str, hop: int 
                 ids.append(str(utt))
                 raw.append(float(value))
     means = mean_by_id(ids, raw)
-    return ClipScores({k: v[0] for k, v in means.items()}, {k: v[1] for k, v in means.items()}, errors)
+    return ClipScores(
+        {k: v[0] for k, v in means.items()}, {k: v[1] for k, v in means.items()}, errors
+    )

@@ -270,8 +270,10 @@ def _score_words(spec: Any, n_logits: int) -> str:
     if n_logits == 1:
         return "the single bona fide logit, higher = more bona fide (raw, not calibrated)"
     if spec.score_rule == "bonafide_logit":
-        return ("logit[:, 1], the bona fide logit, as the seed scores (higher = more bona fide; "
-                "raw, not calibrated)")
+        return (
+            "logit[:, 1], the bona fide logit, as the seed scores (higher = more bona fide; "
+            "raw, not calibrated)"
+        )
     return (
         "logit[:, 1] - logit[:, 0], the log-odds of the seed's softmax (bona fide at index 1 "
         "after import), "
@@ -292,8 +294,8 @@ def _register(
     import numpy as np
     from mlflow.tracking import MlflowClient
 
-    from spoofdet.serve.registry import default_tracking_uri, set_version_tags
     from spoofdet.serve.model import log_detector
+    from spoofdet.serve.registry import default_tracking_uri, set_version_tags
     from spoofdet.tracking import experiment_for
 
     uri = default_tracking_uri(tracking_uri)

@@ -35,7 +35,9 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
 
         cfg = json.loads(Path(context.artifacts["model_config"]).read_text())
         self.model = build_model(**cfg).eval()
-        load_state_dict_strict(self.model, torch.load(context.artifacts["weights"], map_location="cpu"))
+        load_state_dict_strict(
+            self.model, torch.load(context.artifacts["weights"], map_location="cpu")
+        )
         self.calibration = None
         path = context.artifacts.get("calibration")
         if path and Path(path).is_file():
@@ -65,9 +67,17 @@ def frontend_for_rebuild(frontend: Any) -> Any:
     return {"xlsr_300m": "xlsr_300m_random"}.get(frontend, frontend)
 
 
-def log_detector(*, run_id: str, uri: str, weights: str, model_config: dict[str, Any], input_example: Any,
-                 register_as: str | None, calibration: str | None = None,
-                 metadata: dict[str, Any] | None = None) -> Any:
+def log_detector(
+    *,
+    run_id: str,
+    uri: str,
+    weights: str,
+    model_config: dict[str, Any],
+    input_example: Any,
+    register_as: str | None,
+    calibration: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
     """Log the detector as a pyfunc model in ``run_id`` (and register it when ``register_as``).
 
     The model's metadata (``mlflow.models.get_model_info(uri).metadata``, shown in the MLflow UI)
@@ -101,26 +111,44 @@ def log_detector(*, run_id: str, uri: str, weights: str, model_config: dict[str,
     meta = {
         "sample_rate": 16000,
         "input": "float32[batch, samples]: mono waveforms at 16 kHz, any length (scored as given; spoofdet "
-                 "score/predict cut the first 64,600 samples or average windows)",
-        "score": ("calibrated log-likelihood ratio log p(x|bona fide)/p(x|spoof), higher = more bona fide" if cal else
-                  "raw detector score (bona fide minus spoof logit), higher = more bona fide; not calibrated"),
+        "score/predict cut the first 64,600 samples or average windows)",
+        "score": (
+            "calibrated log-likelihood ratio log p(x|bona fide)/p(x|spoof), higher = more bona fide"
+            if cal
+            else "raw detector score (bona fide minus spoof logit), higher = more bona fide; not calibrated"
+        ),
         "label_convention": "1 = bona fide, 0 = spoof",
         "calibrated": cal is not None,
         "calibration": cal,
-        "decision": ({"threshold_llr": costs.llr_threshold, "rule": "bona fide if LLR >= threshold_llr",
-                      "costs": {"p_spoof": costs.p_spoof, "c_miss": costs.c_miss, "c_fa": costs.c_fa}}
-                     if cal else None),
+        "decision": (
+            {
+                "threshold_llr": costs.llr_threshold,
+                "rule": "bona fide if LLR >= threshold_llr",
+                "costs": {"p_spoof": costs.p_spoof, "c_miss": costs.c_miss, "c_fa": costs.c_fa},
+            }
+            if cal
+            else None
+        ),
         "dev_metrics": {k: v for k, v in sorted(run_metrics.items()) if k.startswith("final_dev")},
         **(metadata or {}),
     }
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
+    )
     package = str(PACKAGE)
     with using_tracking_uri(uri), mlflow.start_run(run_id=run_id):
         return mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("pyfunc_entry.py")), artifacts=artifacts,
-            input_example=input_example, signature=signature, code_paths=[package], registered_model_name=register_as,
-            pip_requirements=_requirements(), metadata=meta)
+            name="model",
+            python_model=str(Path(__file__).with_name("pyfunc_entry.py")),
+            artifacts=artifacts,
+            input_example=input_example,
+            signature=signature,
+            code_paths=[package],
+            registered_model_name=register_as,
+            pip_requirements=_requirements(),
+            metadata=meta,
+        )
 
 
 def _requirements() -> list[str]:

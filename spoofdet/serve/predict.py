@@ -70,9 +70,13 @@ def collect_files(paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[P
             found = []
             for dirpath, dirnames, filenames in os.walk(p):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
-                found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(exts)]
+                found += [
+                    os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(exts)
+                ]
             if not found:
-                problems.append(Prediction(p, error=f"no_audio: no {'/'.join(exts)} files under this folder"))
+                problems.append(
+                    Prediction(p, error=f"no_audio: no {'/'.join(exts)} files under this folder")
+                )
             files += found
         else:
             files.append(p)
@@ -84,9 +88,17 @@ def decide(llr: float, threshold: float) -> str:
     return "bonafide" if llr >= threshold else "spoof"
 
 
-def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", hop: int | None = None,
-                  batch_size: int = 16, threshold: float | None = None, progress: bool | None = None,
-                  window: int | None = None) -> list[Prediction]:
+def predict_files(
+    detector: Any,
+    files: Sequence[str],
+    *,
+    length: str = "full",
+    hop: int | None = None,
+    batch_size: int = 16,
+    threshold: float | None = None,
+    progress: bool | None = None,
+    window: int | None = None,
+) -> list[Prediction]:
     """Score ``files`` with a loaded detector (:func:`spoofdet.serve.registry.load_detector`).
 
     Args:
@@ -105,13 +117,19 @@ def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", 
     from tqdm import tqdm
 
     from spoofdet.data.audio import AudioError, load_16k
-    from spoofdet.serve.registry import DECISION_THRESHOLD
     from spoofdet.evaluation.protocols import WINDOW, clip_windows, score_waves
+    from spoofdet.serve.registry import DECISION_THRESHOLD
 
     threshold = DECISION_THRESHOLD if threshold is None else threshold
     cal = detector.calibration
     out = []
-    bar = tqdm(files, desc="scoring", unit="file", file=sys.stderr, disable=None if progress is None else not progress)
+    bar = tqdm(
+        files,
+        desc="scoring",
+        unit="file",
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+    )
     for path in bar:
         try:
             wave, sr = load_16k(path)
@@ -120,9 +138,23 @@ def predict_files(detector: Any, files: Sequence[str], *, length: str = "full", 
             continue
         win = window or WINDOW
         windows = clip_windows(wave, length, window=win, hop=hop or win // 2)
-        score = float(score_waves(detector.model, windows, device=detector.device, batch_size=batch_size).mean())
+        score = float(
+            score_waves(
+                detector.model, windows, device=detector.device, batch_size=batch_size
+            ).mean()
+        )
         llr = float(cal.apply(score)) if cal is not None else None
-        out.append(Prediction(path, score, llr, None if llr is None else decide(llr, threshold), "", len(windows), sr))
+        out.append(
+            Prediction(
+                path,
+                score,
+                llr,
+                None if llr is None else decide(llr, threshold),
+                "",
+                len(windows),
+                sr,
+            )
+        )
     return out
 
 
@@ -132,6 +164,7 @@ def _value(v: Any) -> str:
 
 def write_csv(predictions: Sequence[Prediction], dest: str | os.PathLike | TextIO) -> None:
     """Write ``path,score,llr,decision,error`` rows: to a file as a whole (temporary file + rename), or to a stream."""
+
     def rows(fh: TextIO) -> None:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(COLUMNS)
@@ -159,8 +192,11 @@ def failure_report(predictions: Sequence[Prediction], limit: int = 50) -> str:
     if not failed:
         return ""
     reasons = Counter(p.error.split(":", 1)[0] for p in failed)
-    lines = [f"{len(failed)} of {len(predictions)} path(s) could not be scored ("
-             + ", ".join(f"{k} {v}" for k, v in reasons.most_common()) + "); their rows have an error column:"]
+    lines = [
+        f"{len(failed)} of {len(predictions)} path(s) could not be scored ("
+        + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
+        + "); their rows have an error column:"
+    ]
     lines += [f"  {p.path}: {p.error}" for p in failed[:limit]]
     if len(failed) > limit:
         lines.append(f"  ... and {len(failed) - limit} more (see the CSV)")
@@ -180,8 +216,8 @@ def model_card(detector: Any) -> dict[str, Any]:
 
 def run(args: Any) -> int:
     """``spoofdet predict`` (arguments from :func:`spoofdet.cli`); see the module docstring."""
-    from spoofdet.serve.registry import DECISION_THRESHOLD, load_detector
     from spoofdet.evaluation.protocols import check_length, describe_protocol
+    from spoofdet.serve.registry import DECISION_THRESHOLD, load_detector
 
     if args.window < 400:
         raise ValueError(f"--window must be at least 400 samples, got {args.window}")
@@ -197,10 +233,23 @@ def run(args: Any) -> int:
     files, problems = collect_files(args.paths)
     threshold = DECISION_THRESHOLD if args.threshold is None else args.threshold
     if detector.calibration is None:
-        print(f"spoofdet predict: note: {detector.ref.label} stores no calibration: llr and decision stay empty "
-              "(the score is raw, higher = more bona fide)", file=sys.stderr)
-    preds = predict_files(detector, files, length=args.length, hop=args.hop, batch_size=args.batch_size,
-                          threshold=threshold, window=args.window) + problems
+        print(
+            f"spoofdet predict: note: {detector.ref.label} stores no calibration: llr and decision stay empty "
+            "(the score is raw, higher = more bona fide)",
+            file=sys.stderr,
+        )
+    preds = (
+        predict_files(
+            detector,
+            files,
+            length=args.length,
+            hop=args.hop,
+            batch_size=args.batch_size,
+            threshold=threshold,
+            window=args.window,
+        )
+        + problems
+    )
     report = failure_report(preds)
     if report:
         print(f"spoofdet predict: {report}", file=sys.stderr)
@@ -210,15 +259,22 @@ def run(args: Any) -> int:
         write_csv(preds, sys.stdout)
     scored = [p for p in preds if not p.error]
     if args.json:
-        summary = {"model": {**detector.ref.to_dict(), "calibrated": detector.calibration is not None},
-                   "protocol": describe_protocol(args.length, window=args.window, hop=args.hop),
-                   "threshold_llr": threshold if detector.calibration is not None else None,
-                   "n_paths": len(preds), "n_scored": len(scored), "n_failed": len(preds) - len(scored),
-                   "failed": [{"path": p.path, "error": p.error} for p in preds if p.error], "out": args.out,
-                   "decisions": dict(Counter(p.decision for p in scored if p.decision))}
+        summary = {
+            "model": {**detector.ref.to_dict(), "calibrated": detector.calibration is not None},
+            "protocol": describe_protocol(args.length, window=args.window, hop=args.hop),
+            "threshold_llr": threshold if detector.calibration is not None else None,
+            "n_paths": len(preds),
+            "n_scored": len(scored),
+            "n_failed": len(preds) - len(scored),
+            "failed": [{"path": p.path, "error": p.error} for p in preds if p.error],
+            "out": args.out,
+            "decisions": dict(Counter(p.decision for p in scored if p.decision)),
+        }
         if not args.out:
             summary["predictions"] = [asdict(p) for p in preds]
         print(json.dumps(summary, allow_nan=False))
     elif args.out:
-        print(f"scored {len(scored)} of {len(preds)} file(s) with {detector.ref.label} -> {args.out}")
+        print(
+            f"scored {len(scored)} of {len(preds)} file(s) with {detector.ref.label} -> {args.out}"
+        )
     return EXIT_OK if scored else EXIT_NOTHING_SCORED

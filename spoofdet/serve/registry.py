@@ -86,10 +86,16 @@ class LoadedDetector:
     def describe(self) -> dict[str, Any]:
         """What a report says about the model: reference, calibration, threshold, metadata."""
         cal = self.calibration.to_dict() if self.calibration is not None else None
-        return {**self.ref.to_dict(), "calibrated": cal is not None, "calibration": cal,
-                "score": "calibrated LLR (bona fide vs spoof), higher = more bona fide" if cal else
-                         "raw detector score, higher = more bona fide (no calibration stored: no LLR, no decision)",
-                "decision_threshold_llr": DECISION_THRESHOLD if cal else None, "metadata": self.metadata}
+        return {
+            **self.ref.to_dict(),
+            "calibrated": cal is not None,
+            "calibration": cal,
+            "score": "calibrated LLR (bona fide vs spoof), higher = more bona fide"
+            if cal
+            else "raw detector score, higher = more bona fide (no calibration stored: no LLR, no decision)",
+            "decision_threshold_llr": DECISION_THRESHOLD if cal else None,
+            "metadata": self.metadata,
+        }
 
 
 def default_tracking_uri(tracking_uri: str | None = None) -> str:
@@ -104,11 +110,13 @@ def _client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         if not db.is_file():
-            raise ModelRefError(f"tracking store {uri} does not exist; pass --tracking-uri (or set "
-                                "MLFLOW_TRACKING_URI) to the store the model was registered in, e.g. "
-                                "sqlite:///runs/demo/train/mlflow.db after `make demo`")
+            raise ModelRefError(
+                f"tracking store {uri} does not exist; pass --tracking-uri (or set "
+                "MLFLOW_TRACKING_URI) to the store the model was registered in, e.g. "
+                "sqlite:///runs/demo/train/mlflow.db after `make demo`"
+            )
     return MlflowClient(tracking_uri=uri)
 
 
@@ -124,13 +132,22 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
         if (folder / "MLmodel").is_file():
             return ModelRef(ref, str(folder.resolve()), "mlflow")
         if (folder / "model.pt").is_file() and (folder / "model_config.json").is_file():
-            summary = folder / "summary.json"  # written by the train job: names the run that trained it
+            summary = (
+                folder / "summary.json"
+            )  # written by the train job: names the run that trained it
             info = json.loads(summary.read_text()) if summary.is_file() else {}
-            return ModelRef(ref, str(folder.resolve()), "final-dir", tracking_uri or info.get("tracking_uri"),
-                            run_id=info.get("mlflow_run_id"))
-        raise ModelRefError(f"--model {ref}: not a model reference. Give models:/NAME@champion, models:/NAME/VERSION, "
-                            "runs:/RUN_ID/model, or a folder with model.pt + model_config.json (a train run's final/) "
-                            "or an MLflow model folder (with an MLmodel file)")
+            return ModelRef(
+                ref,
+                str(folder.resolve()),
+                "final-dir",
+                tracking_uri or info.get("tracking_uri"),
+                run_id=info.get("mlflow_run_id"),
+            )
+        raise ModelRefError(
+            f"--model {ref}: not a model reference. Give models:/NAME@champion, models:/NAME/VERSION, "
+            "runs:/RUN_ID/model, or a folder with model.pt + model_config.json (a train run's final/) "
+            "or an MLflow model folder (with an MLmodel file)"
+        )
     from mlflow.exceptions import MlflowException
 
     uri = default_tracking_uri(tracking_uri)
@@ -143,19 +160,38 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
                 mv = client.get_model_version_by_alias(name, alias_match.group(2))
             else:
                 mv = client.get_model_version(name, version_match.group(2))
-            model_id = mv.source.split("/", 1)[1] if str(mv.source).startswith("models:/m-") else None
-            return ModelRef(ref, f"models:/{name}/{mv.version}", "registry", uri, name, str(mv.version),
-                            alias_match.group(2) if alias_match else None, mv.run_id, model_id)
+            model_id = (
+                mv.source.split("/", 1)[1] if str(mv.source).startswith("models:/m-") else None
+            )
+            return ModelRef(
+                ref,
+                f"models:/{name}/{mv.version}",
+                "registry",
+                uri,
+                name,
+                str(mv.version),
+                alias_match.group(2) if alias_match else None,
+                mv.run_id,
+                model_id,
+            )
         import mlflow
 
         from spoofdet.tracking import using_tracking_uri
 
         with using_tracking_uri(uri):  # restores MLFLOW_TRACKING_URI: nothing leaks into later jobs
             info = mlflow.models.get_model_info(ref)
-        return ModelRef(ref, ref, "mlflow", uri, run_id=info.run_id, model_id=getattr(info, "model_id", None))
+        return ModelRef(
+            ref, ref, "mlflow", uri, run_id=info.run_id, model_id=getattr(info, "model_id", None)
+        )
     except MlflowException as exc:
-        versions = _known_versions(client, (alias_match or version_match).group(1)) if (alias_match or version_match) else ""
-        raise ModelRefError(f"--model {ref}: {exc.message} (tracking store {uri}).{versions}") from None
+        versions = (
+            _known_versions(client, (alias_match or version_match).group(1))
+            if (alias_match or version_match)
+            else ""
+        )
+        raise ModelRefError(
+            f"--model {ref}: {exc.message} (tracking store {uri}).{versions}"
+        ) from None
 
 
 def _known_versions(client: Any, name: str) -> str:
@@ -165,11 +201,15 @@ def _known_versions(client: Any, name: str) -> str:
         return ""
     if not found:
         return f" No registered model {name!r} there; train with mlflow.register_as={name} first."
-    listed = ", ".join(f"v{m.version}" + (f" (@{', @'.join(m.aliases)})" if m.aliases else "") for m in found)
+    listed = ", ".join(
+        f"v{m.version}" + (f" (@{', @'.join(m.aliases)})" if m.aliases else "") for m in found
+    )
     return f" Registered versions of {name}: {listed}."
 
 
-def load_detector(ref: ModelRef | str, *, device: str = "cpu", tracking_uri: str | None = None) -> LoadedDetector:
+def load_detector(
+    ref: ModelRef | str, *, device: str = "cpu", tracking_uri: str | None = None
+) -> LoadedDetector:
     """Load the detector of ``ref`` onto ``device`` in eval mode.
 
     Registered and logged models are loaded through ``mlflow.pyfunc.load_model`` (the same code
@@ -204,14 +244,19 @@ def load_detector(ref: ModelRef | str, *, device: str = "cpu", tracking_uri: str
         from spoofdet.serve.model import DetectorModel
         from spoofdet.tracking import using_tracking_uri
 
-        with using_tracking_uri(ref.tracking_uri or mlflow.get_tracking_uri()), warnings.catch_warnings():
+        with (
+            using_tracking_uri(ref.tracking_uri or mlflow.get_tracking_uri()),
+            warnings.catch_warnings(),
+        ):
             # MLflow's advice to add type hints concerns logging, not loading
             warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
             pyfunc = mlflow.pyfunc.load_model(ref.uri)
         inner = pyfunc.unwrap_python_model()
         if not isinstance(inner, DetectorModel):
-            raise ModelRefError(f"--model {ref.ref}: an MLflow model of type {type(inner).__name__}, not a spoofdet "
-                                "detector (spoofdet.tracking.DetectorModel); log detectors with spoofdet train")
+            raise ModelRefError(
+                f"--model {ref.ref}: an MLflow model of type {type(inner).__name__}, not a spoofdet "
+                "detector (spoofdet.tracking.DetectorModel); log detectors with spoofdet train"
+            )
         model, calibration = inner.model, inner.calibration
         metadata = dict(pyfunc.metadata.metadata or {})
     return LoadedDetector(model.to(device).eval(), calibration, metadata, ref, device)
@@ -235,7 +280,11 @@ def read_calibration(ref: ModelRef) -> Any:
     with using_tracking_uri(ref.tracking_uri or mlflow.get_tracking_uri()):
         meta = mlflow.models.get_model_info(ref.uri).metadata or {}
     if "calibrated" in meta:
-        return Calibration.from_dict(meta["calibration"], where=f"{ref.ref} metadata") if meta["calibrated"] else None
+        return (
+            Calibration.from_dict(meta["calibration"], where=f"{ref.ref} metadata")
+            if meta["calibrated"]
+            else None
+        )
     return load_detector(ref).calibration
 
 

@@ -40,8 +40,14 @@ def tone_or_noise(kind: str, seconds: float, sr: int, rng: np.random.Generator) 
     return (0.25 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
 
 
-def write_tone_noise_corpus(root: str | Path, *, per_class: int = 6, long_every: int = 3, long_seconds: float = 10.0,
-                            seed: int = 0) -> dict[str, Any]:
+def write_tone_noise_corpus(
+    root: str | Path,
+    *,
+    per_class: int = 6,
+    long_every: int = 3,
+    long_seconds: float = 10.0,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Write ``per_class`` bona fide (noise) and spoof (tone) WAVs at 16 kHz plus ``manifest.csv``.
 
     Every ``long_every``-th clip of each class lasts ``long_seconds`` and switches to the other
@@ -59,21 +65,37 @@ def write_tone_noise_corpus(root: str | Path, *, per_class: int = 6, long_every:
             utt = f"{label}_{i:02d}"
             if long_every and i % long_every == 0:
                 head = tone_or_noise(kind, 64_600 / 16_000, 16_000, rng)
-                wave = np.concatenate([head, tone_or_noise(other, long_seconds - head.size / 16_000, 16_000, rng)])
+                wave = np.concatenate(
+                    [head, tone_or_noise(other, long_seconds - head.size / 16_000, 16_000, rng)]
+                )
                 long_ids.append(utt)
             else:
                 wave = tone_or_noise(kind, rng.uniform(1.5, 3.5), 16_000, rng)
             sf.write(root / "audio" / f"{utt}.wav", wave, 16_000, subtype="PCM_16")
-            rows.append({"path": f"audio/{utt}.wav", "label": label, "utt_id": utt, "subset": "eval",
-                         "attack": "tone" if label == "spoof" else ""})
+            rows.append(
+                {
+                    "path": f"audio/{utt}.wav",
+                    "label": label,
+                    "utt_id": utt,
+                    "subset": "eval",
+                    "attack": "tone" if label == "spoof" else "",
+                }
+            )
     with open(root / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    return {"root": str(root), "manifest": str(root / "manifest.csv"), "rows": len(rows), "long": long_ids}
+    return {
+        "root": str(root),
+        "manifest": str(root / "manifest.csv"),
+        "rows": len(rows),
+        "long": long_ids,
+    }
 
 
-def write_detector_dir(folder: str | Path, *, seed: int = 0, slope: float | None = None, offset: float = 0.0) -> Path:
+def write_detector_dir(
+    folder: str | Path, *, seed: int = 0, slope: float | None = None, offset: float = 0.0
+) -> Path:
     """Save a random-init tiny detector as a ``final/``-style folder (``model.pt``, ``model_config.json``).
 
     Args:
@@ -100,8 +122,8 @@ def write_detector_dir(folder: str | Path, *, seed: int = 0, slope: float | None
 def orientation(folder: str | Path, corpus: dict[str, Any]) -> float:
     """+1 if the detector in ``folder`` scores the corpus' bona fide clips higher on average, else -1."""
     from spoofdet.data.audio import load_16k
-    from spoofdet.serve.registry import load_detector
     from spoofdet.evaluation.protocols import clip_windows, score_waves
+    from spoofdet.serve.registry import load_detector
 
     det = load_detector(str(folder))
     means = {}
@@ -112,7 +134,9 @@ def orientation(folder: str | Path, corpus: dict[str, Any]) -> float:
     return 1.0 if means["bonafide"] > means["spoof"] else -1.0
 
 
-def register_detector(folder: str | Path, *, tracking_uri: str, name: str, experiment: str = "spoofdet-test") -> str:
+def register_detector(
+    folder: str | Path, *, tracking_uri: str, name: str, experiment: str = "spoofdet-test"
+) -> str:
     """Log ``folder`` (from :func:`write_detector_dir`) in a new run and register it; returns the version."""
     from mlflow.tracking import MlflowClient
 
@@ -121,17 +145,26 @@ def register_detector(folder: str | Path, *, tracking_uri: str, name: str, exper
 
     folder = Path(folder)
     client = MlflowClient(tracking_uri=tracking_uri)
-    run = client.create_run(experiment_for(client, experiment, tracking_uri), run_name=f"{name}-{folder.name}")
+    run = client.create_run(
+        experiment_for(client, experiment, tracking_uri), run_name=f"{name}-{folder.name}"
+    )
     cal = folder / "calibration.json"
-    info = log_detector(run_id=run.info.run_id, uri=tracking_uri, weights=str(folder / "model.pt"),
-                        model_config=dict(TINY_MODEL), input_example=np.zeros((1, 16_000), np.float32),
-                        register_as=name, calibration=str(cal) if cal.is_file() else None,
-                        metadata={"train_sources": ["synthetic tone/noise"], "num_samples": 16_000})
+    info = log_detector(
+        run_id=run.info.run_id,
+        uri=tracking_uri,
+        weights=str(folder / "model.pt"),
+        model_config=dict(TINY_MODEL),
+        input_example=np.zeros((1, 16_000), np.float32),
+        register_as=name,
+        calibration=str(cal) if cal.is_file() else None,
+        metadata={"train_sources": ["synthetic tone/noise"], "num_samples": 16_000},
+    )
     client.set_terminated(run.info.run_id)
     return str(info.registered_model_version)
 
 
 # ---- seed checkpoints with random tensors (import and equivalence tests) ---------------------
+
 
 def read_layout(path: str | Path) -> list[tuple[str, tuple[int, ...], str]]:
     """A checkpoint layout file: one ``key<TAB>shape<TAB>dtype`` line per tensor (``#`` comments,
@@ -207,7 +240,9 @@ def random_waves(batch: int, samples: int, seed: int = 0) -> Any:
     g = torch.Generator().manual_seed(7_919 * seed + samples)
     t = torch.arange(samples, dtype=torch.float64) / 16_000
     x = 0.2 * torch.randn(batch, samples, generator=g, dtype=torch.float64)
-    x = x + 0.2 * torch.sin(2 * np.pi * 220.0 * (1 + torch.arange(batch, dtype=torch.float64))[:, None] * t)
+    x = x + 0.2 * torch.sin(
+        2 * np.pi * 220.0 * (1 + torch.arange(batch, dtype=torch.float64))[:, None] * t
+    )
     return x.clamp(-0.5, 0.5).float()
 
 
@@ -218,8 +253,15 @@ def random_waves(batch: int, samples: int, seed: int = 0) -> Any:
 #: pre-LN transformer of ``layers`` layers, ``heads`` heads, FFN ``ffn``, and a positional
 #: convolution of ``pos_kernel`` taps in ``pos_groups`` groups.
 TINY_FAIRSEQ: dict[str, Any] = {
-    "conv_dim": 32, "kernels": (10, 3, 3, 3, 3, 2, 2), "strides": (5, 2, 2, 2, 2, 2, 2),
-    "dim": 64, "heads": 2, "ffn": 128, "layers": 2, "pos_kernel": 16, "pos_groups": 4,
+    "conv_dim": 32,
+    "kernels": (10, 3, 3, 3, 3, 2, 2),
+    "strides": (5, 2, 2, 2, 2, 2, 2),
+    "dim": 64,
+    "heads": 2,
+    "ffn": 128,
+    "layers": 2,
+    "pos_kernel": 16,
+    "pos_groups": 4,
 }
 
 
@@ -298,10 +340,19 @@ def tiny_fairseq_config() -> Any:
 
     t = TINY_FAIRSEQ
     return Wav2Vec2Config(
-        hidden_size=t["dim"], num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
-        intermediate_size=t["ffn"], conv_dim=(t["conv_dim"],) * len(t["kernels"]),
-        conv_kernel=t["kernels"], conv_stride=t["strides"], conv_bias=True,
-        feat_extract_norm="layer", do_stable_layer_norm=True,
-        num_conv_pos_embeddings=t["pos_kernel"], num_conv_pos_embedding_groups=t["pos_groups"],
-        mask_time_prob=0.05, layerdrop=0.0, vocab_size=4,
+        hidden_size=t["dim"],
+        num_hidden_layers=t["layers"],
+        num_attention_heads=t["heads"],
+        intermediate_size=t["ffn"],
+        conv_dim=(t["conv_dim"],) * len(t["kernels"]),
+        conv_kernel=t["kernels"],
+        conv_stride=t["strides"],
+        conv_bias=True,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=t["pos_kernel"],
+        num_conv_pos_embedding_groups=t["pos_groups"],
+        mask_time_prob=0.05,
+        layerdrop=0.0,
+        vocab_size=4,
     )

@@ -32,7 +32,14 @@ from scipy import signal
 # ----------------------------------------------------------------------------- signal models
 
 VOWELS = np.array(  # F1, F2, F3 (Hz) of a few vowels
-    [[730, 1090, 2440], [270, 2290, 3010], [530, 1840, 2480], [300, 870, 2240], [640, 1190, 2390], [440, 1020, 2240]],
+    [
+        [730, 1090, 2440],
+        [270, 2290, 3010],
+        [530, 1840, 2480],
+        [300, 870, 2240],
+        [640, 1190, 2390],
+        [440, 1020, 2240],
+    ],
     dtype=np.float64,
 )
 SPOOF_METHODS = ("buzz", "griffinlim", "harmonic", "bandcodec")
@@ -68,15 +75,24 @@ def _plan(rng: np.random.Generator, sr: int, seconds: float) -> dict[str, Any]:
             vowel_w[rng.integers(len(VOWELS)), pos:end] += win
         gap = int(rng.uniform(0.03, 0.16) * sr)
         if rng.random() < 0.35 and end + gap <= n and gap > 8:
-            fric[end:end + gap] = np.sin(np.linspace(0, np.pi, gap)) * rng.uniform(0.1, 0.3)
+            fric[end : end + gap] = np.sin(np.linspace(0, np.pi, gap)) * rng.uniform(0.1, 0.3)
         pos = end + gap
     vowel_w /= np.maximum(vowel_w.sum(axis=0, keepdims=True), 1e-9)
     f0_base = rng.uniform(90, 230)
-    f0 = f0_base * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t + rng.uniform(0, 2 * np.pi))
-                    - 0.05 * t / max(seconds, 1e-3))
+    f0 = f0_base * (
+        1
+        + 0.08 * np.sin(2 * np.pi * rng.uniform(0.3, 0.8) * t + rng.uniform(0, 2 * np.pi))
+        - 0.05 * t / max(seconds, 1e-3)
+    )
     return {
-        "sr": sr, "n": n, "env": env, "fric": fric, "vowel_w": vowel_w, "f0": f0,
-        "formant_shift": rng.uniform(0.9, 1.15), "level_db": rng.uniform(-30, -20),
+        "sr": sr,
+        "n": n,
+        "env": env,
+        "fric": fric,
+        "vowel_w": vowel_w,
+        "f0": f0,
+        "formant_shift": rng.uniform(0.9, 1.15),
+        "level_db": rng.uniform(-30, -20),
     }
 
 
@@ -101,7 +117,7 @@ def _vocal_tract(source: np.ndarray, plan: dict[str, Any]) -> np.ndarray:
 
 
 def _normalise(x: np.ndarray, level_db: float) -> np.ndarray:
-    rms = np.sqrt(np.mean(x ** 2)) + 1e-12
+    rms = np.sqrt(np.mean(x**2)) + 1e-12
     y = x * (10 ** (level_db / 20) / rms)
     peak = np.max(np.abs(y))
     return (y / peak * 0.95 if peak > 0.95 else y).astype(np.float32)
@@ -119,8 +135,8 @@ def _natural(rng: np.random.Generator, plan: dict[str, Any]) -> np.ndarray:
     sr, f0 = plan["sr"], plan["f0"]
     phase0 = np.cumsum(f0) / sr
     n_cycles = int(phase0[-1]) + 2
-    jitter = 1 + rng.normal(0, 0.012, n_cycles)       # ~1.2 % cycle-to-cycle period jitter
-    shimmer = 1 + rng.normal(0, 0.08, n_cycles)       # ~8 % amplitude shimmer
+    jitter = 1 + rng.normal(0, 0.012, n_cycles)  # ~1.2 % cycle-to-cycle period jitter
+    shimmer = 1 + rng.normal(0, 0.08, n_cycles)  # ~8 % amplitude shimmer
     cyc0 = phase0.astype(np.int64)
     phase = np.cumsum(f0 * jitter[cyc0]) / sr
     cyc = np.minimum(phase.astype(np.int64), n_cycles - 1)
@@ -134,7 +150,9 @@ def _natural(rng: np.random.Generator, plan: dict[str, Any]) -> np.ndarray:
 
 def _stft(x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
     win = np.hanning(n_fft + 1)[:-1]
-    pad = np.pad(x, (n_fft // 2, n_fft // 2 + n_fft), mode="reflect" if len(x) > n_fft else "constant")
+    pad = np.pad(
+        x, (n_fft // 2, n_fft // 2 + n_fft), mode="reflect" if len(x) > n_fft else "constant"
+    )
     frames = np.lib.stride_tricks.sliding_window_view(pad, n_fft)[::hop]
     return np.fft.rfft(frames * win, axis=1)
 
@@ -146,12 +164,12 @@ def _istft(spec: np.ndarray, n: int, n_fft: int = 512, hop: int = 128) -> np.nda
     n_frames = len(frames)
     out = np.zeros((n_frames + k - 1, hop))
     norm = np.zeros((n_frames + k - 1, hop))
-    w2 = (win ** 2).reshape(k, hop)
+    w2 = (win**2).reshape(k, hop)
     for j in range(k):
-        out[j:j + n_frames] += frames[:, j * hop:(j + 1) * hop]
-        norm[j:j + n_frames] += w2[j]
+        out[j : j + n_frames] += frames[:, j * hop : (j + 1) * hop]
+        norm[j : j + n_frames] += w2[j]
     out = out.ravel() / np.maximum(norm.ravel(), 1e-8)
-    return out[n_fft // 2:n_fft // 2 + n]
+    return out[n_fft // 2 : n_fft // 2 + n]
 
 
 def _griffin_lim(rng: np.random.Generator, x: np.ndarray, iters: int) -> np.ndarray:
@@ -173,13 +191,15 @@ def _buzz(rng: np.random.Generator, plan: dict[str, Any]) -> np.ndarray:
     return voiced + 0.05 * np.abs(voiced).max() * _fricatives(rng, plan)
 
 
-def _harmonic(rng: np.random.Generator, plan: dict[str, Any], n_harm: int = 40, step: int = 80) -> np.ndarray:
+def _harmonic(
+    rng: np.random.Generator, plan: dict[str, Any], n_harm: int = 40, step: int = 80
+) -> np.ndarray:
     """Sinusoidal resynthesis: harmonics of the f0 contour, amplitudes sampled from the formant
     envelope every ``step`` samples, all harmonics in phase (no glottal pulse shape, no jitter)."""
     sr, f0, n = plan["sr"], plan["f0"], plan["n"]
     h = np.arange(1, n_harm + 1)
     coarse = np.arange(0, n, step)
-    fh = f0[coarse, None] * h                                   # (m, H) harmonic frequencies
+    fh = f0[coarse, None] * h  # (m, H) harmonic frequencies
     amp = np.zeros_like(fh)
     w = plan["vowel_w"][:, coarse]
     for v in np.flatnonzero(w.any(axis=1)):
@@ -194,7 +214,9 @@ def _harmonic(rng: np.random.Generator, plan: dict[str, Any], n_harm: int = 40, 
     return y + 0.05 * np.abs(y).max() * _fricatives(rng, plan)
 
 
-def _bandcodec(rng: np.random.Generator, x: np.ndarray, sr: int, n_bands: int = 24, step_db: float = 3.0) -> np.ndarray:
+def _bandcodec(
+    rng: np.random.Generator, x: np.ndarray, sr: int, n_bands: int = 24, step_db: float = 3.0
+) -> np.ndarray:
     """A crude codec: quantised band energies, and above a cut-off, noise substitution."""
     spec = _stft(x)
     mag, ph = np.abs(spec), np.angle(spec)
@@ -205,7 +227,9 @@ def _bandcodec(rng: np.random.Generator, x: np.ndarray, sr: int, n_bands: int = 
         e = np.sqrt(np.mean(mag[:, lo:hi] ** 2, axis=1, keepdims=True)) + 1e-9
         eq = 10 ** (np.round(20 * np.log10(e) / step_db) * step_db / 20)
         shape = mag[:, lo:hi] / e
-        band_phase = ph[:, lo:hi] if lo < cut else rng.uniform(-np.pi, np.pi, (mag.shape[0], hi - lo))
+        band_phase = (
+            ph[:, lo:hi] if lo < cut else rng.uniform(-np.pi, np.pi, (mag.shape[0], hi - lo))
+        )
         band_mag = eq * (shape if lo < cut else 1.0)
         out[:, lo:hi] = band_mag * np.exp(1j * band_phase)
     return _istft(out, len(x))
@@ -241,11 +265,15 @@ def channel(x: np.ndarray, sr: int, codec: str, rng: np.random.Generator) -> np.
     narrow = {"alaw", "ulaw", "pstn", "gsm", "g722"}
     if codec in narrow:
         lo, hi = (50, 7000) if codec == "g722" else (300, 3400)
-        y = signal.sosfilt(signal.butter(6, [lo, min(hi, 0.45 * sr)], "bandpass", fs=sr, output="sos"), x)
+        y = signal.sosfilt(
+            signal.butter(6, [lo, min(hi, 0.45 * sr)], "bandpass", fs=sr, output="sos"), x
+        )
         bits = 6 if codec == "gsm" else 8
     else:
         cutoff = {"low": 4000, "high": 7000}.get(codec.split("_")[0], 5500)
-        y = signal.sosfilt(signal.butter(8, min(cutoff, 0.45 * sr), "lowpass", fs=sr, output="sos"), x)
+        y = signal.sosfilt(
+            signal.butter(8, min(cutoff, 0.45 * sr), "lowpass", fs=sr, output="sos"), x
+        )
         bits = 8 if codec.startswith("low") else 10
     mu = 255.0
     comp = np.sign(y) * np.log1p(mu * np.minimum(np.abs(y), 1)) / np.log1p(mu)
@@ -271,7 +299,7 @@ def _write_broken(path: Path, reason: str, rng: np.random.Generator, sr: int) ->
         sf.write(path, (0.1 * rng.standard_normal(40)).astype(np.float32), sr, subtype="PCM_16")
     elif reason == "non_finite":
         x = bonafide_clip(rng, sr, 1.0)
-        x[len(x) // 2:len(x) // 2 + 10] = np.nan
+        x[len(x) // 2 : len(x) // 2 + 10] = np.nan
         sf.write(path, x, sr, subtype="FLOAT")
     else:
         raise ValueError(reason)
@@ -296,8 +324,18 @@ class _Writer:
         self.rng.shuffle(labels)
         return labels
 
-    def write(self, utt_id: str, path: Path, label: int, method: str, sr: int, *,
-              codec: str = "none", subtype: str = "PCM_16", breakable: bool = True) -> None:
+    def write(
+        self,
+        utt_id: str,
+        path: Path,
+        label: int,
+        method: str,
+        sr: int,
+        *,
+        codec: str = "none",
+        subtype: str = "PCM_16",
+        breakable: bool = True,
+    ) -> None:
         self.rows += 1
         if breakable and self._reasons:
             reason = self._reasons.pop(0)
@@ -305,13 +343,23 @@ class _Writer:
             _write_broken(path, reason, self.rng, sr)
             return
         seconds = self.duration()
-        x = bonafide_clip(self.rng, sr, seconds) if label == 1 else spoof_clip(self.rng, sr, seconds, method)
+        x = (
+            bonafide_clip(self.rng, sr, seconds)
+            if label == 1
+            else spoof_clip(self.rng, sr, seconds, method)
+        )
         x = channel(x, sr, codec, self.rng)
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, x, sr, subtype=subtype)
 
     def finish(self, corpus: str, **info: Any) -> dict[str, Any]:
-        out = {"corpus": corpus, "root": str(self.root), "rows": self.rows, "broken": self.broken, **info}
+        out = {
+            "corpus": corpus,
+            "root": str(self.root),
+            "rows": self.rows,
+            "broken": self.broken,
+            **info,
+        }
         (self.root / "SYNTHETIC.json").write_text(json.dumps(out, indent=2) + "\n")
         return out
 
@@ -320,14 +368,22 @@ def _method(attack_index: int) -> str:
     return SPOOF_METHODS[attack_index % len(SPOOF_METHODS)]
 
 
-def write_asvspoof2019_la(root: Path, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_asvspoof2019_la(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     w = _Writer(root, seed, broken, BROKEN_REASONS_FLAC)
     proto_dir = root / "ASVspoof2019_LA_cm_protocols"
     proto_dir.mkdir(parents=True, exist_ok=True)
-    attacks = {"train": [f"A0{i}" for i in range(1, 7)], "dev": [f"A0{i}" for i in range(1, 7)],
-               "eval": [f"A{i:02d}" for i in range(7, 20)]}
-    files = {"train": "ASVspoof2019.LA.cm.train.trn.txt", "dev": "ASVspoof2019.LA.cm.dev.trl.txt",
-             "eval": "ASVspoof2019.LA.cm.eval.trl.txt"}
+    attacks = {
+        "train": [f"A0{i}" for i in range(1, 7)],
+        "dev": [f"A0{i}" for i in range(1, 7)],
+        "eval": [f"A{i:02d}" for i in range(7, 20)],
+    }
+    files = {
+        "train": "ASVspoof2019.LA.cm.train.trn.txt",
+        "dev": "ASVspoof2019.LA.cm.dev.trl.txt",
+        "eval": "ASVspoof2019.LA.cm.eval.trl.txt",
+    }
     letter = {"train": "T", "dev": "D", "eval": "E"}
     counter = 1_000_000
     for split in ("train", "dev", "eval"):
@@ -339,13 +395,21 @@ def write_asvspoof2019_la(root: Path, per_split: int = 12, seed: int = 0, broken
             speaker = f"LA_{int(w.rng.integers(1, 100)):04d}"
             lines.append(f"{speaker} {utt} - {attack} {'bonafide' if label == 1 else 'spoof'}\n")
             method = _method(int(attack[1:]) if label == 0 else 0)
-            w.write(utt, root / f"ASVspoof2019_LA_{split}" / "flac" / f"{utt}.flac", label, method, 16000,
-                    breakable=split == "eval")
+            w.write(
+                utt,
+                root / f"ASVspoof2019_LA_{split}" / "flac" / f"{utt}.flac",
+                label,
+                method,
+                16000,
+                breakable=split == "eval",
+            )
         (proto_dir / files[split]).write_text("".join(lines))
     return w.finish("asvspoof2019-la")
 
 
-def write_asvspoof2021_la(root: Path, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_asvspoof2021_la(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     w = _Writer(root, seed, broken, BROKEN_REASONS_FLAC)
     codecs = ["none", "alaw", "pstn", "g722", "ulaw", "gsm", "opus"]
     tx = ["ita_tx", "sin_tx", "loc_tx", "mad_tx"]
@@ -358,20 +422,46 @@ def write_asvspoof2021_la(root: Path, per_split: int = 12, seed: int = 0, broken
         attack = "bonafide" if label == 1 else f"A{7 + i % 13:02d}"
         phase = ("eval", "progress", "hidden")[i % 3]
         trim = "notrim" if phase != "hidden" else "only_speech"
-        lines.append(f"LA_{int(w.rng.integers(1, 100)):04d} {utt} {codec} {trans} {attack} "
-                     f"{'bonafide' if label == 1 else 'spoof'} {trim} {phase}\n")
-        w.write(utt, root / "ASVspoof2021_LA_eval" / "flac" / f"{utt}.flac", label, _method(i), 16000, codec=codec)
+        lines.append(
+            f"LA_{int(w.rng.integers(1, 100)):04d} {utt} {codec} {trans} {attack} "
+            f"{'bonafide' if label == 1 else 'spoof'} {trim} {phase}\n"
+        )
+        w.write(
+            utt,
+            root / "ASVspoof2021_LA_eval" / "flac" / f"{utt}.flac",
+            label,
+            _method(i),
+            16000,
+            codec=codec,
+        )
     key = root / "keys" / "LA" / "CM" / "trial_metadata.txt"
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text("".join(lines))
     return w.finish("asvspoof2021-la")
 
 
-def write_asvspoof2021_df(root: Path, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_asvspoof2021_df(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     w = _Writer(root, seed, broken, BROKEN_REASONS_FLAC)
-    comps = ["nocodec", "low_mp3", "high_mp3", "low_m4a", "high_m4a", "low_ogg", "high_ogg", "mp3m4a", "oggm4a"]
-    vocoders = ["traditional_vocoder", "waveform_concatenation", "neural_vocoder_autoregressive",
-                "neural_vocoder_nonautoregressive", "unknown"]
+    comps = [
+        "nocodec",
+        "low_mp3",
+        "high_mp3",
+        "low_m4a",
+        "high_m4a",
+        "low_ogg",
+        "high_ogg",
+        "mp3m4a",
+        "oggm4a",
+    ]
+    vocoders = [
+        "traditional_vocoder",
+        "waveform_concatenation",
+        "neural_vocoder_autoregressive",
+        "neural_vocoder_nonautoregressive",
+        "unknown",
+    ]
     lines = []
     n = per_split * 3
     for i, label in enumerate(w.labels(n)):
@@ -390,16 +480,27 @@ def write_asvspoof2021_df(root: Path, per_split: int = 12, seed: int = 0, broken
             attack, vocoder, task, team = f"SPO-N{i % 20:02d}", vocoders[i % 5], "-", "-"
         speaker = f"LA_{i % 90:04d}" if source == "asvspoof" else f"TEF{1 + i % 2}"
         gender, lang = ("-", "-") if source != "vcc2020" else ("FF", "E")
-        lines.append(f"{speaker} {utt} {comp} {source} {attack} {'bonafide' if label == 1 else 'spoof'} "
-                     f"notrim {phase} {vocoder} {task} {team} {gender} {lang}\n")
-        w.write(utt, root / "ASVspoof2021_DF_eval" / "flac" / f"{utt}.flac", label, _method(i), 16000, codec=comp)
+        lines.append(
+            f"{speaker} {utt} {comp} {source} {attack} {'bonafide' if label == 1 else 'spoof'} "
+            f"notrim {phase} {vocoder} {task} {team} {gender} {lang}\n"
+        )
+        w.write(
+            utt,
+            root / "ASVspoof2021_DF_eval" / "flac" / f"{utt}.flac",
+            label,
+            _method(i),
+            16000,
+            codec=comp,
+        )
     key = root / "keys" / "DF" / "CM" / "trial_metadata.txt"
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text("".join(lines))
     return w.finish("asvspoof2021-df")
 
 
-def write_in_the_wild(root: Path, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_in_the_wild(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     w = _Writer(root, seed, broken, BROKEN_REASONS_WAV)
     speakers = ["Alec Guinness", "Ada Lovelace", "Speaker, With Comma", "Zoë Ünicode"]
     rows = []
@@ -416,7 +517,9 @@ def write_in_the_wild(root: Path, per_split: int = 12, seed: int = 0, broken: bo
     return w.finish("in-the-wild")
 
 
-def write_codecfake(root: Path, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_codecfake(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     w = _Writer(root, seed, broken, BROKEN_REASONS_WAV)
     rates = (16000, 22050, 24000, 44100)
     subsets = ("train", "dev", "C1", "C2", "C7", "A1")
@@ -431,13 +534,21 @@ def write_codecfake(root: Path, per_split: int = 12, seed: int = 0, broken: bool
             tag = "real" if label == 1 else f"F0{codec_id}"
             lines.append(f"{name} {'real' if label == 1 else 'fake'} {tag}\n")
             sr = rates[int(w.rng.integers(len(rates)))]  # independent of the label
-            w.write(f"{subset}/{name}", folder / name, label, SPOOF_METHODS[codec_id % 4], sr,
-                    breakable=subset not in ("train", "dev"))
+            w.write(
+                f"{subset}/{name}",
+                folder / name,
+                label,
+                SPOOF_METHODS[codec_id % 4],
+                sr,
+                breakable=subset not in ("train", "dev"),
+            )
         (root / "label" / f"{subset}.txt").write_text("".join(lines))
     return w.finish("codecfake")
 
 
-def write_folder(root: Path, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_folder(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     w = _Writer(root, seed, broken, ("decode_error", "empty_file"))
     for i, label in enumerate(w.labels(per_split)):
         sub = ("", "interviews", "interviews/2024")[i % 3]
@@ -448,13 +559,23 @@ def write_folder(root: Path, per_split: int = 12, seed: int = 0, broken: bool = 
     return w.finish("folder")
 
 
-def write_csv(root: Path, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_csv(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     w = _Writer(root, seed, broken, ("missing_file", "non_finite"))
     rows = []
     for split in ("train", "eval"):
         for i, label in enumerate(w.labels(per_split)):
             rel = f"audio/{split}/{i:04d}.wav"
-            rows.append([rel, "bonafide" if label == 1 else "spoof", "" if label == 1 else f"sys{i % 3}", split, f"spk{i % 4}"])
+            rows.append(
+                [
+                    rel,
+                    "bonafide" if label == 1 else "spoof",
+                    "" if label == 1 else f"sys{i % 3}",
+                    split,
+                    f"spk{i % 4}",
+                ]
+            )
             w.write(rel, root / rel, label, _method(i), 16000)
     with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -474,7 +595,9 @@ LAYOUTS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def write_corpus(corpus: str, root: str | Path, *, per_split: int = 12, seed: int = 0, broken: bool = True) -> dict[str, Any]:
+def write_corpus(
+    corpus: str, root: str | Path, *, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
     """Write a synthetic ``corpus`` (a key of :data:`LAYOUTS`) under ``root``.
 
     Returns:

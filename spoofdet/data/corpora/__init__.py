@@ -49,4 +49,11 @@ def prepare(corpus: str, root: str, split: str | None = None, **kwargs) -> Manif
     return fn(root, split, **kwargs)
 
 
-__all__ = ["CORPORA", "SPLIT_HELP", "Manifest", "ManifestError", "prepare", *[f.__name__ for f in CORPORA.values()]]
+__all__ = [
+    "CORPORA",
+    "SPLIT_HELP",
+    "Manifest",
+    "ManifestError",
+    "prepare",
+    *[f.__name__ for f in CORPORA.values()],
+]

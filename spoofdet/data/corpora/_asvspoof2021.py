@@ -23,7 +23,11 @@ def find_key(root: Path, track: str, key_file: str | Path | None) -> Path:
             raise ManifestError([f"ASVspoof 2021 {track} key not found at {path}"])
         return path
     rel = Path("keys") / track / "CM" / "trial_metadata.txt"
-    candidates = [root / rel, root / f"{track}-keys-full" / rel, root / f"{track}-keys-stage-1" / rel]
+    candidates = [
+        root / rel,
+        root / f"{track}-keys-full" / rel,
+        root / f"{track}-keys-stage-1" / rel,
+    ]
     for c in candidates:
         if c.is_file():
             return c

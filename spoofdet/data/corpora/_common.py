@@ -100,7 +100,9 @@ def find_missing(paths: Sequence[str], *, progress: bool = False) -> list[str]:
     if progress and len(paths) > 20_000:
         from tqdm import tqdm
 
-        dirs = tqdm(dirs, total=len(by_dir), desc="checking audio files", unit="dir", file=sys.stderr)
+        dirs = tqdm(
+            dirs, total=len(by_dir), desc="checking audio files", unit="dir", file=sys.stderr
+        )
     for directory, idxs in dirs:
         try:
             with os.scandir(directory or ".") as it:
@@ -143,7 +145,9 @@ class Manifest:
         }
         phases = _ordered_values(self.table["phase"])
         if phases:
-            out["by_phase"] = {p: _counts(self.table.filter(pc.equal(self.table["phase"], p))) for p in phases}
+            out["by_phase"] = {
+                p: _counts(self.table.filter(pc.equal(self.table["phase"], p))) for p in phases
+            }
         out["audio_checked"] = self.audio_checked
         out["missing_audio"] = len(self.missing_audio)
         out["missing_audio_examples"] = list(self.missing_audio[:MAX_LISTED])
@@ -168,7 +172,9 @@ def _counts(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def finish(builder: TableBuilder, *, corpus: str, root: Path, check_audio: bool, progress: bool = False) -> Manifest:
+def finish(
+    builder: TableBuilder, *, corpus: str, root: Path, check_audio: bool, progress: bool = False
+) -> Manifest:
     """The last step of every parser: build the table, validate it, check paths and audio.
 
     Raises:
@@ -182,13 +188,21 @@ def finish(builder: TableBuilder, *, corpus: str, root: Path, check_audio: bool,
         raise ManifestError([str(exc)]) from exc
     escaped = outside_root(table["source_path"], root)
     if escaped:
-        raise ManifestError([f"audio path {p} is outside the corpus root {root}" for p in escaped],
-                            hint="Paths in protocols and manifests must stay inside --root.")
+        raise ManifestError(
+            [f"audio path {p} is outside the corpus root {root}" for p in escaped],
+            hint="Paths in protocols and manifests must stay inside --root.",
+        )
     missing: list[str] = []
     if check_audio:
         paths = table["source_path"].drop_null().to_pylist()
         missing = find_missing(paths, progress=progress)
-    return Manifest(corpus=corpus, root=str(root), table=table, missing_audio=tuple(missing), audio_checked=check_audio)
+    return Manifest(
+        corpus=corpus,
+        root=str(root),
+        table=table,
+        missing_audio=tuple(missing),
+        audio_checked=check_audio,
+    )
 
 
 class DuplicateTracker:
@@ -210,6 +224,10 @@ class DuplicateTracker:
 def check_id(utt_id: str, path: Path, lineno: int, log: ProblemLog) -> bool:
     """An id becomes a file name: it must not be empty or contain a path separator."""
     if not utt_id or "/" in utt_id or "\\" in utt_id or utt_id in (".", ".."):
-        log.add(path, lineno, f"invalid utterance id {utt_id!r}: ids become file names and may not contain '/' or '\\'")
+        log.add(
+            path,
+            lineno,
+            f"invalid utterance id {utt_id!r}: ids become file names and may not contain '/' or '\\'",
+        )
         return False
     return True

@@ -80,10 +80,14 @@ def prepare_asvspoof2019_la(
     if protocol_file is not None:
         protocol_file = Path(protocol_file).expanduser().absolute()
         if split is None:
-            split = next((s for s, name in PROTOCOL_FILES.items() if protocol_file.name == name), None)
+            split = next(
+                (s for s, name in PROTOCOL_FILES.items() if protocol_file.name == name), None
+            )
             if split is None:
-                raise ValueError(f"cannot tell the split of {protocol_file} from its name (official names: "
-                                 f"{list(PROTOCOL_FILES.values())}); say which split it is: train, dev or eval")
+                raise ValueError(
+                    f"cannot tell the split of {protocol_file} from its name (official names: "
+                    f"{list(PROTOCOL_FILES.values())}); say which split it is: train, dev or eval"
+                )
         splits = (split,)
     builder = TableBuilder()
     log = ProblemLog()
@@ -97,17 +101,27 @@ def prepare_asvspoof2019_la(
         flac_dir = str(audio_path(root, s, "x").parent)
         for lineno, cols in read_fields(path):
             if len(cols) != 5:
-                log.add(path, lineno, f"expected 5 columns 'SPEAKER UTT_ID - ATTACK KEY', got {len(cols)}: {' '.join(cols)!r}")
+                log.add(
+                    path,
+                    lineno,
+                    f"expected 5 columns 'SPEAKER UTT_ID - ATTACK KEY', got {len(cols)}: {' '.join(cols)!r}",
+                )
                 continue
             speaker, utt_id, _env, attack, key = cols
             if key not in ("bonafide", "spoof"):
-                log.add(path, lineno, f"unknown label {key!r} in column 5: expected 'bonafide' or 'spoof'")
+                log.add(
+                    path,
+                    lineno,
+                    f"unknown label {key!r} in column 5: expected 'bonafide' or 'spoof'",
+                )
                 continue
             if key == "bonafide" and attack != "-":
                 log.add(path, lineno, f"bona fide row with attack {attack!r}: column 4 must be '-'")
                 continue
             if key == "spoof" and not _ATTACK.match(attack):
-                log.add(path, lineno, f"spoof row with attack {attack!r}: column 4 must be A01..A19")
+                log.add(
+                    path, lineno, f"spoof row with attack {attack!r}: column 4 must be A01..A19"
+                )
                 continue
             if not check_id(utt_id, path, lineno, log) or not dups.check(utt_id, path, lineno):
                 continue

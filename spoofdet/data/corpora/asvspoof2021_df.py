@@ -17,17 +17,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from spoofdet.data.corpora._asvspoof2021 import PHASES, check_phases, find_key
-from spoofdet.data.corpora._common import DuplicateTracker, Manifest, ProblemLog, check_id, finish, read_fields
+from spoofdet.data.corpora._common import (
+    DuplicateTracker,
+    Manifest,
+    ProblemLog,
+    check_id,
+    finish,
+    read_fields,
+)
 from spoofdet.data.schema import BONAFIDE, BONAFIDE_ATTACK, SPOOF, TableBuilder
 
 CORPUS = "asvspoof2021-df"
 COMPRESSION_CONDITIONS = {
-    "nocodec": "C1", "low_mp3": "C2", "high_mp3": "C3", "low_m4a": "C4", "high_m4a": "C5",
-    "low_ogg": "C6", "high_ogg": "C7", "mp3m4a": "C8", "oggm4a": "C9",
+    "nocodec": "C1",
+    "low_mp3": "C2",
+    "high_mp3": "C3",
+    "low_m4a": "C4",
+    "high_m4a": "C5",
+    "low_ogg": "C6",
+    "high_ogg": "C7",
+    "mp3m4a": "C8",
+    "oggm4a": "C9",
 }
 VOCODER_GROUPS = (
-    "traditional_vocoder", "waveform_concatenation", "neural_vocoder_autoregressive",
-    "neural_vocoder_nonautoregressive", "unknown", "bonafide",
+    "traditional_vocoder",
+    "waveform_concatenation",
+    "neural_vocoder_autoregressive",
+    "neural_vocoder_nonautoregressive",
+    "unknown",
+    "bonafide",
 )
 N_COLUMNS = 13
 
@@ -63,21 +81,51 @@ def prepare_asvspoof2021_df(
     dups = DuplicateTracker(log)
     for lineno, cols in read_fields(key):
         if len(cols) != N_COLUMNS:
-            log.add(key, lineno, f"expected {N_COLUMNS} columns (SPEAKER TRIAL COMPRESSION SOURCE ATTACK KEY TRIM SUBSET "
-                                 f"VOCODER TASK TEAM GENDER_PAIR LANGUAGE), got {len(cols)}")
+            log.add(
+                key,
+                lineno,
+                f"expected {N_COLUMNS} columns (SPEAKER TRIAL COMPRESSION SOURCE ATTACK KEY TRIM SUBSET "
+                f"VOCODER TASK TEAM GENDER_PAIR LANGUAGE), got {len(cols)}",
+            )
             continue
-        speaker, trial, compression, source, attack, label, trim, subset, vocoder, task, team, gender, language = cols
+        (
+            speaker,
+            trial,
+            compression,
+            source,
+            attack,
+            label,
+            trim,
+            subset,
+            vocoder,
+            task,
+            team,
+            gender,
+            language,
+        ) = cols
         if label not in ("bonafide", "spoof"):
-            log.add(key, lineno, f"unknown label {label!r} in column 6: expected 'bonafide' or 'spoof'")
+            log.add(
+                key, lineno, f"unknown label {label!r} in column 6: expected 'bonafide' or 'spoof'"
+            )
             continue
         if subset not in PHASES:
-            log.add(key, lineno, f"unknown phase {subset!r} in column 8: expected one of {list(PHASES)}")
+            log.add(
+                key, lineno, f"unknown phase {subset!r} in column 8: expected one of {list(PHASES)}"
+            )
             continue
         if compression not in COMPRESSION_CONDITIONS:
-            log.add(key, lineno, f"unknown compression {compression!r} in column 3: expected one of {list(COMPRESSION_CONDITIONS)}")
+            log.add(
+                key,
+                lineno,
+                f"unknown compression {compression!r} in column 3: expected one of {list(COMPRESSION_CONDITIONS)}",
+            )
             continue
         if vocoder not in VOCODER_GROUPS and vocoder != "-":
-            log.add(key, lineno, f"unknown vocoder group {vocoder!r} in column 9: expected one of {list(VOCODER_GROUPS)}")
+            log.add(
+                key,
+                lineno,
+                f"unknown vocoder group {vocoder!r} in column 9: expected one of {list(VOCODER_GROUPS)}",
+            )
             continue
         if label == "spoof" and attack in ("-", BONAFIDE_ATTACK):
             log.add(key, lineno, f"spoof row without an attack id (column 5 is {attack!r})")
@@ -87,7 +135,12 @@ def prepare_asvspoof2021_df(
         if phase is not None and subset != phase:
             continue
         extra = {"condition": COMPRESSION_CONDITIONS[compression], "source": source, "trim": trim}
-        for name, value in (("task", task), ("team", team), ("gender_pair", gender), ("language", language)):
+        for name, value in (
+            ("task", task),
+            ("team", team),
+            ("gender_pair", gender),
+            ("language", language),
+        ):
             if value != "-":
                 extra[name] = value
         builder.append(
@@ -98,7 +151,9 @@ def prepare_asvspoof2021_df(
             attack=BONAFIDE_ATTACK if label == "bonafide" else attack,
             speaker=speaker,
             codec=compression,
-            vocoder=BONAFIDE_ATTACK if label == "bonafide" else (None if vocoder == "-" else vocoder),
+            vocoder=BONAFIDE_ATTACK
+            if label == "bonafide"
+            else (None if vocoder == "-" else vocoder),
             phase=subset,
             source_path=f"{flac_dir}/{trial}.flac",
             extra=extra,

@@ -78,19 +78,25 @@ def prepare_codecfake(
         if not label_file.is_file():
             raise ManifestError([f"Codecfake label file not found at {label_file}"])
         if split == "test":
-            raise ValueError("with a single label file, split names its subset (e.g. C1), not 'test'")
+            raise ValueError(
+                "with a single label file, split names its subset (e.g. C1), not 'test'"
+            )
         split = split or label_file.stem
         files = {split: label_file}
     else:
         files = label_files(root)
     if not files:
-        raise ManifestError([f"no label files found in {root / 'label'}"],
-                            hint="--root must be the Codecfake folder holding label/*.txt, train/, dev/ and test/.")
+        raise ManifestError(
+            [f"no label files found in {root / 'label'}"],
+            hint="--root must be the Codecfake folder holding label/*.txt, train/, dev/ and test/.",
+        )
     if split == "test":
         wanted = [s for s in files if s not in TRAIN_DEV]
     elif split is not None:
         if split not in files:
-            raise ManifestError([f"no label file for subset {split!r} in {root / 'label'}; found {list(files)}"])
+            raise ManifestError(
+                [f"no label file for subset {split!r} in {root / 'label'}; found {list(files)}"]
+            )
         wanted = [split]
     else:
         wanted = list(files)
@@ -102,7 +108,11 @@ def prepare_codecfake(
         dups = DuplicateTracker(log)
         for lineno, cols in read_fields(path):
             if len(cols) != 3:
-                log.add(path, lineno, f"expected 3 columns '<wav_name> <real|fake> <type_tag>', got {len(cols)}")
+                log.add(
+                    path,
+                    lineno,
+                    f"expected 3 columns '<wav_name> <real|fake> <type_tag>', got {len(cols)}",
+                )
                 continue
             name, label, tag = cols
             if label not in LABELS:

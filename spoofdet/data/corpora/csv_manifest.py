@@ -17,23 +17,48 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from spoofdet.data.corpora._common import DuplicateTracker, Manifest, ManifestError, ProblemLog, finish, safe_join
+from spoofdet.data.corpora._common import (
+    DuplicateTracker,
+    Manifest,
+    ManifestError,
+    ProblemLog,
+    finish,
+    safe_join,
+)
 from spoofdet.data.schema import BONAFIDE, BONAFIDE_ATTACK, SPOOF, TableBuilder
 
 CORPUS = "csv"
 LABELS = {
-    "bonafide": BONAFIDE, "bona-fide": BONAFIDE, "bona fide": BONAFIDE, "real": BONAFIDE, "1": BONAFIDE,
-    "spoof": SPOOF, "fake": SPOOF, "0": SPOOF,
+    "bonafide": BONAFIDE,
+    "bona-fide": BONAFIDE,
+    "bona fide": BONAFIDE,
+    "real": BONAFIDE,
+    "1": BONAFIDE,
+    "spoof": SPOOF,
+    "fake": SPOOF,
+    "0": SPOOF,
 }
-OPTIONAL = ("utt_id", "label", "subset", "attack", "speaker", "codec", "transmission", "vocoder", "phase")
+OPTIONAL = (
+    "utt_id",
+    "label",
+    "subset",
+    "attack",
+    "speaker",
+    "codec",
+    "transmission",
+    "vocoder",
+    "phase",
+)
 
 
 def resolve_csv(root: Path) -> Path:
     if root.is_dir():
         root = root / "manifest.csv"
     if not root.is_file():
-        raise ManifestError([f"CSV manifest not found at {root}"],
-                            hint="Give --root a .csv file, or a folder holding manifest.csv.")
+        raise ManifestError(
+            [f"CSV manifest not found at {root}"],
+            hint="Give --root a .csv file, or a folder holding manifest.csv.",
+        )
     return root
 
 
@@ -67,7 +92,11 @@ def prepare_csv(
             if not row or not any(f.strip() for f in row):
                 continue
             if len(row) != len(header):
-                log.add(csv_path, lineno, f"expected {len(header)} fields like the header, got {len(row)}")
+                log.add(
+                    csv_path,
+                    lineno,
+                    f"expected {len(header)} fields like the header, got {len(row)}",
+                )
                 continue
             rec = {h: v.strip() for h, v in zip(header, row)}
             rel = rec.pop("path")
@@ -80,7 +109,11 @@ def prepare_csv(
             if label_text:
                 label = LABELS.get(label_text.lower())
                 if label is None:
-                    log.add(csv_path, lineno, f"unknown label {label_text!r}: expected one of {sorted(LABELS)} or empty")
+                    log.add(
+                        csv_path,
+                        lineno,
+                        f"unknown label {label_text!r}: expected one of {sorted(LABELS)} or empty",
+                    )
                     continue
             utt_id = rec.pop("utt_id", "") or rel.replace("\\", "/")
             if not dups.check(utt_id, csv_path, lineno):
@@ -96,8 +129,14 @@ def prepare_csv(
             if split is not None and subset != split:
                 continue
             builder.append(
-                utt_id=utt_id, corpus=CORPUS, subset=subset, label=label, attack=attack,
-                source_path=str(path), extra={k: v for k, v in rec.items() if v} or None, **fields,
+                utt_id=utt_id,
+                corpus=CORPUS,
+                subset=subset,
+                label=label,
+                attack=attack,
+                source_path=str(path),
+                extra={k: v for k, v in rec.items() if v} or None,
+                **fields,
             )
     log.raise_if_any()
     return finish(builder, corpus=CORPUS, root=base, check_audio=check_audio, progress=progress)

@@ -37,7 +37,9 @@ def prepare_folder(
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(exts))
+        found.extend(
+            os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(exts)
+        )
     if not found:
         raise ManifestError([f"no audio files ({', '.join(exts)}) under {root}"])
     builder = TableBuilder()

@@ -52,8 +52,11 @@ def prepare_in_the_wild(
     if split not in (None, "eval"):
         raise ValueError(f"{CORPUS} has a single split 'eval', not {split!r}")
     meta_path = root / "meta.csv" if meta_file is None else Path(meta_file).expanduser().absolute()
-    meta = require_file(meta_path, "In-the-Wild meta.csv",
-                        hint="--root must be the release_in_the_wild folder holding meta.csv and the wav files.")
+    meta = require_file(
+        meta_path,
+        "In-the-Wild meta.csv",
+        hint="--root must be the release_in_the_wild folder holding meta.csv and the wav files.",
+    )
     builder = TableBuilder()
     log = ProblemLog()
     dups = DuplicateTracker(log)
@@ -61,13 +64,19 @@ def prepare_in_the_wild(
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != HEADER:
-            raise ManifestError([f"{meta}:1: header must be {','.join(HEADER)!r}, got {','.join(header or [])!r}"])
+            raise ManifestError(
+                [f"{meta}:1: header must be {','.join(HEADER)!r}, got {','.join(header or [])!r}"]
+            )
         for row in reader:
             lineno = reader.line_num
             if not row or not any(f.strip() for f in row):
                 continue
             if len(row) != 3:
-                log.add(meta, lineno, f"expected 3 columns 'file,speaker,label', got {len(row)}: {row!r}")
+                log.add(
+                    meta,
+                    lineno,
+                    f"expected 3 columns 'file,speaker,label', got {len(row)}: {row!r}",
+                )
                 continue
             name, speaker, label = (f.strip() for f in row)
             if label not in LABELS:
