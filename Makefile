@@ -10,12 +10,13 @@ PIP := $(BIN)/pip install -q --no-compile
 # a few third-party files (py2-era tests, templates) do not compile; that is not an install failure
 COMPILE := $(BIN)/python -m compileall -qq -j0 $(VENV)/lib || true
 
-.PHONY: demo test unit install install-test clean help
+.PHONY: demo test unit lint install install-test clean help
 
 help:
 	@echo "make demo   create .venv, install, run the demo pipeline on a generated corpus (CPU, no downloads)"
 	@echo "make test   create .venv, install with test extras, run the whole suite (unit + integration)"
-	@echo "make unit   unit tests only (no Ray, no MLflow, no subprocesses)"
+	@echo "make unit   unit tests only (no Ray, no MLflow, no subprocesses); plain pytest does the same"
+	@echo "make lint   ruff format --check and ruff check (make test runs it first)"
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=/path/to/python3.11 ...'"; exit 1; }
@@ -41,11 +42,15 @@ install-test: $(VENV)/.installed-test
 demo: $(VENV)/.installed
 	$(BIN)/python -m ray_jobs.demo
 
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests --durations=20
+test: $(VENV)/.installed-test lint
+	$(BIN)/python -m pytest tests -m "" --durations=20
 
 unit: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests -m "not integration"
+	$(BIN)/python -m pytest tests
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -8,7 +8,10 @@ import re
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nWritten by the scripts in `benchmarks/`; each section says which script and machine produced it.\n"
+HEADER = (
+    "# Benchmarks\n\nWritten by the scripts in `benchmarks/`; each section says which script and "
+    "machine produced it.\n"
+)
 
 
 def machine() -> str:

@@ -66,9 +66,8 @@ def make_corpus(root: Path, n: int, procs: int = 2) -> float:
     with open(root / "manifest.csv", "w") as fh:
         fh.write("path,label\n")
         for i in range(n):
-            fh.write(
-                f"d{i // 1000:03d}/c{i:06d}.{'flac' if i % 2 else 'wav'},{'bonafide' if i % 3 == 0 else 'spoof'}\n"
-            )
+            ext, label = ("flac" if i % 2 else "wav"), ("bonafide" if i % 3 == 0 else "spoof")
+            fh.write(f"d{i // 1000:03d}/c{i:06d}.{ext},{label}\n")
     return seconds
 
 
@@ -177,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out, ignore_errors=True)
         del audio_s
     table = [
-        "| clips | job | cores | wall | files/s | files/s per core | audio s/s | audio s/s per core | shards | peak RSS (tree) |",
+        "| clips | job | cores | wall | files/s | files/s per core | audio s/s "
+        "| audio s/s per core | shards | peak RSS (tree) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

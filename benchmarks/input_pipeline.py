@@ -5,8 +5,9 @@
 One corpus of speech-like clips (2-8 s, uniform, so most are longer than the 4-s crop, as in
 ASVspoof) is sharded once with ``spoofdet``'s shard job. Then, in one run and side by side:
 
-1. one core, one thread: ``spoofdet.data.prepare_rows`` over every shard row + ``BatchCollate``,
-   i.e. the work of one Ray Data task, without Ray (the per-core cost of the pipeline);
+1. one core, one thread: ``spoofdet.data.transforms.prepare_rows`` over every shard row +
+   ``BatchCollate``, i.e. the work of one Ray Data task, without Ray (the per-core cost of the
+   pipeline);
 2. the real pipeline: ``build_train_dataset`` on a local Ray cluster with every core, consumed with
    ``iter_torch_batches(batch_size=16, local_shuffle_buffer_size=64)`` as a train worker does
    (one untimed warm-up epoch first, so worker start-up is not counted).
@@ -36,14 +37,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import machine, write_section  # noqa: E402
 from data_prep import shard  # noqa: E402
-from spoofdet.data import pipeline as data  # noqa: E402
+from spoofdet.data.collate import BatchCollate  # noqa: E402
 from spoofdet.data.corpora import prepare_csv  # noqa: E402
+from spoofdet.data.pipeline import (  # noqa: E402
+    READ_COLUMNS,
+    Source,
+    build_train_dataset,
+    set_epoch,
+    shard_files,
+)
+from spoofdet.data.transforms import Recipe, prepare_rows  # noqa: E402
 from spoofdet.testing.synthetic import bonafide_clip  # noqa: E402
 
 BATCH = 16
 
 
-def make_shards(root: Path, n: int, seed: int = 0) -> data.Source:
+def make_shards(root: Path, n: int, seed: int = 0) -> Source:
     rng = np.random.default_rng(seed)
     audio = root / "audio"
     audio.mkdir(parents=True)
@@ -61,37 +70,37 @@ def make_shards(root: Path, n: int, seed: int = 0) -> data.Source:
         executor="local",
         progress=False,
     )
-    return data.Source(str(root / "shards"), name="bench")
+    return Source(str(root / "shards"), name="bench")
 
 
-def one_core(source: data.Source, algo: int) -> tuple[int, float, float]:
-    recipe = data.Recipe(rawboost_algo=algo, seed=1)
-    collate = data.BatchCollate()
-    files = data.shard_files(source)
+def one_core(source: Source, algo: int) -> tuple[int, float, float]:
+    recipe = Recipe(rawboost_algo=algo, seed=1)
+    collate = BatchCollate()
+    files = shard_files(source)
     n, t0 = 0, time.perf_counter()
     seconds = 0.0
     for f in files:
-        t = pq.read_table(f, columns=data.READ_COLUMNS)
+        t = pq.read_table(f, columns=READ_COLUMNS)
         cols = {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
         seconds += float(cols["num_samples"].sum()) / 16_000
         for s in range(0, len(t), BATCH):
             batch = collate(
-                data.prepare_rows({k: v[s : s + BATCH] for k, v in cols.items()}, recipe, epoch=0)
+                prepare_rows({k: v[s : s + BATCH] for k, v in cols.items()}, recipe, epoch=0)
             )
             n += len(batch["utt_id"])
     return n, time.perf_counter() - t0, seconds
 
 
-def ray_pipeline(source: data.Source, algo: int, cpus: int) -> tuple[int, float]:
-    pipe = data.build_train_dataset([source], rawboost_algo=algo, seed=1, batch_rows=BATCH)
+def ray_pipeline(source: Source, algo: int, cpus: int) -> tuple[int, float]:
+    pipe = build_train_dataset([source], rawboost_algo=algo, seed=1, batch_rows=BATCH)
 
     def epoch(e: int) -> int:
-        data.set_epoch(pipe.clock, e)
+        set_epoch(pipe.clock, e)
         return sum(
             len(b["utt_id"])
             for b in pipe.dataset.iter_torch_batches(
                 batch_size=BATCH,
-                collate_fn=data.BatchCollate(),
+                collate_fn=BatchCollate(),
                 local_shuffle_buffer_size=64,
                 local_shuffle_seed=e,
             )
@@ -148,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     body = f"""## Training input pipeline (`benchmarks/input_pipeline.py`)
 
-Machine: {machine()}. Corpus: {args.clips} speech-like clips of 2-8 s (uniform; {audio_s / args.clips:.1f} s mean),
-16 kHz FLAC in spoofdet shards. Each clip: decode only the 64,600-sample window (FLAC seek), repeat-pad
-if shorter, RawBoost on the crop, collate to the batch contract (`wave[B,64600] float32`, `label`,
-`utt_id`), batches of {BATCH}. RawBoost 'on' augments every clip (p = 1).
+Machine: {machine()}. Corpus: {args.clips} speech-like clips of 2-8 s
+(uniform; {audio_s / args.clips:.1f} s mean), 16 kHz FLAC in spoofdet shards. Each clip: decode only
+the 64,600-sample window (FLAC seek), repeat-pad if shorter, RawBoost on the crop, collate to the
+batch contract (`wave[B,64600] float32`, `label`, `utt_id`), batches of {BATCH}. RawBoost 'on'
+augments every clip (p = 1).
 
 | pipeline | RawBoost | cores | clips | wall | clips/s | clips/s per core |
 |---|---|---|---|---|---|---|

@@ -1,7 +1,8 @@
 """Model speed on CPU: each back-end head on XLS-R features, the whole detector's real-time factor,
 and (when ``spoofdet.models.mamba`` provides it) the parallel selective scan against the loop.
 
-    python benchmarks/models.py [--threads 1] [--batch 4] [--repeats 5] [--rtf-repeats 3] [--seconds 1 2 3 4 5 6]
+    python benchmarks/models.py [--threads 1] [--batch 4] [--repeats 5] [--rtf-repeats 3]
+                                [--seconds 1 2 3 4 5 6]
 
 1. Heads: random features (B, 201, 1024) (= 4.04-s clips through XLS-R), the seed-sized heads
    with random weights; forward in eval mode under ``inference_mode``, forward + backward in
@@ -18,7 +19,8 @@ and (when ``spoofdet.models.mamba`` provides it) the parallel selective scan aga
 
 Each measurement is the median of its repeats after one untimed warm-up call (for the detector:
 one warm-up per head, then the heads interleaved run by run, to keep the whole run under ~5
-minutes on a 2-core machine). Both the process's CPU time and the wall time are reported. Writes the 'models' section of docs/benchmarks.md.
+minutes on a 2-core machine). Both the process's CPU time and the wall time are reported.
+Writes the 'models' section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ from benchmarks._report import machine, write_section  # noqa: E402
 from spoofdet.models import Detector, build_head  # noqa: E402
 from spoofdet.models.frontend import load_frontend  # noqa: E402
 
+HEAD_COLUMNS = (
+    "| head | parameters | forward ms/clip (eval), CPU / wall "
+    "| forward + backward ms/clip (train), CPU / wall |\n|---|---|---|---|"
+)
+SYSTEM_COLUMNS = (
+    "| system | input | parameters | forward ms/clip (eval), CPU / wall "
+    "| forward + backward ms/clip (train), CPU / wall |\n|---|---|---|---|---|"
+)
 FRAMES, DIM, SR = 201, 1024, 16_000
 
 
@@ -131,7 +141,7 @@ def seed_system(name: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor, s
     """(module, input, what the input is) for seed system ``name``: its head on what it reads, with
     its parameter-free front-end in front where it has one (raw waveform, Codecfake's mel)."""
     from spoofdet.models import build_model
-    from spoofdet.models.checkpoints import SEEDS, build_seed_head
+    from spoofdet.models.seeds import SEEDS, build_seed_head
 
     spec = SEEDS[name]
     g = torch.Generator().manual_seed(0)
@@ -162,7 +172,7 @@ def seed_system(name: str, batch: int) -> tuple[torch.nn.Module, torch.Tensor, s
 def bench_systems(
     names: list[str], batch: int, wave_batch: int, repeats: int, wave_repeats: int
 ) -> list[tuple[str, int, str, tuple[float, float], tuple[float, float]]]:
-    from spoofdet.models.checkpoints import SEEDS
+    from spoofdet.models.seeds import SEEDS
 
     rows = []
     for name in names:
@@ -221,9 +231,12 @@ def bench_rtf(
 
 def bench_scan(batch: int, repeats: int) -> str:
     try:
-        from spoofdet.models.mamba import selective_scan, selective_scan_sequential
+        from spoofdet.models.selective_scan import selective_scan, selective_scan_sequential
     except ImportError as err:
-        return f"Not measured: `spoofdet.models.mamba` does not provide `selective_scan` / `selective_scan_sequential` ({err})."
+        return (
+            "Not measured: `spoofdet.models.selective_scan` does not provide `selective_scan` / "
+            f"`selective_scan_sequential` ({err})."
+        )
     d, n, length = 288, 16, FRAMES
     g = torch.Generator().manual_seed(0)
     u = torch.randn(batch, d, length, generator=g)
@@ -266,11 +279,12 @@ def bench_scan(batch: int, repeats: int) -> str:
         .item()
     )
     return (
-        "| implementation | forward ms/clip, CPU / wall | forward + backward ms/clip, CPU / wall |\n|---|---|---|\n"
+        "| implementation | forward ms/clip, CPU / wall "
+        "| forward + backward ms/clip, CPU / wall |\n|---|---|---|\n"
         + "\n".join(rows)
-        + f"\n\nOne mixer's scan per 4-s clip: batch {batch}, 288 channels x 16 states x {length} steps, "
-        f"float32. Largest output difference between the two: {diff:.1e}. An XLSR-Mamba head runs 12 such "
-        "scans per clip, Fake-Mamba 14 (7 blocks x 2 directions)."
+        + f"\n\nOne mixer's scan per 4-s clip: batch {batch}, 288 channels x 16 states x "
+        f"{length} steps, float32. Largest output difference between the two: {diff:.1e}. An "
+        "XLSR-Mamba head runs 12 such scans per clip, Fake-Mamba 14 (7 blocks x 2 directions)."
     )
 
 
@@ -326,32 +340,31 @@ def main(argv: list[str] | None = None) -> int:
     rtf_table = "\n".join(
         f"| {n} | " + " | ".join(f"{c:.2f} / {w:.2f}" for c, w in rtf[n]) + " |" for n in heads
     )
+    note = (" " + skipped + ".") if skipped else ""
     body = f"""## Models on CPU (`benchmarks/models.py`)
 
-Machine: {machine()}; torch {torch.__version__} with {args.threads} intra-op thread(s). Random weights
-(speed does not depend on them). Each figure is the median of {args.repeats} (heads, scan) or
-{args.rtf_repeats} (detector) timed runs after a warm-up run (detector: one warm-up per head, then the
-heads interleaved run by run; repeats kept this low so the whole run stays under ~5 min). Figures are
-**CPU time / wall time**: other jobs shared this 2-core machine while it ran, and with one thread the
-process's CPU time is the compute cost without the waiting for a core, so read the first number; the
-wall time shows what the load did. Total benchmark time {total:.0f} s.{(" " + skipped + ".") if skipped else ""}
+Machine: {machine()}; torch {torch.__version__} with {args.threads} intra-op thread(s). Random
+weights (speed does not depend on them). Each figure is the median of {args.repeats} (heads, scan)
+or {args.rtf_repeats} (detector) timed runs after a warm-up run (detector: one warm-up per head,
+then the heads interleaved run by run; repeats kept this low so the whole run stays under ~5 min).
+Figures are **CPU time / wall time**: other jobs shared this 2-core machine while it ran, and with
+one thread the process's CPU time is the compute cost without the waiting for a core, so read the
+first number; the wall time shows what the load did. Total benchmark time {total:.0f} s.{note}
 
 ### Heads on XLS-R features (B = {args.batch} clips of 201 x 1024, i.e. 4.04 s each)
 
-| head | parameters | forward ms/clip (eval), CPU / wall | forward + backward ms/clip (train), CPU / wall |
-|---|---|---|---|
+{HEAD_COLUMNS}
 {head_table}
 
 ### Seed systems added with `spoofdet import` (per 4.04-s clip; the SSL front-end excluded)
 
-Each system as `spoofdet import` builds it (`spoofdet.models.checkpoints.SEEDS`), on what it reads:
+Each system as `spoofdet import` builds it (`spoofdet.models.seeds.SEEDS`), on what it reads:
 SLS on all 24 layer outputs, Codecfake's heads on layer-5 features, and the waveform systems (raw
 AASIST / AASIST-L with their sinc front-end, mel-LCNN with its mel front-end) end to end from
-64,600 samples (B = {args.wave_batch}, {args.wave_repeats} repeats: raw AASIST convolves 70 filters over the full
-sample rate, which makes it the costliest model here on CPU).
+64,600 samples (B = {args.wave_batch}, {args.wave_repeats} repeats: raw AASIST convolves 70 filters
+over the full sample rate, which makes it the costliest model here on CPU).
 
-| system | input | parameters | forward ms/clip (eval), CPU / wall | forward + backward ms/clip (train), CPU / wall |
-|---|---|---|---|---|
+{SYSTEM_COLUMNS}
 {system_table}
 
 ### Whole detector: real-time factor (compute time / audio time), batch 1, eval

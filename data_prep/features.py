@@ -8,10 +8,12 @@ makes every epoch a head-only pass over small tensors. This job reads a shard fo
 writes the layer's output as float16 Parquet in the shard layout, so a recipe's
 ``data.train[i].shards`` can point at it unchanged (with ``model.frontend: cached``)::
 
-    OUT/shards/*.parquet   utt_id, corpus, label, num_samples, feats (bytes, frames x dim, row-major), frames, dim
+    OUT/shards/*.parquet   utt_id, corpus, label, num_samples, feats (bytes, frames x dim,
+                           row-major), frames, dim
     OUT/metadata.parquet   the source's metadata rows (copied)
     OUT/frontend.pt        the front-end weights used (the registered model is rebuilt from them)
-    OUT/features.json      frontend, layer, dtype, num_samples, dim, frames, rows (written last: the folder is complete)
+    OUT/features.json      frontend, layer, dtype, num_samples, dim, frames, rows
+                           (written last: the folder is complete)
 
 Run locally (Ray starts in-process; CPU actors; ``spoofdet features`` is the same command)::
 
@@ -44,6 +46,7 @@ import sys
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from spoofdet.data import features as feature_cache
 from spoofdet.data.audio import crop_or_pad
@@ -94,6 +97,96 @@ class ExtractFeatures:
         }
 
 
+def check_arguments(
+    shards: str,
+    out: str,
+    *,
+    dtype: str,
+    batch_size: int,
+    concurrency: int,
+    num_samples: int,
+    num_gpus: float,
+) -> None:
+    """Raise ValueError naming the first bad argument."""
+    if dtype not in feature_cache.DTYPES:
+        raise ValueError(f"--dtype: {dtype!r} is not one of {', '.join(feature_cache.DTYPES)}")
+    for name, value in (
+        ("--batch-size", batch_size),
+        ("--concurrency", concurrency),
+        ("--num-samples", num_samples),
+    ):
+        if value <= 0:
+            raise ValueError(f"{name}: must be positive, got {value}")
+    if num_gpus < 0:
+        raise ValueError(f"--num-gpus: must be >= 0, got {num_gpus}")
+    if "://" in out or "://" in shards:
+        raise ValueError(
+            "--shards/--out: local or mounted (NFS) paths only; every node must read --out"
+        )
+    if feature_cache.is_feature_folder(out):
+        raise ValueError(
+            f"--out: {out} already holds features (features.json); "
+            "remove it or choose another folder"
+        )
+
+
+def save_frontend(frontend: str, layer: int, seed: int, out: str) -> tuple[str, int]:
+    """Build the front-end once (seeded), save its weights into the fresh ``out`` folder for the
+    actors; returns (weights path, feature dim)."""
+    import torch
+
+    from spoofdet.models.frontend import load_frontend
+
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    torch.manual_seed(seed)
+    model = load_frontend(frontend, layer=layer, freeze="all")
+    weights = os.path.join(out, feature_cache.FRONTEND_WEIGHTS)
+    torch.save(model.state_dict(), weights)
+    return weights, int(model.out_dim)
+
+
+def write_features(
+    files: list[str],
+    out: str,
+    *,
+    batch_size: int,
+    concurrency: int,
+    num_gpus: float,
+    constructor_kwargs: dict[str, Any],
+) -> None:
+    """The Ray Data map: shard rows -> an actor pool of :class:`ExtractFeatures` -> ``out/shards``."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()
+    ds = ray.data.read_parquet(files).select_columns(READ_COLUMNS)
+    ds = ds.map_batches(
+        ExtractFeatures,
+        batch_size=batch_size,
+        batch_format="numpy",
+        concurrency=concurrency,
+        num_gpus=num_gpus or None,
+        fn_constructor_kwargs=constructor_kwargs,
+    )
+    ds.write_parquet(os.path.abspath(os.path.join(out, "shards")))
+
+
+def count_rows(shards: str, out: str) -> int:
+    """Feature rows written; RuntimeError unless they match the shard folder's metadata rows."""
+    rows = sum(
+        pq.read_metadata(os.path.join(out, "shards", f)).num_rows
+        for f in os.listdir(os.path.join(out, "shards"))
+        if f.endswith(".parquet")
+    )
+    expected = pq.read_metadata(os.path.join(shards, "metadata.parquet")).num_rows
+    if rows != expected:
+        raise RuntimeError(
+            f"wrote {rows} feature rows for {expected} shard rows; the folder is incomplete"
+        )
+    return rows
+
+
 def run(
     shards: str,
     out: str,
@@ -127,75 +220,38 @@ def run(
     Raises:
         ValueError: for a bad argument (naming it) or an ``out`` that already holds features.
     """
-    import ray
-    import torch
+    from spoofdet.models.frontend import num_frames
 
-    from spoofdet.models.frontend import load_frontend, num_frames
-
-    if dtype not in feature_cache.DTYPES:
-        raise ValueError(f"--dtype: {dtype!r} is not one of {', '.join(feature_cache.DTYPES)}")
-    for name, value in (
-        ("--batch-size", batch_size),
-        ("--concurrency", concurrency),
-        ("--num-samples", num_samples),
-    ):
-        if value <= 0:
-            raise ValueError(f"{name}: must be positive, got {value}")
-    if num_gpus < 0:
-        raise ValueError(f"--num-gpus: must be >= 0, got {num_gpus}")
-    if "://" in out or "://" in shards:
-        raise ValueError(
-            "--shards/--out: local or mounted (NFS) paths only; every node must read --out"
-        )
-    if feature_cache.is_feature_folder(out):
-        raise ValueError(
-            f"--out: {out} already holds features (features.json); remove it or choose another folder"
-        )
-    source = Source(shards)
-    files = shard_files(source)
+    check_arguments(
+        shards,
+        out,
+        dtype=dtype,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        num_samples=num_samples,
+        num_gpus=num_gpus,
+    )
+    files = shard_files(Source(shards))
     if not os.path.isfile(os.path.join(shards, "metadata.parquet")):
         raise ValueError(f"--shards: {shards} has no metadata.parquet (an unfinished shard job)")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
-    torch.manual_seed(seed)
-    model = load_frontend(frontend, layer=layer, freeze="all")
-    weights = os.path.join(out, feature_cache.FRONTEND_WEIGHTS)
-    torch.save(model.state_dict(), weights)
-    dim = int(model.out_dim)
-    del model
-
-    if not ray.is_initialized():
-        ray.init()
-    ds = ray.data.read_parquet(files).select_columns(READ_COLUMNS)
-    ds = ds.map_batches(
-        ExtractFeatures,
+    weights, dim = save_frontend(frontend, layer, seed, out)
+    actor = {
+        "frontend": frontend,
+        "layer": layer,
+        "weights": os.path.abspath(weights),
+        "num_samples": num_samples,
+        "dtype": dtype,
+        "device": "cuda" if num_gpus else "cpu",
+    }
+    write_features(
+        files,
+        out,
         batch_size=batch_size,
-        batch_format="numpy",
         concurrency=concurrency,
-        num_gpus=num_gpus or None,
-        fn_constructor_kwargs={
-            "frontend": frontend,
-            "layer": layer,
-            "weights": os.path.abspath(weights),
-            "num_samples": num_samples,
-            "dtype": dtype,
-            "device": "cuda" if num_gpus else "cpu",
-        },
+        num_gpus=num_gpus,
+        constructor_kwargs=actor,
     )
-    ds.write_parquet(os.path.abspath(os.path.join(out, "shards")))
     shutil.copyfile(os.path.join(shards, "metadata.parquet"), os.path.join(out, "metadata.parquet"))
-    import pyarrow.parquet as pq
-
-    rows = sum(
-        pq.read_metadata(os.path.join(out, "shards", f)).num_rows
-        for f in os.listdir(os.path.join(out, "shards"))
-        if f.endswith(".parquet")
-    )
-    expected = pq.read_metadata(os.path.join(shards, "metadata.parquet")).num_rows
-    if rows != expected:
-        raise RuntimeError(
-            f"wrote {rows} feature rows for {expected} shard rows; the folder is incomplete"
-        )
     info = {
         "frontend": str(frontend),
         "layer": layer,
@@ -203,15 +259,13 @@ def run(
         "num_samples": num_samples,
         "dim": dim,
         "frames": num_frames(num_samples),
-        "rows": rows,
+        "rows": count_rows(shards, out),
         "source": os.path.abspath(shards),
     }
     tmp = os.path.join(out, feature_cache.FEATURES_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(info, f, indent=2)
-    os.replace(
-        tmp, os.path.join(out, feature_cache.FEATURES_FILE)
-    )  # last: marks the folder complete
+    os.replace(tmp, os.path.join(out, feature_cache.FEATURES_FILE))  # last: the folder is complete
     return info
 
 

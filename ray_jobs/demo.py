@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from data_prep import shard
 from spoofdet.cli import format_summary
 from spoofdet.data.corpora import prepare
@@ -39,7 +41,7 @@ TRAIN_CORPUS = "asvspoof2019-la"
 TRAIN_SPLITS = ("train", "dev", "eval")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ray_jobs.demo",
         description=__doc__,
@@ -66,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         "--num-cpus", type=int, default=None, help="CPUs for the in-process Ray (default: all)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON summary at the end")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    t0 = time.perf_counter()
+    return parser.parse_args(argv)
 
-    # 1. corpora: synthetic audio in the exact on-disk layouts of the real ones
+
+def write_corpora(args: argparse.Namespace, out: Path) -> dict[str, dict]:
+    """Step 1: synthetic audio in the exact on-disk layouts of the real corpora."""
     corpora = {}
     for i, name in enumerate(DEMO_CORPORA):
         per_split = args.train_per_split if name == TRAIN_CORPUS else args.per_split
@@ -81,26 +83,68 @@ def main(argv: list[str] | None = None) -> int:
             f"[demo] wrote {corpora[name]['rows']:>4} clips of {name} to {corpora[name]['root']}",
             file=sys.stderr,
         )
+    return corpora
 
-    # 2. manifests: protocols -> schema rows (metadata only), missing audio listed
+
+def write_manifests(corpora: dict[str, dict], out: Path, as_json: bool) -> dict[str, dict]:
+    """Step 2: protocols -> schema rows (metadata only), missing audio listed."""
     summaries = {}
     for name, info in corpora.items():
         manifest = prepare(name, info["root"])
         path = out / "manifests" / f"{name}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
-        import pyarrow.parquet as pq
-
         pq.write_table(manifest.table, path)
         summaries[name] = {
             **manifest.summary(),
             "out": str(path),
             "deliberately_broken": info["broken"],
         }
-        if not args.json:
+        if not as_json:
             print(format_summary(summaries[name]))
             print(f"  deliberately broken: {info['broken']}\n")
+    return summaries
 
-    # 3. shards: decode once, 16 kHz mono FLAC in Parquet, broken files quarantined (Ray Data)
+
+def write_shards(corpora: dict[str, dict], out: Path, as_json: bool) -> dict[str, dict]:
+    """Step 3: decode once, 16 kHz mono FLAC in Parquet, broken files quarantined (Ray Data)."""
+    shards = {}
+    for name, info in corpora.items():
+        for split in TRAIN_SPLITS if name == TRAIN_CORPUS else (None,):
+            key = f"{name}/{split}" if split else name
+            table = prepare(name, info["root"], split, check_audio=False).table
+            shards[key] = shard.run(
+                table, str(out / "shards" / key), corpus=name, shard_mb=1.0, executor="ray"
+            )
+            if not as_json:
+                print(shard.format_summary(shards[key]))
+    return shards
+
+
+def train_demo(args: argparse.Namespace, out: Path) -> dict | None:
+    """Step 4: Ray Train + DeepSpeed (2 CPU workers), MLflow tracking, final model registered;
+    returns the run's summary, or None if training failed."""
+    from ray_jobs import train
+
+    shard_root = out / "shards" / TRAIN_CORPUS
+    overrides = [
+        f"data.train.0.shards={shard_root / 'train'}",
+        f"data.dev.shards={shard_root / 'dev'}",
+    ]
+    argv = ["--config", args.config, "--storage", str(out / "train"), *overrides]
+    print(f"[demo] training: python -m ray_jobs.train {' '.join(argv)}", file=sys.stderr)
+    # --json: one object on stdout
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        if train.main(argv) != 0:
+            return None
+    return json.loads((out / "train" / "demo" / "final" / "summary.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    corpora = write_corpora(args, out)
+    summaries = write_manifests(corpora, out, args.json)
     import ray
 
     ray.init(
@@ -111,57 +155,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     shards, trained, evaluation, promotion = {}, None, None, None
     try:
-        for name, info in corpora.items():
-            for split in TRAIN_SPLITS if name == TRAIN_CORPUS else (None,):
-                key = f"{name}/{split}" if split else name
-                table = prepare(name, info["root"], split, check_audio=False).table
-                shards[key] = shard.run(
-                    table, str(out / "shards" / key), corpus=name, shard_mb=1.0, executor="ray"
-                )
-                if not args.json:
-                    print(shard.format_summary(shards[key]))
-
-        # 4. train: Ray Train + DeepSpeed (2 CPU workers), MLflow tracking, final model registered
+        shards = write_shards(corpora, out, args.json)
         if not args.no_train:
-            from ray_jobs import train
-
-            shard_root = out / "shards" / TRAIN_CORPUS
-            overrides = [
-                f"data.train.0.shards={shard_root / 'train'}",
-                f"data.dev.shards={shard_root / 'dev'}",
-            ]
-            argv = ["--config", args.config, "--storage", str(out / "train"), *overrides]
-            print(f"[demo] training: python -m ray_jobs.train {' '.join(argv)}", file=sys.stderr)
-            with contextlib.redirect_stdout(
-                sys.stderr if args.json else sys.stdout
-            ):  # --json: one object on stdout
-                if train.main(argv) != 0:
-                    return 1
-            trained = json.loads((out / "train" / "demo" / "final" / "summary.json").read_text())
-
+            trained = train_demo(args, out)
+            if trained is None:
+                return 1
             # 5.-6. evaluate the registered model on the 2019 LA eval shards, then promote it
             if trained.get("registered"):
-                evaluation, promotion = evaluate_and_promote(trained, shard_root / "eval", out)
+                eval_shards = out / "shards" / TRAIN_CORPUS / "eval"
+                evaluation, promotion = evaluate_and_promote(trained, eval_shards, out)
     finally:
         ray.shutdown()
 
     elapsed = time.perf_counter() - t0
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "corpora": summaries,
-                    "shards": shards,
-                    "train": trained,
-                    "evaluation": evaluation,
-                    "promotion": promotion,
-                    "seconds": round(elapsed, 2),
-                }
-            )
-        )
+        found = {"corpora": summaries, "shards": shards, "train": trained}
+        found.update(evaluation=evaluation, promotion=promotion, seconds=round(elapsed, 2))
+        print(json.dumps(found))
     else:
         print(
-            f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, shards in {out / 'shards'}"
+            f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, "
+            f"shards in {out / 'shards'}"
             + (f", run in {out / 'train' / 'demo'}" if trained else "")
         )
         if promotion:
@@ -240,17 +254,20 @@ def champion_report(trained: dict, evaluation: dict, promotion: dict) -> str:
     for set_name, m in sets.items():
         act = "" if m["act_dcf"] is None else f", actDCF {m['act_dcf']:.4f}, Cllr {m['cllr']:.4f}"
         lines.append(
-            f"[demo]   {set_name} ({promotion['protocol']}): EER {m['eer']:.2f} %, minDCF {m['min_dcf']:.4f}{act}"
+            f"[demo]   {set_name} ({promotion['protocol']}): EER {m['eer']:.2f} %, "
+            f"minDCF {m['min_dcf']:.4f}{act}"
         )
     s = evaluation["sets"][0]
     lines += [
         f"[demo] MLflow store {uri}: training run {trained['mlflow_run_id']}, evaluation run "
         f"{evaluation['mlflow']['run_id']}, model {trained['model_uri']}",
         f"[demo] browse it: mlflow ui --backend-store-uri {uri}",
-        f"[demo] scores of v{promotion['candidate']}: {s['scores']}; plots: {s.get('det_png')}, {s.get('hist_png')}; "
+        f"[demo] scores of v{promotion['candidate']}: {s['scores']}; "
+        f"plots: {s.get('det_png')}, {s.get('hist_png')}; "
         f"metrics: {Path(s['scores']).with_name('metrics.json')}",
         f"[demo] promotion record: {promotion['record']}",
-        f"[demo] score your own audio: spoofdet predict FOLDER --model models:/{name}@champion --tracking-uri {uri}",
+        "[demo] score your own audio: "
+        f"spoofdet predict FOLDER --model models:/{name}@champion --tracking-uri {uri}",
     ]
     return "\n".join(lines)
 

@@ -20,9 +20,9 @@ What happens, top to bottom:
    and an actor pool scores them (``spoofdet.serve.batch``); window scores are averaged per clip.
 3. Per eval set, in ``OUT/<length>/<set>/``: ``scores.txt`` (``<utt_id> <score>``, written whole;
    a folder of audio gets ``scores.csv`` with ``path,score,llr,decision,error``), ``metrics.json``
-   (``spoofdet.evaluation.metrics.evaluate_table`` on the schema columns of ``metadata.parquet``; rows of phase
-   ``eval`` where a set has phases), ``det.png`` and ``hist.png``. Scores are calibrated LLRs when
-   the model stores a calibration, else raw scores (``score_type`` says which).
+   (``spoofdet.evaluation.metrics.evaluate_table`` on the schema columns of ``metadata.parquet``;
+   rows of phase ``eval`` where a set has phases), ``det.png`` and ``hist.png``. Scores are
+   calibrated LLRs when the model stores a calibration, else raw scores (``score_type`` says which).
 4. ``OUT/<length>/cross_dataset.{md,json}``: one row per set, the protocol stated in both.
 5. MLflow: a new run "eval <model> <length>" (tag ``spoofdet.kind=evaluation``) in the experiment
    of the run that trained the model, nested under it (``mlflow.parentRunId``), with metrics
@@ -37,6 +37,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,108 @@ from spoofdet.evaluation.protocols import (
     describe_protocol,
 )
 from spoofdet.evaluation.sets import EvalSet, parse_eval_sets
+
+
+def score_clips(es: EvalSet, ref: Any, *, length: str, hop: int, opts: dict[str, Any]) -> Any:
+    """Per clip of the eval set, its raw score (mean over windows) or why it failed (Ray Data)."""
+    from spoofdet.serve import batch as inference
+
+    if es.kind == "shards":
+        return inference.score_dataset(
+            inference.shard_dataset(es.path), ref, files=False, length=length, hop=hop, **opts
+        )
+    from spoofdet.data.corpora import prepare_folder
+
+    table = prepare_folder(es.path, check_audio=False).table
+    return inference.score_dataset(
+        inference.folder_dataset(table), ref, files=True, length=length, hop=hop, **opts
+    )
+
+
+def score_shard_set(
+    es: EvalSet,
+    clips: Any,
+    to_score: Any,
+    *,
+    calibrated: bool,
+    length: str,
+    phase: str | None,
+    out: Path,
+    result: dict[str, Any],
+    thresholds: dict[str, float],
+) -> tuple[Any, Any]:
+    """A labelled shard folder: ``scores.txt``, metrics over the rows evaluated and the DET plot
+    (into ``result`` and ``thresholds``); returns the scores and labels for the histogram."""
+    import numpy as np
+
+    from spoofdet.evaluation import sets as eval_sets
+    from spoofdet.evaluation.plots import plot_det
+    from spoofdet.evaluation.scorefile import write_scores
+
+    meta = eval_sets.read_metadata(es)
+    scores = to_score(eval_sets.align(meta, clips.raw))
+    ids = meta["utt_id"].to_pylist()
+    unknown = sorted(set(clips.raw) - set(ids))
+    missing = [u for u, s in zip(ids, scores) if not np.isfinite(s) and u not in clips.errors]
+    if unknown or missing:
+        raise RuntimeError(
+            f"{es.name}: {len(missing)} metadata row(s) got no score (e.g. {missing[:3]}) and "
+            f"{len(unknown)} score(s) match no row (e.g. {unknown[:3]}); the shards and "
+            f"{es.path}/metadata.parquet disagree: re-run `spoofdet prepare` for this set"
+        )
+    ok = np.isfinite(scores)
+    write_scores(out / "scores.txt", [u for u, k in zip(ids, ok) if k], scores[ok])
+    mask, result["selection"] = eval_sets.select_rows(meta, phase)
+    metrics = eval_sets.set_metrics(meta, scores, mask, calibrated=calibrated)
+    result.update(
+        scores=str(out / "scores.txt"),
+        quarantined_in_shards=eval_sets.quarantined(es),
+        metrics=metrics,
+        fingerprint=eval_sets.fingerprint(meta),
+    )
+    labels = np.asarray([v if v is not None else -1 for v in meta["label"].to_pylist()])
+    use = mask & ok
+    if metrics is not None:
+        thresholds["EER threshold"] = metrics["threshold"]
+        result["det_png"] = str(
+            plot_det(
+                scores[use & (labels == 1)],
+                scores[use & (labels == 0)],
+                out / "det.png",
+                title=f"{es.name}, {length}: EER {metrics['eer']:.2f} %",
+            )
+        )
+    return scores[use], labels[use]
+
+
+def score_folder_set(
+    clips: Any, to_score: Any, cal: Any, out: Path, result: dict[str, Any]
+) -> tuple[Any, None]:
+    """A folder of audio (unlabelled): ``scores.csv`` with a row per file, failures included
+    (into ``result``); returns the scores for the histogram."""
+    from spoofdet.serve.predict import Prediction, decide, write_csv
+    from spoofdet.serve.registry import DECISION_THRESHOLD
+
+    ids = sorted(set(clips.raw) | set(clips.errors))
+    hist_scores = to_score([clips.raw[u] for u in ids if u in clips.raw])
+    llr = dict(zip([u for u in ids if u in clips.raw], hist_scores))
+    write_csv(
+        [
+            Prediction(u, error=clips.errors[u])
+            if u in clips.errors
+            else Prediction(
+                u,
+                clips.raw[u],
+                llr[u] if cal else None,
+                decide(llr[u], DECISION_THRESHOLD) if cal else None,
+                n_windows=clips.n_windows[u],
+            )
+            for u in ids
+        ],
+        out / "scores.csv",
+    )
+    result.update(selection="all files", scores=str(out / "scores.csv"), metrics=None)
+    return hist_scores, None
 
 
 def evaluate_set(
@@ -64,25 +167,12 @@ def evaluate_set(
     """Score one eval set and write its score file, metrics JSON and plots (step 2-3)."""
     import numpy as np
 
-    from spoofdet.evaluation import sets as eval_sets
-    from spoofdet.evaluation.plots import plot_det, plot_histogram
-    from spoofdet.evaluation.scorefile import write_scores
-    from spoofdet.serve import batch as inference
+    from spoofdet.evaluation.plots import plot_histogram
     from spoofdet.serve.registry import DECISION_THRESHOLD
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if es.kind == "shards":
-        clips = inference.score_dataset(
-            inference.shard_dataset(es.path), ref, files=False, length=length, hop=hop, **opts
-        )
-    else:
-        from spoofdet.data.corpora import prepare_folder
-
-        table = prepare_folder(es.path, check_audio=False).table
-        clips = inference.score_dataset(
-            inference.folder_dataset(table), ref, files=True, length=length, hop=hop, **opts
-        )
+    clips = score_clips(es, ref, length=length, hop=hop, opts=opts)
     cal = calibration
     to_score = (
         (lambda raw: cal.apply(raw))
@@ -101,62 +191,19 @@ def evaluate_set(
     }
     thresholds = {"decision threshold (LLR)": DECISION_THRESHOLD} if cal is not None else {}
     if es.kind == "shards":
-        meta = eval_sets.read_metadata(es)
-        scores = to_score(eval_sets.align(meta, clips.raw))
-        ids = meta["utt_id"].to_pylist()
-        unknown = sorted(set(clips.raw) - set(ids))
-        missing = [u for u, s in zip(ids, scores) if not np.isfinite(s) and u not in clips.errors]
-        if unknown or missing:
-            raise RuntimeError(
-                f"{es.name}: {len(missing)} metadata row(s) got no score (e.g. {missing[:3]}) and "
-                f"{len(unknown)} score(s) match no row (e.g. {unknown[:3]}); the shards and "
-                f"{es.path}/metadata.parquet disagree: re-run `spoofdet prepare` for this set"
-            )
-        ok = np.isfinite(scores)
-        write_scores(out / "scores.txt", [u for u, k in zip(ids, ok) if k], scores[ok])
-        mask, result["selection"] = eval_sets.select_rows(meta, phase)
-        metrics = eval_sets.set_metrics(meta, scores, mask, calibrated=cal is not None)
-        result.update(
-            scores=str(out / "scores.txt"),
-            quarantined_in_shards=eval_sets.quarantined(es),
-            metrics=metrics,
-            fingerprint=eval_sets.fingerprint(meta),
+        hist_scores, hist_labels = score_shard_set(
+            es,
+            clips,
+            to_score,
+            calibrated=cal is not None,
+            length=length,
+            phase=phase,
+            out=out,
+            result=result,
+            thresholds=thresholds,
         )
-        labels = np.asarray([v if v is not None else -1 for v in meta["label"].to_pylist()])
-        use = mask & ok
-        if metrics is not None:
-            thresholds["EER threshold"] = metrics["threshold"]
-            result["det_png"] = str(
-                plot_det(
-                    scores[use & (labels == 1)],
-                    scores[use & (labels == 0)],
-                    out / "det.png",
-                    title=f"{es.name}, {length}: EER {metrics['eer']:.2f} %",
-                )
-            )
-        hist_scores, hist_labels = scores[use], labels[use]
     else:
-        from spoofdet.serve.predict import Prediction, decide, write_csv
-
-        ids = sorted(set(clips.raw) | set(clips.errors))
-        hist_scores = to_score([clips.raw[u] for u in ids if u in clips.raw])
-        hist_labels, llr = None, dict(zip([u for u in ids if u in clips.raw], hist_scores))
-        write_csv(
-            [
-                Prediction(u, error=clips.errors[u])
-                if u in clips.errors
-                else Prediction(
-                    u,
-                    clips.raw[u],
-                    llr[u] if cal else None,
-                    decide(llr[u], DECISION_THRESHOLD) if cal else None,
-                    n_windows=clips.n_windows[u],
-                )
-                for u in ids
-            ],
-            out / "scores.csv",
-        )
-        result.update(selection="all files", scores=str(out / "scores.csv"), metrics=None)
+        hist_scores, hist_labels = score_folder_set(clips, to_score, cal, out, result)
     if len(hist_scores):
         result["hist_png"] = str(
             plot_histogram(
@@ -187,7 +234,8 @@ def run_evaluation(
     mlflow: bool = True,
     experiment: str | None = None,
 ) -> dict[str, Any]:
-    """Steps 2-5 for a resolved model; returns the summary that ``--json`` prints (also OUT/<length>/summary.json)."""
+    """Steps 2-5 for a resolved model; returns the summary that ``--json`` prints (also
+    OUT/<length>/summary.json)."""
     from spoofdet.evaluation.sets import cross_dataset_table
     from spoofdet.serve.registry import read_calibration
 
@@ -311,7 +359,7 @@ def scoring_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="spoofdet score",
         description=__doc__,
@@ -340,18 +388,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-mlflow", action="store_true", help="write files only, log nothing")
     add_scoring_arguments(ap)
-    args = ap.parse_args(argv)
-    from dataclasses import replace
+    return ap.parse_args(argv)
 
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(Path(summary["cross_dataset"]["markdown"]).read_text())
+    for r in summary["sets"]:
+        failed = f", {r['n_failed']} clip(s) failed to decode" if r["n_failed"] else ""
+        print(f"{r['eval_set']}: scores {r['scores']}{failed}")
+    if "mlflow" in summary:
+        print(f"MLflow: run {summary['mlflow']['run_id']} at {summary['mlflow']['tracking_uri']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     from spoofdet.serve.registry import default_tracking_uri, resolve_model
 
     try:
         opts = scoring_options(args)
         sets = parse_eval_sets(args.eval_set)
         ref = resolve_model(args.model, args.tracking_uri)
-        if (
-            ref.tracking_uri is None and not args.no_mlflow
-        ):  # a model folder of no known run: the default store
+        if ref.tracking_uri is None and not args.no_mlflow:
+            # a model folder of no known run: the default store
             ref = replace(ref, tracking_uri=default_tracking_uri(args.tracking_uri))
     except ValueError as exc:
         print(f"spoofdet score: error: {exc}", file=sys.stderr)
@@ -387,13 +445,8 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     if args.json:
         print(json.dumps(summary, allow_nan=False))
-        return 0
-    print(Path(summary["cross_dataset"]["markdown"]).read_text())
-    for r in summary["sets"]:
-        failed = f", {r['n_failed']} clip(s) failed to decode" if r["n_failed"] else ""
-        print(f"{r['eval_set']}: scores {r['scores']}{failed}")
-    if "mlflow" in summary:
-        print(f"MLflow: run {summary['mlflow']['run_id']} at {summary['mlflow']['tracking_uri']}")
+    else:
+        print_summary(summary)
     return 0
 
 

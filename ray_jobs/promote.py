@@ -64,7 +64,8 @@ def mean_metric(summary: dict[str, Any], metric: str) -> float:
 def recorded_evaluation(
     ref: Any, sets: list[Any], wanted: dict[str, dict[str, Any]], length: str
 ) -> dict[str, Any] | None:
-    """The evaluation of ``ref`` on every set as recorded in its version tags, or None if any set lacks a match."""
+    """The evaluation of ``ref`` on every set as recorded in its version tags, or None if any set
+    lacks a match."""
     from spoofdet.serve.registry import version_tags
 
     tags, results = version_tags(ref.name, ref.version, ref.tracking_uri), []
@@ -90,7 +91,7 @@ def recorded_evaluation(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         prog="spoofdet promote",
         description=__doc__,
@@ -127,132 +128,121 @@ def main(argv: list[str] | None = None) -> int:
         "hold an evaluation on the same sets and protocol",
     )
     add_scoring_arguments(ap)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    # 1. look up candidate and champion (before Ray is touched)
-    from spoofdet.serve.registry import (
-        CHAMPION,
-        default_tracking_uri,
-        resolve_model,
-        set_version_tags,
-    )
 
+def look_up(args: argparse.Namespace) -> tuple[dict[str, Any], list[Any], str, Any, Any]:
+    """Step 1, before Ray is touched: (scoring options, eval sets, tracking URI, candidate,
+    champion or None). Raises ValueError naming what to fix."""
+    from spoofdet.serve.registry import CHAMPION, default_tracking_uri, resolve_model
+
+    opts = scoring_options(args)
+    sets = parse_eval_sets(args.eval_set)
+    if any(s.kind != "shards" for s in sets):
+        raise ValueError(
+            "--eval-set: promotion needs labelled shard folders (from `spoofdet prepare`), "
+            "not audio folders"
+        )
+    if args.margin < 0:
+        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+    uri = default_tracking_uri(args.tracking_uri)
+    candidate = resolve_model(f"models:/{args.name}/{args.version}", uri)
     try:
-        opts = scoring_options(args)
-        sets = parse_eval_sets(args.eval_set)
-        if any(s.kind != "shards" for s in sets):
-            raise ValueError(
-                "--eval-set: promotion needs labelled shard folders (from `spoofdet prepare`), "
-                "not audio folders"
-            )
-        if args.margin < 0:
-            raise ValueError(f"--margin must be >= 0, got {args.margin}")
-        uri = default_tracking_uri(args.tracking_uri)
-        candidate = resolve_model(f"models:/{args.name}/{args.version}", uri)
-        try:
-            champion = resolve_model(f"models:/{args.name}@{CHAMPION}", uri)
-        except ValueError:
-            champion = None
-    except ValueError as exc:
-        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out or Path("runs/promote") / args.name)
-    record: dict[str, Any] = {
-        "name": args.name,
-        "candidate": candidate.version,
-        "champion": champion and champion.version,
-        "metric": args.metric,
-        "margin": args.margin,
-        "protocol": args.length,
-        "eval_sets": [s.name for s in sets],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if champion is not None and champion.version == candidate.version:
-        record.update(result="already champion", evaluations={})
-        return report(record, out, args.json)
+        champion = resolve_model(f"models:/{args.name}@{CHAMPION}", uri)
+    except ValueError:
+        champion = None
+    return opts, sets, uri, candidate, champion
 
-    # 2. evaluate both on the same sets, same protocol (reusing recorded evaluations of these exact sets)
+
+def reusable_evaluations(
+    args: argparse.Namespace, sets: list[Any], refs: list[Any]
+) -> dict[str, dict[str, Any] | None]:
+    """Per version (``v<N>``), its recorded evaluation on the same rows and protocol, or None
+    where it must be scored (always None with ``--fresh``)."""
     from spoofdet.evaluation import sets as eval_sets
 
-    started = False
-    try:
-        wanted = {}
-        for es in sets:
-            meta = eval_sets.read_metadata(es)
-            wanted[es.name] = {
-                "fingerprint": eval_sets.fingerprint(meta),
-                "selection": eval_sets.select_rows(meta, args.phase)[1],
-                "window": args.window,
-                "hop": args.hop if args.length == "full" else None,
-            }
-        refs = [r for r in (candidate, champion) if r is not None]
-        evaluations = {
-            f"v{r.version}": None
-            if args.fresh
-            else recorded_evaluation(r, sets, wanted, args.length)
-            for r in refs
+    wanted = {}
+    for es in sets:
+        meta = eval_sets.read_metadata(es)
+        wanted[es.name] = {
+            "fingerprint": eval_sets.fingerprint(meta),
+            "selection": eval_sets.select_rows(meta, args.phase)[1],
+            "window": args.window,
+            "hop": args.hop if args.length == "full" else None,
         }
-        todo = [r for r in refs if evaluations[f"v{r.version}"] is None]
-        if todo:
-            import ray
+    return {
+        f"v{r.version}": None if args.fresh else recorded_evaluation(r, sets, wanted, args.length)
+        for r in refs
+    }
 
-            started = not ray.is_initialized()
-            if started:
-                ray.init(
-                    num_cpus=args.num_cpus,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-        for r in todo:
-            evaluations[f"v{r.version}"] = run_evaluation(
-                r,
-                sets,
-                length=args.length,
-                hop=args.hop,
-                phase=args.phase,
-                out=out / f"v{r.version}",
-                opts=opts,
+
+def start_ray(num_cpus: int | None) -> bool:
+    """Start Ray in-process unless it is up; True if this call started it."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
             )
-        record["evaluations"] = {
-            k: {
-                "out": v["out"],
-                "mlflow_run_id": v["mlflow"]["run_id"],
-                "reused": v.get("reused", False),
-                "calibrated": v["calibrated"],
-                "sets": {
-                    r["eval_set"]: r["metrics"] and {m: r["metrics"][m] for m in METRICS}
-                    for r in v["sets"]
-                },
-            }
-            for k, v in evaluations.items()
+        except BaseException:
+            ray.shutdown()  # a failed start leaves nothing running
+            raise
+    return started
+
+
+def evaluation_record(evaluations: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What ``promotion.json`` keeps of each version's evaluation."""
+    return {
+        k: {
+            "out": v["out"],
+            "mlflow_run_id": v["mlflow"]["run_id"],
+            "reused": v.get("reused", False),
+            "calibrated": v["calibrated"],
+            "sets": {
+                r["eval_set"]: r["metrics"] and {m: r["metrics"][m] for m in METRICS}
+                for r in v["sets"]
+            },
         }
-        # 3. decide
-        if args.metric in LLR_METRICS:
-            uncal = [k for k, v in evaluations.items() if not v["calibrated"]]
-            if uncal:
-                raise ValueError(
-                    f"--metric {args.metric} needs calibrated LLR scores but {', '.join(uncal)} of "
-                    f"{args.name} store no calibration; compare on eer or min_dcf"
-                )
-        record["candidate_score"] = mean_metric(evaluations[f"v{candidate.version}"], args.metric)
-        if champion is None:
-            record["result"] = "first champion"
-        else:
-            record["champion_score"] = mean_metric(evaluations[f"v{champion.version}"], args.metric)
-            better = record["candidate_score"] < record["champion_score"] - args.margin
-            record["result"] = "promoted" if better else "refused"
-    except ValueError as exc:
-        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if started:
-            import ray
+        for k, v in evaluations.items()
+    }
 
-            ray.shutdown()
 
-    # 4. record on both versions; move the alias only on promotion
+def decide(
+    args: argparse.Namespace,
+    record: dict[str, Any],
+    evaluations: dict,
+    candidate: Any,
+    champion: Any,
+) -> None:
+    """Step 3: both scores and the result into ``record``; ValueError when they cannot compare."""
+    if args.metric in LLR_METRICS:
+        uncal = [k for k, v in evaluations.items() if not v["calibrated"]]
+        if uncal:
+            raise ValueError(
+                f"--metric {args.metric} needs calibrated LLR scores but {', '.join(uncal)} of "
+                f"{args.name} store no calibration; compare on eer or min_dcf"
+            )
+    record["candidate_score"] = mean_metric(evaluations[f"v{candidate.version}"], args.metric)
+    if champion is None:
+        record["result"] = "first champion"
+    else:
+        record["champion_score"] = mean_metric(evaluations[f"v{champion.version}"], args.metric)
+        better = record["candidate_score"] < record["champion_score"] - args.margin
+        record["result"] = "promoted" if better else "refused"
+
+
+def record_decision(
+    args: argparse.Namespace, record: dict[str, Any], candidate: Any, champion: Any, uri: str
+) -> None:
+    """Step 4: tag both versions with the comparison; move the alias only on promotion."""
     from mlflow.tracking import MlflowClient
+
+    from spoofdet.serve.registry import CHAMPION, set_version_tags
 
     keys = ("result", "metric", "margin", "protocol", "candidate_score", "champion_score", "time")
     tags = {f"promotion.{k}": record[k] for k in keys if record.get(k) is not None}
@@ -276,6 +266,59 @@ def main(argv: list[str] | None = None) -> int:
             set_version_tags(
                 args.name, champion.version, {"promotion.replaced_by": candidate.version}, uri
             )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:  # 1. look up candidate and champion (before Ray is touched)
+        opts, sets, uri, candidate, champion = look_up(args)
+    except ValueError as exc:
+        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path("runs/promote") / args.name)
+    record: dict[str, Any] = {
+        "name": args.name,
+        "candidate": candidate.version,
+        "champion": champion and champion.version,
+        "metric": args.metric,
+        "margin": args.margin,
+        "protocol": args.length,
+        "eval_sets": [s.name for s in sets],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if champion is not None and champion.version == candidate.version:
+        record.update(result="already champion", evaluations={})
+        return report(record, out, args.json)
+
+    # 2. evaluate both on the same sets, same protocol (reusing recorded evaluations of these sets)
+    started = False
+    try:
+        refs = [r for r in (candidate, champion) if r is not None]
+        evaluations = reusable_evaluations(args, sets, refs)
+        todo = [r for r in refs if evaluations[f"v{r.version}"] is None]
+        started = bool(todo) and start_ray(args.num_cpus)
+        for r in todo:
+            evaluations[f"v{r.version}"] = run_evaluation(
+                r,
+                sets,
+                length=args.length,
+                hop=args.hop,
+                phase=args.phase,
+                out=out / f"v{r.version}",
+                opts=opts,
+            )
+        record["evaluations"] = evaluation_record(evaluations)
+        decide(args, record, evaluations, candidate, champion)  # 3.
+    except ValueError as exc:
+        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+    record_decision(args, record, candidate, champion, uri)  # 4.
     return report(record, out, args.json)
 
 
@@ -294,15 +337,18 @@ def report(record: dict[str, Any], out: Path, as_json: bool) -> int:
             record["metric"],
         )
         scores = (
-            f" ({m} {record['candidate_score']:.4g} vs {record['champion_score']:.4g}, margin {record['margin']:g})"
+            f" ({m} {record['candidate_score']:.4g} vs {record['champion_score']:.4g}, "
+            f"margin {record['margin']:g})"
             if "champion_score" in record
             else ""
         )
         print(
             {
                 "promoted": f"PROMOTED: {name} v{cand} is now @champion, replacing v{champ}{scores}",
-                "refused": f"REFUSED: {name} v{cand} is not better than @champion v{champ}{scores}; alias unchanged",
-                "first champion": f"{name} v{cand} is the first @champion ({m} {record.get('candidate_score', 0):.4g})",
+                "refused": f"REFUSED: {name} v{cand} is not better than @champion v{champ}{scores}; "
+                "alias unchanged",
+                "first champion": f"{name} v{cand} is the first @champion "
+                f"({m} {record.get('candidate_score', 0):.4g})",
                 "already champion": f"{name} v{cand} is already @champion; nothing to do",
             }[record["result"]]
         )

@@ -16,8 +16,8 @@ Human-readable output goes to stdout; with ``--json`` stdout holds exactly one J
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
 file and line), 1 anything unexpected; ``spoofdet promote`` also 3 (refused: the candidate is
 not better than the champion). ``train``, ``score``, ``features`` and ``promote`` are the Ray
-jobs of ``ray_jobs/`` and ``data_prep/features.py``, ``import`` is ``spoofdet.serve.importer``
-(``JOB_COMMANDS``; imported only when called); ``predict`` and ``import`` never import Ray.
+jobs of ``ray_jobs/`` and ``data_prep/features.py`` (``JOB_COMMANDS``; imported only when
+called); ``predict`` and ``import`` never import Ray.
 """
 
 from __future__ import annotations
@@ -25,12 +25,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+
+
+def bad_input(command: str, exc: BaseException | str) -> int:
+    """Print ``spoofdet COMMAND: error: EXC`` on stderr and return the bad-input exit code (2)."""
+    print(f"spoofdet {command}: error: {exc}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -101,6 +106,65 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _add_manifest_parser(sub: argparse._SubParsersAction) -> None:
+    from spoofdet.data.corpora import CORPORA, SPLIT_HELP
+
+    corpora_help = "\n".join(f"  {name:<16} --split: {SPLIT_HELP[name]}" for name in CORPORA)
+    m = sub.add_parser(
+        "manifest",
+        help="parse a corpus' protocols into a metadata table and print its counts",
+        description="Parse a corpus' protocol/key/meta files into schema rows, check that every "
+        "audio file exists, and print counts per subset and attack. Missing audio files are "
+        "listed and counted (rows are kept); malformed protocol lines stop with file:line errors.",
+        epilog=f"corpora:\n{corpora_help}\n\nexample:\n"
+        "  spoofdet manifest asvspoof2019-la --root ~/data/LA --split train --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    m.add_argument(
+        "corpus", choices=list(CORPORA), metavar="CORPUS", help="one of: " + ", ".join(CORPORA)
+    )
+    m.add_argument(
+        "--root", required=True, help="corpus root folder (for csv: the .csv file or its folder)"
+    )
+    m.add_argument("--split", default=None, help="restrict to one split/phase/subset (see below)")
+    m.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.parquet",
+        help="write the metadata table (no audio) here",
+    )
+    m.add_argument(
+        "--no-audio-check",
+        action="store_true",
+        help="parse protocols only; do not look for audio files",
+    )
+    m.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (rows, bonafide, spoof, by_attack, by_subset, ...)",
+    )
+    m.set_defaults(func=_manifest)
+
+
+def _add_prepare_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="shard a corpus into Parquet (16 kHz FLAC) with Ray Data; resumable, nothing lost",
+        description="Decode every file of a corpus once (mono, band-limited resampling to 16 kHz), "
+        "store it as FLAC bytes in Parquet shards of about --shard-mb MiB, and write metadata.parquet "
+        "(no audio) and quarantine.parquet (every file that could not be used, with its reason) "
+        "beside them. Re-running the same command resumes an interrupted job; a finished job is a no-op.",
+        epilog="output layout: OUT/shards/part-NNNNN.parquet, OUT/metadata.parquet, "
+        "OUT/quarantine.parquet, OUT/summary.json, OUT/_work/\n\n"
+        "example:\n  spoofdet prepare codecfake --root ~/data/Codecfake --out runs/shards/codecfake --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from spoofdet.data.shard_cli import add_arguments, run_from_args
+
+    add_arguments(p)
+    p.set_defaults(func=run_from_args)
+
+
 def _synth(args: argparse.Namespace) -> int:
     from spoofdet.testing.synthetic import LAYOUTS, write_corpus
 
@@ -119,6 +183,34 @@ def _synth(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results if args.corpus == "all" else results[args.corpus]))
     return 0
+
+
+def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
+    from spoofdet.testing.synthetic import LAYOUTS
+
+    s = sub.add_parser(
+        "synth",
+        help="write a small synthetic corpus in a real corpus layout (for tests and the demo)",
+        description="Generate audio plus protocol/key/meta files in the exact layout of a real "
+        "corpus. Bona fide clips are voiced speech-like signals with natural jitter; spoof clips "
+        "are vocoded/resynthesised copies; both share length, loudness and sample-rate "
+        "distributions. A few deliberately broken files (missing, empty, corrupt, too short, NaN) "
+        "are included unless --no-broken.",
+    )
+    s.add_argument(
+        "corpus",
+        choices=[*LAYOUTS, "all"],
+        metavar="CORPUS",
+        help="one of: " + ", ".join([*LAYOUTS, "all"]),
+    )
+    s.add_argument(
+        "--out", required=True, help="output folder (with 'all': one sub-folder per corpus)"
+    )
+    s.add_argument("--per-split", type=int, default=12, help="clips per split/subset (default 12)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-broken", action="store_true", help="do not add broken files")
+    s.add_argument("--json", action="store_true", help="print what was written as JSON")
+    s.set_defaults(func=_synth)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -149,7 +241,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    from spoofdet.evaluation.keys import FORMATS, FUSIONS
     from spoofdet.evaluation.scorefile import LAYOUTS
 
     layouts = "\n".join(f"  {name:<15} {lay.doc}" for name, lay in LAYOUTS.items())
@@ -169,12 +260,22 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "n_spoof,\npolarity_warning, eer_negated, breakdown, [min_tdcf, tdcf]; for several: models (one such "
         "object each),\nover_models (best/mean/std per metric) and fusion (with --fuse mean).\n\n"
         "examples:\n"
-        "  spoofdet evaluate --scores scores.txt --key keys/LA/CM/trial_metadata.txt --format asvspoof2021-la\n"
-        "  spoofdet evaluate --scores s.txt --key LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.trl.txt "
+        "  spoofdet evaluate --scores scores.txt --key keys/LA/CM/trial_metadata.txt "
+        "--format asvspoof2021-la\n"
+        "  spoofdet evaluate --scores s.txt "
+        "--key LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.trl.txt "
         "\\\n      --format asvspoof2019-la --asv-scores ASVspoof2019.LA.asv.eval.gi.trl.scores.txt --json\n"
-        "  spoofdet evaluate --scores m1.txt m2.txt m3.txt --key release_in_the_wild/meta.csv --format in-the-wild --fuse mean",
+        "  spoofdet evaluate --scores m1.txt m2.txt m3.txt --key release_in_the_wild/meta.csv "
+        "--format in-the-wild --fuse mean",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_evaluate_arguments(e)
+
+
+def _add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
+    from spoofdet.evaluation.keys import FORMATS, FUSIONS
+    from spoofdet.evaluation.scorefile import LAYOUTS
+
     e.add_argument(
         "--scores",
         required=True,
@@ -233,238 +334,108 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_evaluate)
 
 
-def _predict(args: argparse.Namespace) -> int:
-    from spoofdet.serve.predict import run
-
-    return run(args)
-
-
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
-    from spoofdet.serve.predict import __doc__ as doc
+    from spoofdet.serve import predict
 
     p = sub.add_parser(
         "predict",
         help="score your own audio files or folders with a detector -> path,score,llr,decision (no Ray)",
-        description=re.sub(r":\w+:`([^`]+)`", r"\1", doc.split("\n\n", 1)[1]).replace("``", ""),
-        epilog="examples:\n"
-        "  spoofdet predict ~/clips --model models:/spoofdet-demo@champion --tracking-uri sqlite:///runs/demo/train/mlflow.db\n"
-        "  spoofdet predict a.mp3 b.wav --model runs/demo/train/demo/final --out scores.csv --json\n"
-        "  spoofdet predict --model models:/spoofdet-demo@champion --show-model   # metadata, calibration, eval tags",
+        description=predict.DESCRIPTION,
+        epilog=predict.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "paths", nargs="*", metavar="PATH", help="audio files and/or folders (searched recursively)"
+    predict.add_arguments(p)
+    p.set_defaults(func=predict.run)
+
+
+def _add_import_parser(sub: argparse._SubParsersAction) -> None:
+    from spoofdet.serve import import_cli
+
+    p = sub.add_parser(
+        "import",
+        add_help=False,
+        help="turn a seed system's published checkpoint (.pth) into a spoofdet model folder or "
+        "registered version; see 'spoofdet import --help'",
+        description=import_cli.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--model",
-        required=True,
-        help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
-        "or a train run's final/ folder",
-    )
-    p.add_argument(
-        "--out", default=None, metavar="FILE.csv", help="write the CSV here (default: stdout)"
-    )
-    p.add_argument(
-        "--length",
-        choices=("full", "4s"),
-        default="full",
-        help="full: mean over --window-sample windows covering each file (default); 4s: the first --window samples",
-    )
-    p.add_argument(
-        "--window",
-        type=int,
-        default=64_600,
-        help="samples per window (default 64,600; XLSR-Mamba and "
-        "Fake-Mamba checkpoints were trained and evaluated on 66,800)",
-    )
-    p.add_argument(
-        "--hop",
-        type=int,
-        default=None,
-        help="window hop for --length full (default half the window, 32,300)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="LLR decision threshold (default -ln(1.9) ~= -0.642, the ASVspoof 5 Bayes threshold)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=16, help="windows per forward pass (default 16)"
-    )
-    p.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow store for registry URIs (default $MLFLOW_TRACKING_URI, "
-        "else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)",
-    )
-    p.add_argument(
-        "--show-model",
-        action="store_true",
-        help="print what the model is (metadata, calibration, "
-        "threshold, version tags) as JSON and exit",
-    )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON summary (with the predictions unless --out)",
-    )
-    p.set_defaults(func=_predict)
+    import_cli.add_arguments(p)
+    # bad input is the seed errors only (any other error: exit 1 with a traceback), and this
+    # sub-command's own parser words its usage errors, unknown options included
+    p.set_defaults(func=_import, parser=p, bad_input=())
+
+
+def _import(args: argparse.Namespace) -> int:
+    from spoofdet.models.checkpoints import SeedCheckpointError
+    from spoofdet.serve.import_cli import run
+    from spoofdet.serve.importer import SeedImportError
+
+    try:
+        return run(args, args.parser)
+    except (SeedCheckpointError, SeedImportError, FileNotFoundError) as exc:
+        return bad_input("import", exc)
+
+
+#: Sub-commands that are whole jobs: ``spoofdet CMD ARGS`` runs ``python -m MODULE ARGS``
+#: in-process (the jobs own their arguments; train: config + key=value overrides).
+JOB_COMMANDS = {
+    "train": "ray_jobs.train",
+    "score": "ray_jobs.evaluate",
+    "features": "data_prep.features",
+    "promote": "ray_jobs.promote",
+}
+#: Their line in ``spoofdet --help``; ``spoofdet CMD --help`` is the job's own help.
+JOB_HELP = {
+    "train": "train a detector from a recipe (Ray Train + DeepSpeed, MLflow); "
+    "see 'spoofdet train --help'",
+    "score": "evaluate a model on eval sets with Ray Data: score files, metrics, DET/histogram "
+    "plots, MLflow; see 'spoofdet score --help'",
+    "features": "run a frozen front-end once over shards and cache one layer's features "
+    "(Codecfake's trick); see 'spoofdet features --help'",
+    "promote": "move @champion to a model version only if it beats the champion; "
+    "see 'spoofdet promote --help'",
+}
+
+
+def _add_job_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    # listed in `spoofdet --help` only: main() hands a job its arguments before parsing
+    sub.add_parser(name, add_help=False, help=JOB_HELP[name])
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spoofdet.data.corpora import CORPORA, SPLIT_HELP
-
     parser = argparse.ArgumentParser(
         prog="spoofdet",
         description="Train, evaluate and ship speech-deepfake detectors. "
         "Labels: 1 = bona fide, 0 = spoof. Scores: higher = more bona fide.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    corpora_help = "\n".join(f"  {name:<16} --split: {SPLIT_HELP[name]}" for name in CORPORA)
-    m = sub.add_parser(
-        "manifest",
-        help="parse a corpus' protocols into a metadata table and print its counts",
-        description="Parse a corpus' protocol/key/meta files into schema rows, check that every "
-        "audio file exists, and print counts per subset and attack. Missing audio files are "
-        "listed and counted (rows are kept); malformed protocol lines stop with file:line errors.",
-        epilog=f"corpora:\n{corpora_help}\n\nexample:\n  spoofdet manifest asvspoof2019-la --root ~/data/LA --split train --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    m.add_argument(
-        "corpus", choices=list(CORPORA), metavar="CORPUS", help="one of: " + ", ".join(CORPORA)
-    )
-    m.add_argument(
-        "--root", required=True, help="corpus root folder (for csv: the .csv file or its folder)"
-    )
-    m.add_argument("--split", default=None, help="restrict to one split/phase/subset (see below)")
-    m.add_argument(
-        "--out",
-        default=None,
-        metavar="FILE.parquet",
-        help="write the metadata table (no audio) here",
-    )
-    m.add_argument(
-        "--no-audio-check",
-        action="store_true",
-        help="parse protocols only; do not look for audio files",
-    )
-    m.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object (rows, bonafide, spoof, by_attack, by_subset, ...)",
-    )
-    m.set_defaults(func=_manifest)
-
-    p = sub.add_parser(
-        "prepare",
-        help="shard a corpus into Parquet (16 kHz FLAC) with Ray Data; resumable, nothing lost",
-        description="Decode every file of a corpus once (mono, band-limited resampling to 16 kHz), "
-        "store it as FLAC bytes in Parquet shards of about --shard-mb MiB, and write metadata.parquet "
-        "(no audio) and quarantine.parquet (every file that could not be used, with its reason) "
-        "beside them. Re-running the same command resumes an interrupted job; a finished job is a no-op.",
-        epilog="output layout: OUT/shards/part-NNNNN.parquet, OUT/metadata.parquet, "
-        "OUT/quarantine.parquet, OUT/summary.json, OUT/_work/\n\n"
-        "example:\n  spoofdet prepare codecfake --root ~/data/Codecfake --out runs/shards/codecfake --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    from data_prep.shard import add_arguments, run_from_args
-
-    add_arguments(p)
-    p.set_defaults(func=run_from_args)
-
-    from spoofdet.testing.synthetic import LAYOUTS
-
-    s = sub.add_parser(
-        "synth",
-        help="write a small synthetic corpus in a real corpus layout (for tests and the demo)",
-        description="Generate audio plus protocol/key/meta files in the exact layout of a real "
-        "corpus. Bona fide clips are voiced speech-like signals with natural jitter; spoof clips "
-        "are vocoded/resynthesised copies; both share length, loudness and sample-rate "
-        "distributions. A few deliberately broken files (missing, empty, corrupt, too short, NaN) "
-        "are included unless --no-broken.",
-    )
-    s.add_argument(
-        "corpus",
-        choices=[*LAYOUTS, "all"],
-        metavar="CORPUS",
-        help="one of: " + ", ".join([*LAYOUTS, "all"]),
-    )
-    s.add_argument(
-        "--out", required=True, help="output folder (with 'all': one sub-folder per corpus)"
-    )
-    s.add_argument("--per-split", type=int, default=12, help="clips per split/subset (default 12)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-broken", action="store_true", help="do not add broken files")
-    s.add_argument("--json", action="store_true", help="print what was written as JSON")
-    s.set_defaults(func=_synth)
-
+    _add_manifest_parser(sub)
+    _add_prepare_parser(sub)
+    _add_synth_parser(sub)
     _add_evaluate_parser(sub)
-
-    sub.add_parser(
-        "train",
-        add_help=False,
-        help="train a detector from a recipe (Ray Train + DeepSpeed, MLflow); see 'spoofdet train --help'",
-        description="Same as python -m ray_jobs.train: spoofdet train --config FILE [key=value ...]",
-    )
-    sub.add_parser(
-        "score",
-        add_help=False,
-        help="evaluate a model on eval sets with Ray Data: score files, metrics, DET/histogram plots, MLflow; "
-        "see 'spoofdet score --help'",
-        description="Same as python -m ray_jobs.evaluate",
-    )
+    _add_job_parser(sub, "train")
+    _add_job_parser(sub, "score")
     _add_predict_parser(sub)
-    sub.add_parser(
-        "features",
-        add_help=False,
-        help="run a frozen front-end once over shards and cache one layer's features (Codecfake's trick); "
-        "see 'spoofdet features --help'",
-        description="Same as python -m data_prep.features",
-    )
-    sub.add_parser(
-        "import",
-        add_help=False,
-        help="turn a seed system's published checkpoint (.pth) into a spoofdet model folder or registered "
-        "version; see 'spoofdet import --help'",
-        description="Same as python -m spoofdet.serve.importer",
-    )
-    sub.add_parser(
-        "promote",
-        add_help=False,
-        help="move @champion to a model version only if it beats the champion; see 'spoofdet promote --help'",
-        description="Same as python -m ray_jobs.promote",
-    )
+    _add_job_parser(sub, "features")
+    _add_import_parser(sub)
+    _add_job_parser(sub, "promote")
     return parser
-
-
-# subcommands that are whole jobs: ``spoofdet CMD ARGS`` runs ``python -m MODULE ARGS`` in-process
-JOB_COMMANDS = {
-    "train": "ray_jobs.train",
-    "score": "ray_jobs.evaluate",
-    "features": "data_prep.features",
-    "promote": "ray_jobs.promote",
-    "import": "spoofdet.serve.importer",
-}
 
 
 def main(argv: list[str] | None = None) -> int:
     from spoofdet.data.corpora import ManifestError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if (
-        argv[:1] and argv[0] in JOB_COMMANDS
-    ):  # the jobs own their arguments (train: config + key=value overrides)
+    if argv[:1] and argv[0] in JOB_COMMANDS:
         return importlib.import_module(JOB_COMMANDS[argv[0]]).main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # worded by the sub-command's own parser where it has one (import)
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
-    except (ManifestError, ValueError, FileNotFoundError) as exc:
-        print(f"spoofdet {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except getattr(args, "bad_input", (ManifestError, ValueError, FileNotFoundError)) as exc:
+        return bad_input(args.command, exc)
 
 
 if __name__ == "__main__":

@@ -37,15 +37,14 @@ def _experiment_id(client: Any, name: str, storage: str, uri: str) -> str:
     if exp is not None:
         return exp.experiment_id
     location = None
-    if uri.startswith(
-        "sqlite:"
-    ):  # keep artifacts beside the database, not in ./mlruns of whatever cwd
+    if uri.startswith("sqlite:"):  # keep artifacts beside the database, not in ./mlruns of cwd
         location = (Path(storage).resolve() / "mlartifacts").as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 
 def experiment_for(client: Any, name: str, uri: str) -> str:
-    """Id of experiment ``name`` (created if missing; with a SQLite store, artifacts go beside the database)."""
+    """Id of experiment ``name`` (created if missing; with a SQLite store, artifacts go beside
+    the database)."""
     storage = str(Path(uri[len("sqlite:///") :]).parent) if uri.startswith("sqlite:///") else "."
     return _experiment_id(client, name, storage, uri)
 
@@ -132,6 +131,40 @@ def log_evaluation(
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=ref.tracking_uri)
+    exp_id, run_id = _evaluation_run(client, ref, length, experiment)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(
+            f"{r['eval_set']}.{length}.{k}", float(r["metrics"][k]), now, 0, model_id=ref.model_id
+        )
+        for r in results
+        if r["metrics"]
+        for k in _EVAL_KEYS
+        if r["metrics"].get(k) is not None
+    ]
+    protocol = results[0]["protocol"] if results else {}
+    params = [
+        Param("model", ref.uri),
+        Param("length", length),
+        Param("window", str(protocol.get("window"))),
+        Param("hop", str(protocol.get("hop"))),
+        Param("eval_sets", ",".join(r["eval_set"] for r in results)[:6000]),
+    ]
+    client.log_batch(run_id, metrics=metrics, params=params)
+    client.log_artifacts(run_id, str(out), f"eval/{length}")
+    client.set_terminated(run_id)
+    if ref.kind == "registry":
+        _tag_version(client, ref, results, length, run_id)
+    return {"tracking_uri": ref.tracking_uri, "experiment_id": exp_id, "run_id": run_id}
+
+
+#: The metrics an evaluation logs per set, and records in the version's ``eval.*`` tags.
+_EVAL_KEYS = ("eer", "min_dcf", "act_dcf", "cllr", "n_bonafide", "n_spoof")
+
+
+def _evaluation_run(client: Any, ref: Any, length: str, experiment: str | None) -> tuple[str, str]:
+    """``(experiment id, run id)`` of a new evaluation run, nested under the model's training run
+    when it lives in the same experiment (see :func:`log_evaluation`)."""
     parent = None
     if ref.run_id:
         try:
@@ -151,43 +184,26 @@ def log_evaluation(
     if parent is not None and parent.info.experiment_id == exp_id:
         tags["mlflow.parentRunId"] = ref.run_id
     run_id = client.create_run(exp_id, run_name=f"eval {ref.label} {length}", tags=tags).info.run_id
-    now = int(time.time() * 1000)
-    keys = ("eer", "min_dcf", "act_dcf", "cllr", "n_bonafide", "n_spoof")
-    metrics = [
-        Metric(
-            f"{r['eval_set']}.{length}.{k}", float(r["metrics"][k]), now, 0, model_id=ref.model_id
-        )
-        for r in results
-        if r["metrics"]
-        for k in keys
-        if r["metrics"].get(k) is not None
-    ]
-    protocol = results[0]["protocol"] if results else {}
-    params = [
-        Param("model", ref.uri),
-        Param("length", length),
-        Param("window", str(protocol.get("window"))),
-        Param("hop", str(protocol.get("hop"))),
-        Param("eval_sets", ",".join(r["eval_set"] for r in results)[:6000]),
-    ]
-    client.log_batch(run_id, metrics=metrics, params=params)
-    client.log_artifacts(run_id, str(out), f"eval/{length}")
-    client.set_terminated(run_id)
-    if ref.kind == "registry":
-        for r in results:
-            if r["metrics"]:
-                record = {k: r["metrics"].get(k) for k in keys} | {
-                    "selection": r["selection"],
-                    "score_type": r["score_type"],
-                    "window": r["protocol"]["window"],
-                    "hop": r["protocol"]["hop"],
-                    "fingerprint": r.get("fingerprint"),
-                    "run_id": run_id,
-                }
-                client.set_model_version_tag(
-                    ref.name, ref.version, f"eval.{r['eval_set']}.{length}", json.dumps(record)
-                )
-    return {"tracking_uri": ref.tracking_uri, "experiment_id": exp_id, "run_id": run_id}
+    return exp_id, run_id
+
+
+def _tag_version(
+    client: Any, ref: Any, results: list[dict[str, Any]], length: str, run_id: str
+) -> None:
+    """One ``eval.<set>.<length>`` tag per evaluated set on the registered version."""
+    for r in results:
+        if r["metrics"]:
+            record = {k: r["metrics"].get(k) for k in _EVAL_KEYS} | {
+                "selection": r["selection"],
+                "score_type": r["score_type"],
+                "window": r["protocol"]["window"],
+                "hop": r["protocol"]["hop"],
+                "fingerprint": r.get("fingerprint"),
+                "run_id": run_id,
+            }
+            client.set_model_version_tag(
+                ref.name, ref.version, f"eval.{r['eval_set']}.{length}", json.dumps(record)
+            )
 
 
 @contextlib.contextmanager

@@ -100,3 +100,17 @@ def published_sha256() -> dict[str, str]:
     """File name -> sha256 from ../shared/data/published-checkpoints/SHA256SUMS."""
     lines = (PUBLISHED / "SHA256SUMS").read_text().splitlines()
     return {line.split()[1].lstrip("*"): line.split()[0] for line in lines if line.strip()}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip themselves, saying why, where no CUDA device is usable."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker gpu); none is usable here")
+    for item in gpu_tests:
+        item.add_marker(skip)

@@ -22,12 +22,12 @@ from conftest import published_checkpoint, published_sha256
 
 from spoofdet.models import build_head, build_model
 from spoofdet.models.aasist_raw import AASIST_L, RawAASIST, sinc_filterbank
-from spoofdet.models.checkpoints import (
+from spoofdet.models.checkpoints import load_state_dict_strict
+from spoofdet.models.seeds import (
     SEEDS,
     SeedCheckpointError,
     build_seed_head,
     convert_seed_state_dict,
-    load_state_dict_strict,
     read_seed_checkpoint,
 )
 from spoofdet.testing import layout_of, random_state_dict, random_waves, read_layout

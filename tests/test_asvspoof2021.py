@@ -12,7 +12,8 @@ LA_LINES = [  # real-format lines (seeds.md §1.2 examples, plus variants)
 ]
 DF_LINES = [
     "LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim progress traditional_vocoder - - - -",
-    "TEF2 DF_E_2000013 low_m4a vcc2020 Task1-team20 spoof notrim eval neural_vocoder_nonautoregressive Task1 team20 FF E",
+    "TEF2 DF_E_2000013 low_m4a vcc2020 Task1-team20 spoof notrim eval "
+    "neural_vocoder_nonautoregressive Task1 team20 FF E",
     "LA_0031 DF_E_2000020 high_ogg asvspoof bonafide bonafide notrim eval bonafide - - - -",
 ]
 

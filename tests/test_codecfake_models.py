@@ -19,16 +19,16 @@ import torch.nn.functional as F
 from conftest import published_checkpoint, published_sha256
 
 from spoofdet.models import build_model
-from spoofdet.models.checkpoints import (
+from spoofdet.models.checkpoints import load_state_dict_strict
+from spoofdet.models.frontend_spec import CodecfakeMel
+from spoofdet.models.lcnn import LCNN
+from spoofdet.models.seeds import (
     SEEDS,
     SeedCheckpointError,
     build_seed_head,
     convert_seed_state_dict,
-    load_state_dict_strict,
     read_seed_checkpoint,
 )
-from spoofdet.models.frontend_spec import CodecfakeMel
-from spoofdet.models.lcnn import LCNN
 from spoofdet.testing import random_feats, random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"

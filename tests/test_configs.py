@@ -183,7 +183,8 @@ def test_relative_shard_paths_become_absolute(tmp_path, monkeypatch):
     (tmp_path / "s" / "train" / "metadata.parquet").write_bytes(b"")
     p = write(
         tmp_path,
-        "name: x\ndata: {train: [{shards: s/train}]}\ntrain: {epochs: 1, patience: 1}\nrun: {checkpoints_to_keep: 5}\n",
+        "name: x\ndata: {train: [{shards: s/train}]}\ntrain: {epochs: 1, patience: 1}\n"
+        "run: {checkpoints_to_keep: 5}\n",
     )
     monkeypatch.chdir(tmp_path)
     cfg = load_train_config(p)

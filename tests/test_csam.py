@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from spoofdet.config import ConfigError, load_train_config
-from spoofdet.data.pipeline import DataError, batch_compositions, iter_proportional
+from spoofdet.data import DataError
+from spoofdet.data.sampling import batch_compositions, iter_proportional
 from spoofdet.optim import sam_step
 
 torch.set_num_threads(1)

@@ -1,4 +1,5 @@
-"""`make demo` end to end: synthetic corpora -> manifests -> shards -> 2-worker DeepSpeed training -> MLflow."""
+"""`make demo` end to end: synthetic corpora -> manifests -> shards -> 2-worker DeepSpeed training
+-> MLflow."""
 
 import json
 from pathlib import Path
@@ -33,17 +34,16 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     train = summary["train"]
     assert train["registered"]["name"] == "spoofdet-demo" and train["calibration"]
     assert train["final_dev_n"] == summary["shards"][f"{demo.TRAIN_CORPUS}/dev"]["rows_written"]
-    assert train["final_dev_eer"] < 42.0, (
-        train
-    )  # chance is 50 %; measured ~31 % with the shipped recipe
+    # chance is 50 %; measured ~31 % with the shipped recipe
+    assert train["final_dev_eer"] < 42.0, train
     import mlflow
 
-    # one MLflow run with the resolved config, per-epoch dev metrics and throughput; rank 1 saved its ZeRO part
+    # one MLflow run with the resolved config, per-epoch dev metrics and throughput;
+    # rank 1 saved its ZeRO part
     client = mlflow.tracking.MlflowClient(tracking_uri=train["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("spoofdet-demo").experiment_id])
-    (run,) = [
-        r for r in runs if r.data.tags.get("spoofdet.kind") != "evaluation"
-    ]  # the eval run nests under it
+    # the eval run nests under it
+    (run,) = [r for r in runs if r.data.tags.get("spoofdet.kind") != "evaluation"]
     assert {r.data.tags.get("mlflow.parentRunId") for r in runs if r is not run} == {
         run.info.run_id
     }
@@ -78,9 +78,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
         promotion["result"] == "first champion"
         and promotion["candidate"] == evaluation["model"]["version"]
     )
-    assert promotion["evaluations"][f"v{promotion['candidate']}"][
-        "reused"
-    ]  # promote reused the evaluation's tags
+    # promote reused the evaluation's tags
+    assert promotion["evaluations"][f"v{promotion['candidate']}"]["reused"]
     assert (
         str(client.get_model_version_by_alias("spoofdet-demo", "champion").version)
         == promotion["candidate"]

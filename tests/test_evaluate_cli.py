@@ -360,7 +360,8 @@ def test_2021_la_tdcf_with_asv_key_and_scores(tmp_path, capsys):
             f"LA_{i % 5:04d} LA_E_{i:07d} alaw ita_tx {attack} {kind} notrim {('eval', 'progress')[i % 2]}"
         )
         asv_scores.append(
-            f"LA_{i % 5:04d} LA_E_{i:07d} {rng.normal({'target': 3, 'nontarget': -3, 'spoof': 1}[kind], 1):.6f}"
+            f"LA_{i % 5:04d} LA_E_{i:07d} "
+            f"{rng.normal({'target': 3, 'nontarget': -3, 'spoof': 1}[kind], 1):.6f}"
         )
     _write(tmp_path / "asv_key.txt", asv_key)
     _write(tmp_path / "asv_scores.txt", asv_scores)

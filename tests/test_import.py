@@ -17,12 +17,8 @@ import torch
 from spoofdet.cli import main as cli_main
 from spoofdet.models import build_model
 from spoofdet.models.checkpoints import SEEDS, load_state_dict_strict
-from spoofdet.serve.importer import (
-    SeedImportError,
-    import_checkpoint,
-    init_state_dict,
-    seed_detector,
-)
+from spoofdet.serve.importer import SeedImportError, import_checkpoint, seed_detector
+from spoofdet.serve.init_from import init_state_dict
 from spoofdet.testing import random_state_dict, random_waves, read_layout
 
 LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"
@@ -112,6 +108,20 @@ def test_import_help_lists_every_seed(capsys):
     text = capsys.readouterr().out
     for name in SEEDS:
         assert name in text
+    # python -m spoofdet.serve.importer is the same command
+    from spoofdet.serve.importer import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out == text
+
+
+def test_import_usage_errors_name_the_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["import", "aasist", "--checkpoint", "x.pth", "--no-such-option"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "spoofdet import: error: unrecognized arguments: --no-such-option" in err
 
 
 def test_a_file_with_code_is_never_run(tmp_path, capsys):
@@ -159,6 +169,9 @@ def test_init_from_takes_spoofdet_models_too(tmp_path):
     assert all(torch.equal(from_folder[k], from_file[k]) for k in from_folder)
     with pytest.raises(SeedImportError, match="tried"):
         init_state_dict(str(ckpt), build_model("tiny", "aasist"), head="aasist")
+    from spoofdet.serve import importer  # the old home, for this release only (ray_jobs/train.py)
+
+    assert importer.init_state_dict is init_state_dict
 
 
 def test_recipe_validates_init_from(tmp_path):

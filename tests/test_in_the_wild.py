@@ -11,7 +11,8 @@ def _meta(tmp_path, body: str):
 def test_real_format(tmp_path):
     root = _meta(
         tmp_path,
-        'file,speaker,label\n0.wav,Alec Guinness,spoof\n1.wav,"Obama, Barack",bona-fide\n2.wav,Zoë,bona-fide\n',
+        'file,speaker,label\n0.wav,Alec Guinness,spoof\n1.wav,"Obama, Barack",bona-fide\n'
+        "2.wav,Zoë,bona-fide\n",
     )
     m = prepare_in_the_wild(root, check_audio=False)
     rows = m.table.to_pylist()

@@ -6,12 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spoofdet.models.mamba import (
-    FakeMamba,
-    MambaBlock,
-    MambaMixer,
-    PNBiMambaBlock,
-    XLSRMamba,
+from spoofdet.models.mamba import FakeMamba, MambaBlock, MambaMixer, PNBiMambaBlock, XLSRMamba
+from spoofdet.models.selective_scan import (
     mamba_kernels_status,
     selective_scan,
     selective_scan_sequential,

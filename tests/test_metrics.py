@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from spoofdet.data.schema import rows_to_table
+from spoofdet.evaluation.asv_scores import read_asv_scores_2019
 from spoofdet.evaluation.metrics import (
     AsvScores,
     act_dcf,
@@ -22,30 +23,49 @@ from spoofdet.evaluation.metrics import (
     cllr,
     compute_det_curve,
     compute_eer,
-    evaluate_table,
     min_dcf,
     min_tdcf_2019,
     min_tdcf_2021,
 )
-from spoofdet.evaluation.scorefile import read_asv_scores_2019
+from spoofdet.evaluation.report import evaluate_table
 
 
 def test_metrics_import_numpy_only():
     code = (
-        "import sys, spoofdet.evaluation.metrics, spoofdet.evaluation.scorefile;"
+        "import sys, spoofdet.evaluation.metrics, spoofdet.evaluation.report, "
+        "spoofdet.evaluation.scorefile, spoofdet.evaluation.asv_scores;"
         "print(','.join(m for m in ('torch', 'ray', 'pyarrow', 'scipy', 'mlflow') if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == "", f"spoofdet.evaluation.metrics / scorefile pulled in {out}"
-    code = "import sys, spoofdet.evaluation.calibration; print('torch' in sys.modules or 'ray' in sys.modules)"
+    code = (
+        "import sys, spoofdet.evaluation.calibration; "
+        "print('torch' in sys.modules or 'ray' in sys.modules)"
+    )
     assert (
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True
         ).stdout.strip()
         == "False"
     )
+
+
+def test_moved_names_stay_reachable_from_their_old_modules_for_this_release():
+    from spoofdet.evaluation import asv_scores, metrics, report, scorefile
+
+    for name in ("POLARITY_MARGIN", "polarity_check", "breakdown", "evaluate_table"):
+        assert getattr(metrics, name) is getattr(report, name)
+    from spoofdet.evaluation.metrics import summarise_models
+    from spoofdet.evaluation.scorefile import read_asv_scores_2021
+
+    assert summarise_models is report.summarise_models
+    assert read_asv_scores_2021 is asv_scores.read_asv_scores_2021
+    assert scorefile.read_asv_scores_2019 is asv_scores.read_asv_scores_2019
+    for module in (metrics, scorefile):
+        with pytest.raises(AttributeError, match="no attribute 'nope'"):
+            module.nope
 
 
 # ----------------------------------------------------------------------------- EER by hand

@@ -10,8 +10,8 @@ import torch
 from conftest import published_checkpoint
 from torch import nn
 
-from spoofdet.models.checkpoints import SeedCheckpointError, read_seed_checkpoint
 from spoofdet.models.safe_unpickle import PickleRefused, read_pickled_module
+from spoofdet.models.seeds import SeedCheckpointError, read_seed_checkpoint
 
 
 class Block(nn.Module):

@@ -1,4 +1,5 @@
-"""Scoring protocols, eval-set handling and `spoofdet predict` without Ray or MLflow (a local model folder)."""
+"""Scoring protocols, eval-set handling and `spoofdet predict` without Ray or MLflow (a local
+model folder)."""
 
 import csv
 import json

@@ -22,7 +22,7 @@ import torch
 from conftest import SHARED
 
 from spoofdet.models import build_head
-from spoofdet.models.checkpoints import (
+from spoofdet.models.seeds import (
     SEEDS,
     SeedCheckpointError,
     build_seed_head,

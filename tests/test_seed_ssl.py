@@ -20,12 +20,12 @@ import pytest
 import torch
 from conftest import SHARED
 
-from spoofdet.models.checkpoints import (
+from spoofdet.models.checkpoints import load_state_dict_strict
+from spoofdet.models.seeds import (
     SEEDS,
     SeedCheckpointError,
     build_seed_head,
     convert_seed_state_dict,
-    load_state_dict_strict,
     read_seed_checkpoint,
     seed_n_logits,
 )

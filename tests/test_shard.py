@@ -1,4 +1,5 @@
-"""The shard job in-process (executor=local): formats, quarantine, resume, idempotence, filesystems."""
+"""The shard writer in-process (executor=local): formats, quarantine, resume, idempotence,
+filesystems; the shard-folder layout (spoofdet.data.shards) and the old data_prep.shard path."""
 
 import json
 import os
@@ -12,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from data_prep import shard
+import spoofdet.data.shard_writer as shard
+import spoofdet.data.shards as shards
 from spoofdet.data.audio import decode_flac
 from spoofdet.data.corpora import prepare, prepare_csv
 from spoofdet.data.schema import METADATA_COLUMNS, UTTERANCE_SCHEMA, validate_table
@@ -113,6 +115,7 @@ def test_idempotent_rerun_is_a_noop(synth, tmp_path):
     m = prepare("codecfake", synth["codecfake"]["root"])
     out = tmp_path / "out"
     first = shard.run(m.table, str(out), corpus="codecfake", shard_rows=7, executor="local")
+    assert shards.is_complete(out) and shards.is_complete(str(out))
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     again = shard.run(m.table, str(out), corpus="codecfake", shard_rows=7, executor="local")
     assert (
@@ -160,11 +163,12 @@ def test_kill_and_resume(synth, tmp_path):
         "part-00001.parquet",
     ]
     assert len(list((out / "shards").glob("*.tmp-*"))) == 1 and not (out / "summary.json").exists()
+    assert not shards.is_complete(out)
 
     resumed = subprocess.run(cmd, capture_output=True, text=True, check=True)
     s = json.loads(resumed.stdout)
     assert s["shards_done_before"] == 2 and s["rows_in"] == s["rows_written"] + s["quarantined"]
-    assert not list(out.rglob("*.tmp-*"))
+    assert not list(out.rglob("*.tmp-*")) and shards.is_complete(out)
 
     ref = tmp_path / "ref"
     shard.run(
@@ -198,6 +202,7 @@ def test_any_pyarrow_filesystem(synth):
     assert {"metadata.parquet", "quarantine.parquet", "summary.json", "part-00000.parquet"} <= names
     meta = pq.read_table("bucket/itw/metadata.parquet", filesystem=fs)
     assert meta.num_rows == s["rows_written"]
+    assert shards.is_complete("bucket/itw", filesystem=fs)
 
 
 def test_shard_size_follows_shard_mb(synth, tmp_path):
@@ -258,3 +263,24 @@ def test_cli_prepare_json(synth, tmp_path, capsys):
 def test_balanced_rows_per_shard(n_rows, size_rows, par, expected_shards):
     rows = shard.balanced_rows_per_shard(n_rows, size_rows, par)
     assert rows <= size_rows and -(-n_rows // rows) == expected_shards
+
+
+def test_layout_names_and_incomplete_folders(tmp_path):
+    assert shards.shard_path("s3://b/x", 7) == "s3://b/x/shards/part-00007.parquet"
+    assert shards.quarantine_part_path("b", 12) == "b/_work/quarantine/part-00012.parquet"
+    assert not shards.is_complete(tmp_path / "nowhere") and not shards.is_complete(tmp_path)
+    # a folder with shards and metadata.parquet but no plan is not a finished job of the writer
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "metadata.parquet").write_bytes(b"")
+    assert not shards.is_complete(tmp_path)
+
+
+def test_old_path_data_prep_shard_keeps_its_names():
+    """``data_prep.shard`` re-exports the library for this release only: the same objects."""
+    import spoofdet.data.shard_cli as shard_cli
+    from data_prep import shard as old
+
+    for name in ("run", "ShardError", "KILL_ENV", "balanced_rows_per_shard", "write_shard"):
+        assert getattr(old, name) is getattr(shard, name), name
+    assert old.format_summary is shard_cli.format_summary
+    assert old.run_from_args is shard_cli.run_from_args

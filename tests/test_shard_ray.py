@@ -3,7 +3,7 @@
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep import shard
+import spoofdet.data.shard_writer as shard
 from spoofdet.data.corpora import prepare
 
 pytestmark = pytest.mark.integration

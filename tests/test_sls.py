@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from spoofdet.models import build_head, build_model
-from spoofdet.models.checkpoints import (
+from spoofdet.models.checkpoints import load_state_dict_strict
+from spoofdet.models.seeds import (
     SEEDS,
     SeedCheckpointError,
     build_seed_head,
     convert_seed_state_dict,
-    load_state_dict_strict,
 )
 from spoofdet.models.sls import SLS
 from spoofdet.testing import (

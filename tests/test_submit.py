@@ -248,7 +248,8 @@ class LocalCluster:
         wait: bool = False,
         timeout: float = JOB_TIMEOUT,
     ) -> subprocess.CompletedProcess:
-        """``ray job submit --working-dir <repo> --runtime-env cluster/runtime_env.yaml`` (plus ``env_vars``)."""
+        """``ray job submit --working-dir <repo> --runtime-env cluster/runtime_env.yaml``
+        (plus ``env_vars``)."""
         runtime_env = yaml.safe_load(RUNTIME_ENV.read_text())
         runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}), **(env_vars or {})}
         env_file = self.base / f"runtime_env-{job_id}.yaml"
@@ -474,7 +475,8 @@ def mlflow_state(storage: Path, experiment: str = "spoofdet-demo") -> dict[str, 
 
 
 def test_prepare_job_writes_shards(cluster, corpus):
-    """(a) `ray job submit -- python -m data_prep.shard ...` succeeds; the uploaded code leaves out .venv and runs/."""
+    """(a) `ray job submit -- python -m data_prep.shard ...` succeeds; the uploaded code leaves out
+    .venv and runs/."""
     out = corpus["base"] / "submitted-shards" / "train"
     done = cluster.submit(
         "prepare-1",
@@ -580,7 +582,8 @@ def test_train_job_succeeds_tracks_and_registers(lifecycle):
 
 
 def test_killed_job_resubmitted_resumes_in_the_same_mlflow_run(lifecycle):
-    """(e) `ray job stop` mid-run, then the same command again: resumes from the checkpoint, one MLflow run."""
+    """(e) `ray job stop` mid-run, then the same command again: resumes from the checkpoint, one
+    MLflow run."""
     assert lifecycle["status1"] == "STOPPED"
     (first,) = lifecycle["mlflow1"]["runs"]
     (second,) = lifecycle["mlflow2"]["runs"]
@@ -617,7 +620,8 @@ def test_vanished_shards_fail_clearly_and_register_nothing(lifecycle):
 
 
 def test_evaluate_job_scores_the_registered_model(cluster, corpus, lifecycle):
-    """(c) `ray job submit -- python -m ray_jobs.evaluate` scores the dev shards with the model registered above."""
+    """(c) `ray job submit -- python -m ray_jobs.evaluate` scores the dev shards with the model
+    registered above."""
     if not (ROOT / "ray_jobs" / "evaluate.py").is_file():
         pytest.skip("ray_jobs/evaluate.py does not exist yet (written under another issue)")
     out = corpus["base"] / "eval"
@@ -713,7 +717,8 @@ def test_two_workers_land_on_different_nodes(multinode):
 
 
 def test_killed_worker_node_run_resumes_from_checkpoint_and_finishes(multinode):
-    """(e) Losing a worker node mid-run: the run restarts its workers from the last checkpoint and finishes."""
+    """(e) Losing a worker node mid-run: the run restarts its workers from the last checkpoint and
+    finishes."""
     # the pipeline's epoch clock lives with the driver, so losing a worker node cannot take it along
     assert multinode["clocks"] == {multinode["node_ids"]["head"]}
     assert multinode["status"] == "SUCCEEDED", multinode["logs"][-4000:]

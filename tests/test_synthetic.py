@@ -14,9 +14,7 @@ from spoofdet.testing import synthetic
 def _auc(values: np.ndarray, labels: np.ndarray) -> float:
     """P(value of a bona fide clip > value of a spoof clip)."""
     pos, neg = values[labels == 1], values[labels == 0]
-    return float(
-        (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
-    )
+    return float((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
 def _features(x: np.ndarray) -> np.ndarray:

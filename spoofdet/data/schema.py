@@ -218,7 +218,8 @@ def validate_table(table: pa.Table, *, where: str = "table") -> None:
     n_mismatch = pc.sum(mismatch).as_py() or 0
     if n_mismatch:
         problems.append(
-            f"{n_mismatch} row(s) whose attack disagrees with the label (bona fide rows need attack 'bonafide')"
+            f"{n_mismatch} row(s) whose attack disagrees with the label (bona fide rows need "
+            "attack 'bonafide')"
         )
     if problems:
         raise SchemaError(f"{where}: " + "; ".join(problems))

@@ -1,5 +1,5 @@
-"""Evaluation: the official metrics (numpy only), score files, corpus keys, the 4s/full scoring
-protocols, eval sets, calibration and plots."""
+"""Evaluation: the official metrics (numpy only) and their reports with breakdowns, score files
+(CM and ASV), corpus keys, the 4s/full scoring protocols, eval sets, calibration and plots."""
 
 from __future__ import annotations
 

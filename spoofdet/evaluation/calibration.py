@@ -6,10 +6,11 @@ cross-entropy on a development set::
 
     J(a, b) = pi * mean_bonafide softplus(-(a s + b)) + (1 - pi) * mean_spoof softplus(a s + b)
 
-(Newton's method; the objective is convex) and return ``LLR(s) = a * s + b - logit(pi)``. The default ``pi`` is the effective prior of
-bona fide of the ASVspoof 5 cost model (Pspoof 0.05, Cmiss 1, Cfa 10: ``pi = 0.95 / 1.45``),
-whose Bayes threshold on the LLR is ``-ln(1.9)``, so :func:`spoofdet.evaluation.metrics.act_dcf` of the
-calibrated scores is what the fit optimises for. A positive slope keeps the order of the scores
+(Newton's method; the objective is convex) and return ``LLR(s) = a * s + b - logit(pi)``. The
+default ``pi`` is the effective prior of bona fide of the ASVspoof 5 cost model (Pspoof 0.05,
+Cmiss 1, Cfa 10: ``pi = 0.95 / 1.45``), whose Bayes threshold on the LLR is ``-ln(1.9)``, so
+:func:`spoofdet.evaluation.metrics.act_dcf` of the calibrated scores is what the fit optimises
+for. A positive slope keeps the order of the scores
 (EER and minDCF are unchanged); a negative one means the scores are inverted and is refused.
 
 The fitted map is a small :class:`Calibration` that serialises to JSON, so it can be stored with
@@ -223,9 +224,10 @@ def fit_calibration(
     offset = b_z - a_z * mu / sigma - _logit(p_bonafide)
     if slope < 0:
         msg = (
-            f"the fitted calibration slope is negative ({slope:.4g}): higher raw scores are more spoof-like, the "
-            "opposite of spoofdet's convention (higher = more bona fide). The scores look inverted: fix the "
-            "model's output index or the score polarity instead of calibrating it away"
+            f"the fitted calibration slope is negative ({slope:.4g}): higher raw scores are more "
+            "spoof-like, the opposite of spoofdet's convention (higher = more bona fide). The scores "
+            "look inverted: fix the model's output index or the score polarity instead of "
+            "calibrating it away"
         )
         if not allow_negative_slope:
             raise CalibrationError(msg + " (or pass allow_negative_slope=True to keep this fit).")

@@ -2,8 +2,8 @@
 
 A key is parsed with the corpus' own parser (:mod:`spoofdet.data.corpora`), so the labels, attacks
 and conditions used by the breakdowns are exactly those of the manifests. Score files are read
-strictly and matched to the key row by row (:mod:`spoofdet.evaluation.scorefile`); the metrics come from
-:mod:`spoofdet.evaluation.metrics`.
+strictly and matched to the key row by row (:mod:`spoofdet.evaluation.scorefile`); the metrics
+come from :mod:`spoofdet.evaluation.report` (definitions in :mod:`spoofdet.evaluation.metrics`).
 
 Which key rows are scored (``phase``):
 
@@ -37,13 +37,10 @@ from spoofdet.data.corpora import (
     prepare_in_the_wild,
 )
 from spoofdet.data.corpora._asvspoof2021 import PHASES
-from spoofdet.evaluation.metrics import AsvScores, evaluate_table, summarise_models
-from spoofdet.evaluation.scorefile import (
-    match_scores,
-    read_asv_scores_2019,
-    read_asv_scores_2021,
-    read_scores,
-)
+from spoofdet.evaluation.asv_scores import read_asv_scores_2019, read_asv_scores_2021
+from spoofdet.evaluation.metrics import AsvScores
+from spoofdet.evaluation.report import evaluate_table, summarise_models
+from spoofdet.evaluation.scorefile import match_scores, read_scores
 
 FORMATS = (
     "asvspoof2019-la",
@@ -174,7 +171,7 @@ def evaluate_files(
     :func:`spoofdet.evaluation.scorefile.match_scores`); all files are checked before any metric is computed.
 
     Returns:
-        One file: the :func:`spoofdet.evaluation.metrics.evaluate_table` dict plus ``scores``, ``format``,
+        One file: the :func:`spoofdet.evaluation.report.evaluate_table` dict plus ``scores``, ``format``,
         ``key`` and ``selection``. Several files: ``models`` (one such dict each),
         ``over_models`` (best/mean/std of each metric, the AMSDF-style report) and ``fusion``
         (the metrics of the per-utterance mean of the scores, or None without ``fuse``).
@@ -232,7 +229,8 @@ def _fmt(v: Any, spec: str, unit: str = "") -> str:
 def _report_one(r: dict[str, Any], title: str) -> list[str]:
     lines = [
         title,
-        f"  key {r['key']} ({r['format']}, {r['selection']}): {r['n_bonafide']:,} bona fide, {r['n_spoof']:,} spoof"
+        f"  key {r['key']} ({r['format']}, {r['selection']}): {r['n_bonafide']:,} bona fide, "
+        f"{r['n_spoof']:,} spoof"
         + (f", {r['n_unlabelled']:,} unlabelled (skipped)" if r.get("n_unlabelled") else ""),
         f"  EER {r['eer']:.3f} %  (threshold {r['threshold']:.6g})   minDCF {r['min_dcf']:.4f}   "
         f"actDCF {r['act_dcf']:.4f}   Cllr {r['cllr']:.4f}   (actDCF and Cllr assume LLR scores)",

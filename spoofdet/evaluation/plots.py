@@ -46,7 +46,8 @@ def plot_det(
     *,
     title: str = "",
 ) -> Path:
-    """DET curve (miss rate of bona fide vs false-alarm rate of spoof, normal-deviate axes) with the EER point."""
+    """DET curve (miss rate of bona fide vs false-alarm rate of spoof, normal-deviate axes) with
+    the EER point."""
     from scipy.stats import norm
 
     plt = _pyplot()

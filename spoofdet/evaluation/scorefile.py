@@ -8,7 +8,8 @@
 * :func:`match_scores` aligns scores with key ids. Missing, extra and duplicated ids are counted
   and shown in one error, with a hint when a simple renaming (``0`` vs ``0.wav``, a missing
   ``C1/`` prefix) would fix them. Nothing is ever intersected silently.
-* :func:`read_asv_scores_2019` / :func:`read_asv_scores_2021`: ASV scores for the t-DCF.
+* ASV scores for the t-DCF (``read_asv_scores_2019`` / ``_2021``) are read by
+  :mod:`spoofdet.evaluation.asv_scores`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-from spoofdet.evaluation.metrics import AsvScores
 
 #: How many examples an error message shows per kind of problem.
 MAX_EXAMPLES = 5
@@ -157,8 +157,8 @@ def read_scores(path: str | os.PathLike, *, layout: str = "id-score") -> Scores:
     if problems:
         hint = (
             (
-                "spoofdet score files have two columns '<utt_id> <score>'; for a seed repository's layout pass "
-                f"layout= (--score-layout) one of {list(LAYOUTS)}"
+                "spoofdet score files have two columns '<utt_id> <score>'; for a seed "
+                f"repository's layout pass layout= (--score-layout) one of {list(LAYOUTS)}"
             )
             if layout == "id-score"
             else ""
@@ -227,14 +227,15 @@ def _rename_hint(missing: Sequence[str], extra: Sequence[str], score_path: str) 
     for ext in (".wav", ".flac"):
         if covers(lambda e: e + ext):
             return (
-                f"hint: the key's ids are file names with '{ext}' (e.g. {missing[0]!r}) but the score file has "
-                f"them without it (e.g. {extra[0]!r}); In-the-Wild ids are file names like '0.wav'. Fix: "
-                f"awk '{{print $1\"{ext}\", $2}}' {score_path} > fixed.txt"
+                f"hint: the key's ids are file names with '{ext}' (e.g. {missing[0]!r}) but the "
+                f"score file has them without it (e.g. {extra[0]!r}); In-the-Wild ids are file "
+                f"names like '0.wav'. Fix: awk '{{print $1\"{ext}\", $2}}' {score_path} > fixed.txt"
             )
     if covers(lambda e: os.path.splitext(e)[0]):
         return (
-            f"hint: the score file's ids carry a file extension (e.g. {extra[0]!r}) but the key's do not "
-            f"(e.g. {missing[0]!r}). Fix: sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' {score_path} > fixed.txt"
+            f"hint: the score file's ids carry a file extension (e.g. {extra[0]!r}) but the key's "
+            f"do not (e.g. {missing[0]!r}). Fix: sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' "
+            f"{score_path} > fixed.txt"
         )
     prefixes = {m.rsplit("/", 1)[0] for m in missing if "/" in m}
     if prefixes and covers(
@@ -242,8 +243,9 @@ def _rename_hint(missing: Sequence[str], extra: Sequence[str], score_path: str) 
     ):
         p = sorted(prefixes)[0]
         return (
-            f"hint: the key's ids are '<subset>/<name>' (e.g. {missing[0]!r}; Codecfake real clips recur across "
-            f"test sets) but the score file has bare names (e.g. {extra[0]!r}). Fix, per subset: "
+            f"hint: the key's ids are '<subset>/<name>' (e.g. {missing[0]!r}; Codecfake real clips "
+            f"recur across test sets) but the score file has bare names (e.g. {extra[0]!r}). Fix, "
+            "per subset: "
             f"awk '{{print \"{p}/\"$1, $2}}' {score_path} > fixed.txt"
         )
     return ""
@@ -289,7 +291,18 @@ def match_scores(
     missing = [key_ids[i] for i in np.flatnonzero(req & np.isnan(aligned))]
     if not (missing or extra or dups):
         return aligned
-    n_req = int(req.sum())
+    raise _mismatch_error(scores, key_name, int(req.sum()), missing, extra, dups)
+
+
+def _mismatch_error(
+    scores: Scores,
+    key_name: str,
+    n_req: int,
+    missing: list[str],
+    extra: list[tuple[str, int]],
+    dups: dict[str, list[int]],
+) -> ScoreFileError:
+    """The one error of :func:`match_scores`: counts and examples of each kind, a renaming hint."""
     parts = [
         f"score file {scores.path} does not match {key_name} ({n_req:,} key rows to score, "
         f"{len(scores):,} score lines):"
@@ -317,162 +330,22 @@ def match_scores(
     parts.append(
         "Nothing was dropped or intersected: fix the score file, or pass the key it was made for."
     )
-    raise ScoreFileError("\n".join(parts))
+    return ScoreFileError("\n".join(parts))
 
 
-# ----------------------------------------------------------------------------- ASV scores
+#: Names that moved to spoofdet.evaluation.asv_scores in 0.2 (importable from here for this
+#: release only; imported on first use, since asv_scores imports this module).
+_MOVED_TO_ASV_SCORES = (
+    "read_asv_scores_2019",
+    "read_asv_scores_2021",
+    "_read_asv_key_2021",
+    "_read_asv_trials_2021",
+)
 
 
-def read_asv_scores_2019(path: str | os.PathLike) -> AsvScores:
-    """Read the ASVspoof 2019 LA ASV score file (``SOURCE KEY SCORE``, e.g. ``A13 spoof 9.19``).
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_ASV_SCORES or name == "AsvScores":  # AsvScores was imported here
+        from spoofdet.evaluation import asv_scores
 
-    ``KEY`` is ``target``, ``nontarget`` or ``spoof``; ``SOURCE`` names the attack on spoof rows.
-
-    Raises:
-        ScoreFileError: missing file, malformed lines (all listed as ``file:line``), or a class
-            without any trial.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ScoreFileError(f"ASV score file not found: {path}")
-    groups: dict[str, list[float]] = {"target": [], "nontarget": [], "spoof": []}
-    attacks: list[str] = []
-    problems = _Problems()
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) != 3:
-                problems.append(
-                    f"{path}:{lineno}: expected 3 columns 'SOURCE KEY SCORE', got {len(cols)}"
-                )
-                continue
-            source, key, text = cols
-            value = _parse_float(text)
-            if key not in groups:
-                problems.append(
-                    f"{path}:{lineno}: unknown ASV key {key!r}: expected target, nontarget or spoof"
-                )
-            elif value is None:
-                problems.append(f"{path}:{lineno}: score {text!r} is not a finite number")
-            else:
-                groups[key].append(value)
-                if key == "spoof":
-                    attacks.append(source)
-    if problems:
-        _raise_problems(
-            path,
-            problems,
-            "ASV score file",
-            "Expected the 2019 LA file ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt.",
-        )
-    empty = [k for k, v in groups.items() if not v]
-    if empty:
-        raise ScoreFileError(
-            f"ASV score file {path} has no {', '.join(empty)} trials; the t-DCF needs all three"
-        )
-    return AsvScores(
-        np.asarray(groups["target"]),
-        np.asarray(groups["nontarget"]),
-        np.asarray(groups["spoof"]),
-        np.asarray(attacks, dtype=object),
-    )
-
-
-def read_asv_scores_2021(
-    score_path: str | os.PathLike,
-    key_path: str | os.PathLike,
-    phase: str | None = "eval",
-) -> AsvScores:
-    """Read ASVspoof 2021 LA ASV scores (``SPEAKER TRIAL SCORE``) with their key.
-
-    The key (``keys/LA/ASV/trial_metadata.txt``) has 8 columns ``SPEAKER TRIAL CODEC TRANSMISSION
-    ATTACK KEY TRIM SUBSET`` with ``KEY`` in ``target|nontarget|spoof``. Trials are matched on the
-    (speaker, trial) pair; only key rows of ``phase`` are used (None: all), and each of them
-    needs exactly one score.
-
-    Raises:
-        ScoreFileError: missing files, malformed lines, unmatched or duplicated pairs.
-    """
-    score_path, key_path = Path(score_path), Path(key_path)
-    for p, what in ((score_path, "ASV score file"), (key_path, "ASV key")):
-        if not p.is_file():
-            raise ScoreFileError(f"{what} not found: {p}")
-    key: dict[tuple[str, str], tuple[str, str]] = {}
-    all_pairs: set[tuple[str, str]] = set()
-    problems = _Problems()
-    with open(key_path, encoding="utf-8-sig", newline="") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            cols = line.split()
-            if not cols:
-                continue
-            if len(cols) != 8:
-                problems.append(
-                    f"{key_path}:{lineno}: expected 8 columns 'SPEAKER TRIAL CODEC TRANSMISSION ATTACK "
-                    f"KEY TRIM SUBSET', got {len(cols)}"
-                )
-                continue
-            if cols[5] not in ("target", "nontarget", "spoof"):
-                problems.append(f"{key_path}:{lineno}: unknown ASV key {cols[5]!r} in column 6")
-                continue
-            pair = (cols[0], cols[1])
-            if pair in all_pairs:
-                problems.append(f"{key_path}:{lineno}: duplicate trial {pair}")
-                continue
-            all_pairs.add(pair)
-            if phase is None or cols[7] == phase:
-                key[pair] = (cols[5], cols[4])
-    if problems:
-        _raise_problems(key_path, problems, "ASV key")
-    if not key:
-        raise ScoreFileError(f"ASV key {key_path} has no rows of phase {phase!r}")
-    values: dict[tuple[str, str], float] = {}
-    seen: set[tuple[str, str]] = set()
-    with open(score_path, encoding="utf-8-sig", newline="") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            cols = line.split()
-            if not cols:
-                continue
-            value = _parse_float(cols[2]) if len(cols) == 3 else None
-            if value is None:
-                problems.append(
-                    f"{score_path}:{lineno}: expected 'SPEAKER TRIAL SCORE' with a finite score, "
-                    f"got {line.strip()[:80]!r}"
-                )
-                continue
-            pair = (cols[0], cols[1])
-            if pair in seen:
-                problems.append(f"{score_path}:{lineno}: duplicate trial {pair}")
-            elif pair not in all_pairs:
-                problems.append(
-                    f"{score_path}:{lineno}: trial {pair} is not in the ASV key {key_path}"
-                )
-            elif pair in key:
-                values[pair] = value
-            seen.add(pair)
-    if problems:
-        _raise_problems(score_path, problems, "ASV score file")
-    missing = [p for p in key if p not in values]
-    if missing:
-        raise ScoreFileError(
-            f"ASV score file {score_path} lacks {len(missing):,} trial(s) of phase {phase!r} in "
-            f"{key_path}, e.g. {missing[:MAX_EXAMPLES]}"
-        )
-    groups: dict[str, list[float]] = {"target": [], "nontarget": [], "spoof": []}
-    attacks: list[str] = []
-    for pair, (kind, attack) in key.items():
-        groups[kind].append(values[pair])
-        if kind == "spoof":
-            attacks.append(attack)
-    empty = [k for k, v in groups.items() if not v]
-    if empty:
-        raise ScoreFileError(
-            f"ASV key {key_path} has no {', '.join(empty)} trials of phase {phase!r}"
-        )
-    return AsvScores(
-        np.asarray(groups["target"]),
-        np.asarray(groups["nontarget"]),
-        np.asarray(groups["spoof"]),
-        np.asarray(attacks, dtype=object),
-    )
+        return getattr(asv_scores, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

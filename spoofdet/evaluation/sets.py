@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spoofdet.evaluation.metrics import evaluate_table
+from spoofdet.evaluation.report import evaluate_table
 
 SPLIT_NAMES = ("train", "dev", "eval", "test", "progress", "hidden")
 #: Metrics compared across sets and by ``spoofdet promote`` (all: lower is better).
@@ -146,7 +146,7 @@ def align(table: pa.Table, raw: dict[str, float]) -> np.ndarray:
 def set_metrics(
     table: pa.Table, scores: np.ndarray, mask: np.ndarray, *, calibrated: bool
 ) -> dict[str, Any] | None:
-    """``spoofdet.evaluation.metrics.evaluate_table`` on the selected, scored rows; None without both classes.
+    """``spoofdet.evaluation.report.evaluate_table`` on the selected, scored rows; None without both classes.
 
     actDCF and Cllr are set to None for raw (uncalibrated) scores: they assume LLRs.
     """
@@ -203,7 +203,8 @@ def cross_dataset_table(
     ]
     for r in rows:
         lines.append(
-            f"| {r['eval_set']} | {r['selection']} | {_cell(r['n_bonafide'], ',')} | {_cell(r['n_spoof'], ',')} "
+            f"| {r['eval_set']} | {r['selection']} | {_cell(r['n_bonafide'], ',')} "
+            f"| {_cell(r['n_spoof'], ',')} "
             f"| {_cell(r['eer'], '.2f')} | {_cell(r['min_dcf'], '.4f')} | {_cell(r['act_dcf'], '.4f')} "
             f"| {_cell(r['cllr'], '.4f')} |"
         )

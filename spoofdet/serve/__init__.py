@@ -1,2 +1,4 @@
-"""Serving: model references and loading (registry), the MLflow pyfunc model, Ray Data batch
-scoring, local prediction (no Ray) and the import of published seed checkpoints."""
+"""Serving: model references and loading (registry), the MLflow pyfunc model (model,
+pyfunc_entry), Ray Data batch scoring (batch), local prediction without Ray (predict), the import
+of published seed checkpoints (importer; its command line import_cli) and ``model.init_from``
+(init_from)."""

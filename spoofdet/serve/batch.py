@@ -2,12 +2,12 @@
 
 Pipeline (one per eval set; ``ray_jobs/evaluate.py`` runs it)::
 
-    read_parquet(OUT/shards/*.parquet: utt_id, audio)    |  from_arrow(folder listing: utt_id, source_path)
-      -> map_batches(decode_shard_rows | decode_files)     CPU tasks: FLAC bytes (only the first window for
-                                                            4s) or any audio file -> 16 kHz -> windows
-                                                            (spoofdet.evaluation.protocols: one row per window, fixed
-                                                            shape [64,600], so no ragged tensors in blocks)
-      -> map_batches(WindowScorer, ActorPoolStrategy(N), num_gpus=G)   actor pool, the model loaded once per actor
+    read_parquet(OUT/shards/*.parquet: utt_id, audio) | from_arrow(listing: utt_id, source_path)
+      -> map_batches(decode_shard_rows | decode_files)   CPU tasks: FLAC bytes (only the first
+            window for 4s) or any audio file -> 16 kHz -> windows (spoofdet.evaluation.protocols:
+            one row per window, fixed shape [64,600], so no ragged tensors in blocks)
+      -> map_batches(WindowScorer, ActorPoolStrategy(N), num_gpus=G)   actor pool, the model
+            loaded once per actor
       -> driver: mean of the window scores of each clip (ClipScores)
 
 A clip that cannot be decoded becomes one row with an ``error`` (never dropped): the scorer
@@ -65,7 +65,8 @@ def decode_shard_rows(
 def decode_files(
     batch: dict[str, np.ndarray], *, length: str, window: int = WINDOW, hop: int = DEFAULT_HOP
 ) -> dict[str, np.ndarray]:
-    """File rows (``utt_id``, ``source_path``) -> window rows; files are resampled to 16 kHz (``load_16k``)."""
+    """File rows (``utt_id``, ``source_path``) -> window rows; files are resampled to 16 kHz
+    (``load_16k``)."""
     from spoofdet.data.audio import AudioError, load_16k
 
     out: tuple[list, list, list] = ([], [], [])
@@ -178,6 +179,11 @@ def score_dataset(
             "batch_size": batch_size,
         },
     )
+    return _gather(ds)
+
+
+def _gather(ds: Any) -> ClipScores:
+    """Driver side: each clip's mean window score, or its error."""
     ids, raw, errors = [], [], {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for utt, value, err in zip(batch["utt_id"], batch["raw"], batch["error"]):

@@ -1,22 +1,17 @@
-"""Published seed checkpoints -> spoofdet models: ``spoofdet import`` and ``model.init_from``.
+"""Published seed checkpoints -> spoofdet model folders: what ``spoofdet import`` runs.
 
-``spoofdet import SEED --checkpoint FILE`` reads a checkpoint as its authors published it
-(:func:`spoofdet.models.checkpoints.read_seed_checkpoint`: never runs code from the file),
-converts its keys (:func:`~spoofdet.models.checkpoints.convert_seed_state_dict`), builds the
-detector that computes what the seed computes, checks that a rebuild from the written folder
-gives the same outputs, and writes a model folder of the same format as a train run's
-``final/``::
+A seed's file is read without running code from it (``read_seed_checkpoint``), its keys are
+converted (``convert_seed_state_dict``), and :func:`import_checkpoint` writes a model folder in
+the format of a train run's ``final/`` (checked by rebuilding it)::
 
     OUT/model.pt            detector state dict (front-end + head), loads strictly
-    OUT/model_config.json   build_model(**...) arguments; the front-end as a transformers config
-                            (random init of the same shape, filled from model.pt: no download)
-    OUT/import.json         provenance: seed, source file name and sha256, published results,
-                            the seed's label/score convention, what the score is now
-    OUT/summary.json        (with --register-as) the MLflow run and registered version
+    OUT/model_config.json   build_model(**...) arguments (a front-end of the same shape, no download)
+    OUT/import.json         provenance: seed, source file and sha256, published results, conventions
+    OUT/summary.json        (with register_as) the MLflow run and registered version
 
-``spoofdet score``, ``predict``, ``promote`` and ``mlflow models serve`` then use it as any
-trained model. Imported models are uncalibrated: their scores are the seed's own (higher = more
-bona fide after the one translation at import), not log-likelihood ratios.
+``spoofdet score``, ``predict``, ``promote`` and ``mlflow models serve`` use it as any trained
+model. Imported scores are the seed's own, raw (higher = more bona fide), not LLRs. The command
+line is in :mod:`spoofdet.cli`; ``model.init_from`` in :mod:`spoofdet.serve.init_from`.
 """
 
 from __future__ import annotations
@@ -24,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from spoofdet.models import HEADS, build_model
+from spoofdet.models import build_model
 from spoofdet.models.checkpoints import (
     SEEDS,
     SeedCheckpointError,
@@ -41,7 +35,7 @@ from spoofdet.models.checkpoints import (
     seed_n_logits,
 )
 
-__all__ = ["SeedImportError", "seed_detector", "import_checkpoint", "init_state_dict", "sha256_of"]
+__all__ = ["SeedImportError", "seed_detector", "import_checkpoint", "sha256_of"]
 
 #: Architecture a fine-tuned fairseq front-end is loaded into when ``--frontend`` is not given.
 DEFAULT_FAIRSEQ_ARCH = "xlsr_300m_random"
@@ -59,7 +53,7 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _fit_frontend(
+def fit_frontend(
     model: nn.Module, converted: dict[str, Tensor]
 ) -> tuple[dict[str, Tensor], list[str]]:
     """Keep the converted front-end tensors the truncated model has; list those its computation
@@ -102,6 +96,40 @@ def seed_detector(
         SeedCheckpointError: The file does not match the seed's layout (both key lists).
         SeedImportError: A missing or superfluous ``frontend``.
     """
+    spec = _check_frontend_arg(seed, frontend)
+    head_sd, fe_sd = convert_seed_state_dict(state_dict, seed=seed)
+    n_logits = seed_n_logits(head_sd, seed)
+    layer = spec.model.get("frontend_layer")
+    fe_kwargs = dict(spec.model.get("frontend_kwargs", {}))
+    head_kwargs = dict(spec.model.get("head_kwargs", {}))
+    notes: dict[str, Any] = {}
+    fe = _seed_frontend(seed, fe_sd, frontend, layer, fe_kwargs, notes)
+    if fe is not None:
+        fe.eval()
+    detector = build_model(
+        fe if fe is not None else spec.frontend,
+        spec.head,
+        n_logits=n_logits,
+        head_kwargs=head_kwargs,
+        score=spec.score_rule,
+    )
+    fe_config: Any = fe.model.config.to_dict() if fe is not None else spec.frontend
+    load_state_dict_strict(detector.head, head_sd)
+    model_config = {
+        "frontend": fe_config,
+        "head": spec.head,
+        "n_logits": n_logits,
+        "head_kwargs": head_kwargs,
+        "frontend_layer": layer,
+        "score": spec.score_rule,
+    }
+    if fe_kwargs:
+        model_config["frontend_kwargs"] = fe_kwargs
+    return detector.eval(), model_config, notes
+
+
+def _check_frontend_arg(seed: str, frontend: str | os.PathLike | None) -> Any:
+    """The seed's spec, once ``seed`` is known and ``frontend`` is given exactly when needed."""
     if seed not in SEEDS:
         raise SeedImportError(f"seed {seed!r} is unknown; known seeds: {', '.join(sorted(SEEDS))}")
     spec = SEEDS[seed]
@@ -115,61 +143,41 @@ def seed_detector(
         raise SeedImportError(
             f"seed {seed}: its front-end ({spec.frontend}) has no weights; leave out --frontend"
         )
-    head_sd, fe_sd = convert_seed_state_dict(state_dict, seed=seed)
-    n_logits = seed_n_logits(head_sd, seed)
-    layer = spec.model.get("frontend_layer")
-    fe_kwargs = dict(spec.model.get("frontend_kwargs", {}))
-    head_kwargs = dict(spec.model.get("head_kwargs", {}))
-    notes: dict[str, Any] = {}
-    if spec.frontend in ("fairseq", "pretrained"):
-        from spoofdet.models.frontend import (
-            load_frontend,
-        )  # imports transformers (seconds): only when needed
-    if spec.frontend == "fairseq":
-        fe = load_frontend(os.fspath(frontend or DEFAULT_FAIRSEQ_ARCH), layer=layer, **fe_kwargs)
-        fe_state, unused = _fit_frontend(fe.model, fe_sd)
-        try:
-            load_state_dict_strict(fe.model, fe_state)
-        except ValueError as exc:
-            raise SeedCheckpointError(
-                f"seed {seed}: the file's fine-tuned front-end does not fit the "
-                f"{frontend or DEFAULT_FAIRSEQ_ARCH} architecture "
-                f"(pass --frontend NAME|DIR with the right one): {exc}"
-            ) from None
-        if unused:
-            notes["frontend_tensors_never_read"] = unused
-    elif spec.frontend == "pretrained":
+    return spec
+
+
+def _seed_frontend(
+    seed: str,
+    fe_sd: dict[str, Tensor] | None,
+    frontend: str | os.PathLike | None,
+    layer: Any,
+    fe_kwargs: dict[str, Any],
+    notes: dict[str, Any],
+) -> Any:
+    """The SSL front-end of an SSL seed (the file's fine-tuned weights, or the pre-trained model
+    ``frontend`` names), else None (a parameter-free front-end); ``notes`` get what to record."""
+    spec = SEEDS[seed]
+    if spec.frontend not in ("fairseq", "pretrained"):
+        return None
+    from spoofdet.models.frontend import load_frontend  # imports transformers (seconds)
+
+    if spec.frontend == "pretrained":
         fe = load_frontend(os.fspath(frontend), layer=layer, **fe_kwargs)
         notes["frontend_source"] = os.fspath(frontend)
-    else:
-        fe = None
-    if fe is not None:
-        fe.eval()
-        detector = build_model(
-            fe, spec.head, n_logits=n_logits, head_kwargs=head_kwargs, score=spec.score_rule
-        )
-        fe_config: Any = fe.model.config.to_dict()
-    else:
-        detector = build_model(
-            spec.frontend,
-            spec.head,
-            n_logits=n_logits,
-            head_kwargs=head_kwargs,
-            score=spec.score_rule,
-        )
-        fe_config = spec.frontend
-    load_state_dict_strict(detector.head, head_sd)
-    model_config = {
-        "frontend": fe_config,
-        "head": spec.head,
-        "n_logits": n_logits,
-        "head_kwargs": head_kwargs,
-        "frontend_layer": layer,
-        "score": spec.score_rule,
-    }
-    if fe_kwargs:
-        model_config["frontend_kwargs"] = fe_kwargs
-    return detector.eval(), model_config, notes
+        return fe
+    fe = load_frontend(os.fspath(frontend or DEFAULT_FAIRSEQ_ARCH), layer=layer, **fe_kwargs)
+    fe_state, unused = fit_frontend(fe.model, fe_sd)
+    try:
+        load_state_dict_strict(fe.model, fe_state)
+    except ValueError as exc:
+        raise SeedCheckpointError(
+            f"seed {seed}: the file's fine-tuned front-end does not fit the "
+            f"{frontend or DEFAULT_FAIRSEQ_ARCH} architecture "
+            f"(pass --frontend NAME|DIR with the right one): {exc}"
+        ) from None
+    if unused:
+        notes["frontend_tensors_never_read"] = unused
+    return fe
 
 
 def _check_rebuild(detector: nn.Module, folder: Path, num_samples: int) -> float:
@@ -220,19 +228,7 @@ def import_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(detector.state_dict(), folder / "model.pt")
     (folder / "model_config.json").write_text(json.dumps(model_config, indent=2))
-    provenance = {
-        "seed": seed,
-        "system": spec.title,
-        "repository": spec.repository,
-        "source_file": checkpoint.name,
-        "sha256": sha256_of(checkpoint),
-        "published": dict(spec.published),
-        "seed_convention": spec.convention,
-        "score": _score_words(spec, model_config["n_logits"]),
-        "num_samples": spec.num_samples,
-        "label_convention": "1 = bona fide, 0 = spoof",
-        **notes,
-    }
+    provenance = _provenance(seed, checkpoint, model_config["n_logits"], notes)
     (folder / "import.json").write_text(json.dumps(provenance, indent=2))
     diff = _check_rebuild(detector, folder, spec.num_samples)
     if diff > 1e-4:
@@ -251,19 +247,38 @@ def import_checkpoint(
         "score": provenance["score"],
     }
     if register_as:
-        summary.update(
-            _register(
-                folder,
-                provenance,
-                model_config,
-                register_as=register_as,
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-                num_samples=spec.num_samples,
-            )
+        registered = _register(
+            folder,
+            provenance,
+            model_config,
+            register_as=register_as,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            num_samples=spec.num_samples,
         )
+        summary.update(registered)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _provenance(
+    seed: str, checkpoint: Path, n_logits: int, notes: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``import.json`` records: the seed, the file, its published results and conventions."""
+    spec = SEEDS[seed]
+    return {
+        "seed": seed,
+        "system": spec.title,
+        "repository": spec.repository,
+        "source_file": checkpoint.name,
+        "sha256": sha256_of(checkpoint),
+        "published": dict(spec.published),
+        "seed_convention": spec.convention,
+        "score": _score_words(spec, n_logits),
+        "num_samples": spec.num_samples,
+        "label_convention": "1 = bona fide, 0 = spoof",
+        **notes,
+    }
 
 
 def _score_words(spec: Any, n_logits: int) -> str:
@@ -291,6 +306,8 @@ def _register(
     experiment: str,
     num_samples: int,
 ) -> dict[str, Any]:
+    """Log the folder's model in a new MLflow run, register it as a version of ``register_as``
+    and tag that version with the provenance."""
     import numpy as np
     from mlflow.tracking import MlflowClient
 
@@ -324,20 +341,7 @@ def _register(
         )
         client.log_artifact(run_id, str(folder / "import.json"))
         version = str(info.registered_model_version)
-        set_version_tags(
-            register_as,
-            version,
-            {
-                "seed": provenance["seed"],
-                "source_file": provenance["source_file"],
-                "source_sha256": provenance["sha256"],
-                "published": json.dumps(provenance["published"]),
-                "seed_convention": provenance["seed_convention"],
-                "score": provenance["score"],
-                "label_convention": provenance["label_convention"],
-            },
-            uri,
-        )
+        set_version_tags(register_as, version, _version_tags(provenance), uri)
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
@@ -350,200 +354,36 @@ def _register(
     }
 
 
-# ---- model.init_from ---------------------------------------------------------------------------
-
-
-def init_state_dict(
-    init_from: str,
-    model: nn.Module,
-    *,
-    head: str,
-    seed: str | None = None,
-    tracking_uri: str | None = None,
-) -> OrderedDict[str, Tensor]:
-    """The state dict that initialises ``model`` (a recipe's detector) from ``init_from``.
-
-    ``init_from`` is a spoofdet model (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``,
-    ``runs:/...``, a ``final/`` or imported folder) or a checkpoint file: a spoofdet state dict,
-    or a seed's published checkpoint, converted (``seed`` names it; without it every seed whose
-    head is ``head`` is tried and exactly one must fit). A seed file that holds no front-end
-    keeps ``model``'s own front-end weights (the recipe's pre-trained one).
-
-    Raises:
-        SeedImportError: The source does not fit the model; the message lists what was tried.
-    """
-    from spoofdet.serve.registry import load_detector
-
-    path = Path(init_from)
-    if not path.is_file():
-        loaded = load_detector(init_from, tracking_uri=tracking_uri)
-        return OrderedDict(loaded.model.state_dict())
-    state = read_seed_checkpoint(path)
-    tried = []
-    own = model.state_dict()
-    if set(state) == set(own) or {k.removeprefix("module.") for k in state} == set(own):
-        return OrderedDict((k.removeprefix("module."), v) for k, v in state.items())
-    candidates = [seed] if seed else [name for name, spec in SEEDS.items() if spec.head == head]
-    if not candidates:
-        raise SeedImportError(
-            f"{path}: not a spoofdet state dict of this model, and no seed system uses head "
-            f"{head!r}; seeds: {', '.join(f'{n} ({s.head})' for n, s in sorted(SEEDS.items()))}"
-        )
-    fits = []
-    for name in candidates:
-        try:
-            head_sd, fe_sd = convert_seed_state_dict(state, seed=name)
-        except SeedCheckpointError as exc:
-            tried.append(f"{name}: {str(exc).splitlines()[0]}")
-            continue
-        merged = OrderedDict(own)
-        merged.update((f"head.{k}", v) for k, v in head_sd.items())
-        if fe_sd is not None:
-            fe_model = model.frontend.model
-            fe_sd, _ = _fit_frontend(fe_model, fe_sd)
-            merged.update((f"frontend.model.{k}", v) for k, v in fe_sd.items())
-        if set(merged) == set(own) and all(merged[k].shape == own[k].shape for k in own):
-            fits.append((name, merged))
-        else:
-            tried.append(
-                f"{name}: converted, but the recipe's model has another shape (model.head_kwargs, "
-                "n_logits or front-end differ from the seed's)"
-            )
-    if len(fits) == 1:
-        return fits[0][1]
-    if len(fits) > 1:
-        raise SeedImportError(
-            f"{path} fits several seeds ({', '.join(n for n, _ in fits)}); name one with "
-            "model.init_seed"
-        )
-    raise SeedImportError(
-        f"{path}: neither a state dict of this model nor a checkpoint of a seed it fits; tried:\n  "
-        + "\n  ".join(tried)
-    )
-
-
-def seeds_for_head(head: str) -> list[str]:
-    """Seed systems whose checkpoints load into ``head``."""
-    if head not in HEADS:
-        return []
-    return sorted(name for name, spec in SEEDS.items() if spec.head == head)
-
-
-# ---- spoofdet import ---------------------------------------------------------------------------
-
-
-def _seed_table() -> str:
-    rows = []
-    for name, spec in SEEDS.items():
-        fe = {
-            "fairseq": "fine-tuned XLS-R in the file",
-            "pretrained": "needs --frontend (pre-trained XLS-R)",
-        }
-        rows.append(
-            f"  {name:<24} {spec.title} [{fe.get(spec.frontend, spec.frontend + ' front-end')}]"
-        )
-    return "\n".join(rows)
+def _version_tags(provenance: dict[str, Any]) -> dict[str, str]:
+    """The registered version's tags: where the weights come from and what the score means."""
+    return {
+        "seed": provenance["seed"],
+        "source_file": provenance["source_file"],
+        "source_sha256": provenance["sha256"],
+        "published": json.dumps(provenance["published"]),
+        "seed_convention": provenance["seed_convention"],
+        "score": provenance["score"],
+        "label_convention": provenance["label_convention"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    """``python -m spoofdet.serve.importer ARGS`` is ``spoofdet import ARGS``."""
+    import importlib
     import sys
 
-    ap = argparse.ArgumentParser(
-        prog="spoofdet import",
-        description="Turn a seed system's published checkpoint into a spoofdet model: read "
-        "without running code from the file, keys converted to spoofdet's layout (a key that "
-        "maps to nothing or a tensor the model needs that the file lacks stops the import, "
-        "listing both), the seed's label/score convention translated once (higher = more bona "
-        "fide), checked by rebuilding the written folder. The folder has the format of a train "
-        "run's final/: spoofdet score/predict/promote and mlflow models serve use "
-        "it (or the registered version) as any trained model.",
-        epilog="seeds:\n" + _seed_table() + "\n\nexamples:\n"
-        "  spoofdet import aasist --checkpoint AASIST.pth --out models/aasist\n"
-        "  spoofdet import xlsr_mamba --checkpoint XLSR-Mamba-LA.pth \\\n"
-        "      --register-as xlsr-mamba-published \\\n"
-        "      --tracking-uri sqlite:///runs/mlflow.db --json\n"
-        "  spoofdet import codecfake_w2v2_aasist --checkpoint anti-spoofing_feat_model.pt \\\n"
-        "      --frontend xlsr_300m",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    ap.add_argument("seed", metavar="SEED", help="the seed system (list below)")
-    ap.add_argument(
-        "--checkpoint",
-        required=True,
-        metavar="FILE",
-        help="the published .pth/.pt file, as its authors "
-        "name it (state dict or a whole pickled module; never unpickled with code execution)",
-    )
-    ap.add_argument(
-        "--frontend",
-        default=None,
-        metavar="NAME|DIR",
-        help="seeds whose file holds only a head (Codecfake): the pre-trained SSL model it runs on "
-        "(xlsr_300m or a save_pretrained folder); fine-tuned SSL seeds: the architecture their "
-        "front-end loads into (default xlsr_300m_random: XLS-R 300M)",
-    )
-    ap.add_argument(
-        "--out",
-        default=None,
-        metavar="DIR",
-        help="model folder to write (default imported/SEED-FILESTEM)",
-    )
-    ap.add_argument(
-        "--register-as",
-        default=None,
-        metavar="NAME",
-        help="also log the model in MLflow and register "
-        "it as a version of NAME, tagged with the seed, file name, sha256 and published results",
-    )
-    ap.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow store for --register-as (default "
-        "$MLFLOW_TRACKING_URI, else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)",
-    )
-    ap.add_argument("--json", action="store_true", help="print one JSON object")
-    args = ap.parse_args(argv)
-    if args.seed not in SEEDS:
-        ap.error(f"unknown seed {args.seed!r}; choose one of: {', '.join(sorted(SEEDS))}")
-    if (
-        args.register_as
-        and not args.register_as.replace("-", "").replace("_", "").replace(".", "").isalnum()
-    ):
-        ap.error(f"--register-as {args.register_as!r}: use letters, digits, '-', '_' and '.' only")
-    out = args.out or f"imported/{args.seed}-{Path(args.checkpoint).stem}"
-    try:
-        summary = import_checkpoint(
-            args.seed,
-            args.checkpoint,
-            out=out,
-            frontend=args.frontend,
-            register_as=args.register_as,
-            tracking_uri=args.tracking_uri,
-        )
-    except (SeedCheckpointError, SeedImportError, FileNotFoundError) as exc:
-        print(f"spoofdet import: error: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(summary))
-        return 0
-    spec = SEEDS[args.seed]
-    print(f"imported {spec.title} from {summary['source']} (sha256 {summary['sha256'][:12]}...)")
-    print(
-        f"  {summary['parameters']:,} parameters, {summary['n_logits']} logit(s); "
-        f"score: {summary['score']}"
-    )
-    print(
-        f"  model folder: {summary['out']}  "
-        f"(rebuild check: max |diff| {summary['rebuild_max_abs_diff']:.1e})"
-    )
-    if "registered" in summary:
-        r = summary["registered"]
-        print(f"  registered: models:/{r['name']}/{r['version']}  ({summary['tracking_uri']})")
-    for where, result in spec.published.items():
-        print(f"  published ({where}): {result}")
-    print(f"next: spoofdet score --model {summary['out']} --eval-set NAME=SHARDS")
-    return 0
+    # the command line sits above serve/ (tests/test_layout.py): reached at run time only
+    cli = importlib.import_module("spoofdet.cli")
+    return cli.main(["import", *(sys.argv[1:] if argv is None else argv)])
+
+
+def __getattr__(name: str) -> Any:
+    # model.init_from moved to spoofdet.serve.init_from; reachable here for this release only
+    if name in ("init_state_dict", "seeds_for_head"):
+        from spoofdet.serve import init_from
+
+        return getattr(init_from, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

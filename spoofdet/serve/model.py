@@ -96,8 +96,6 @@ def log_detector(
     from mlflow.tracking import MlflowClient
     from mlflow.types.schema import Schema, TensorSpec
 
-    from spoofdet.evaluation.metrics import ASVSPOOF5_COSTS
-
     work = Path(weights).parent
     cfg_path = work / "model_config.json"
     cfg_path.write_text(json.dumps(model_config, indent=2))
@@ -106,32 +104,8 @@ def log_detector(
     if calibration:
         artifacts["calibration"] = calibration
         cal = json.loads(Path(calibration).read_text())
-    costs = ASVSPOOF5_COSTS
     run_metrics = MlflowClient(tracking_uri=uri).get_run(run_id).data.metrics
-    meta = {
-        "sample_rate": 16000,
-        "input": "float32[batch, samples]: mono waveforms at 16 kHz, any length (scored as given; spoofdet "
-        "score/predict cut the first 64,600 samples or average windows)",
-        "score": (
-            "calibrated log-likelihood ratio log p(x|bona fide)/p(x|spoof), higher = more bona fide"
-            if cal
-            else "raw detector score (bona fide minus spoof logit), higher = more bona fide; not calibrated"
-        ),
-        "label_convention": "1 = bona fide, 0 = spoof",
-        "calibrated": cal is not None,
-        "calibration": cal,
-        "decision": (
-            {
-                "threshold_llr": costs.llr_threshold,
-                "rule": "bona fide if LLR >= threshold_llr",
-                "costs": {"p_spoof": costs.p_spoof, "c_miss": costs.c_miss, "c_fa": costs.c_fa},
-            }
-            if cal
-            else None
-        ),
-        "dev_metrics": {k: v for k, v in sorted(run_metrics.items()) if k.startswith("final_dev")},
-        **(metadata or {}),
-    }
+    meta = _model_metadata(cal, run_metrics, metadata)
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, -1))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]),
@@ -149,6 +123,40 @@ def log_detector(
             pip_requirements=_requirements(),
             metadata=meta,
         )
+
+
+def _model_metadata(
+    cal: dict[str, Any] | None, run_metrics: dict[str, float], metadata: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The logged model's metadata (see :func:`log_detector`)."""
+    from spoofdet.evaluation.metrics import ASVSPOOF5_COSTS
+
+    costs = ASVSPOOF5_COSTS
+    return {
+        "sample_rate": 16000,
+        "input": "float32[batch, samples]: mono waveforms at 16 kHz, any length (scored as given; "
+        "spoofdet score/predict cut the first 64,600 samples or average windows)",
+        "score": (
+            "calibrated log-likelihood ratio log p(x|bona fide)/p(x|spoof), higher = more bona fide"
+            if cal
+            else "raw detector score (bona fide minus spoof logit), higher = more bona fide; "
+            "not calibrated"
+        ),
+        "label_convention": "1 = bona fide, 0 = spoof",
+        "calibrated": cal is not None,
+        "calibration": cal,
+        "decision": (
+            {
+                "threshold_llr": costs.llr_threshold,
+                "rule": "bona fide if LLR >= threshold_llr",
+                "costs": {"p_spoof": costs.p_spoof, "c_miss": costs.c_miss, "c_fa": costs.c_fa},
+            }
+            if cal
+            else None
+        ),
+        "dev_metrics": {k: v for k, v in sorted(run_metrics.items()) if k.startswith("final_dev")},
+        **(metadata or {}),
+    }
 
 
 def _requirements() -> list[str]:

@@ -25,9 +25,11 @@ on stderr); 2 when nothing could be scored, or for a bad option or model referen
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
+import re
 import sys
 import tempfile
 from collections import Counter
@@ -38,6 +40,16 @@ from typing import Any, TextIO
 
 from spoofdet.data.corpora.folder import AUDIO_EXTENSIONS
 
+#: ``spoofdet predict --help``: the docstring above, without its title and reST markup.
+DESCRIPTION = re.sub(r":\w+:`([^`]+)`", r"\1", __doc__.split("\n\n", 1)[1]).replace("``", "")
+EPILOG = (
+    "examples:\n"
+    "  spoofdet predict ~/clips --model models:/spoofdet-demo@champion "
+    "--tracking-uri sqlite:///runs/demo/train/mlflow.db\n"
+    "  spoofdet predict a.mp3 b.wav --model runs/demo/train/demo/final --out scores.csv --json\n"
+    "  spoofdet predict --model models:/spoofdet-demo@champion --show-model   "
+    "# metadata, calibration, eval tags"
+)
 COLUMNS = ("path", "score", "llr", "decision", "error")
 EXIT_OK, EXIT_NOTHING_SCORED = 0, 2
 
@@ -116,13 +128,9 @@ def predict_files(
     """
     from tqdm import tqdm
 
-    from spoofdet.data.audio import AudioError, load_16k
-    from spoofdet.evaluation.protocols import WINDOW, clip_windows, score_waves
     from spoofdet.serve.registry import DECISION_THRESHOLD
 
     threshold = DECISION_THRESHOLD if threshold is None else threshold
-    cal = detector.calibration
-    out = []
     bar = tqdm(
         files,
         desc="scoring",
@@ -130,32 +138,37 @@ def predict_files(
         file=sys.stderr,
         disable=None if progress is None else not progress,
     )
-    for path in bar:
-        try:
-            wave, sr = load_16k(path)
-        except AudioError as exc:
-            out.append(Prediction(path, error=f"{exc.reason}: {exc.detail}"))
-            continue
-        win = window or WINDOW
-        windows = clip_windows(wave, length, window=win, hop=hop or win // 2)
-        score = float(
-            score_waves(
-                detector.model, windows, device=detector.device, batch_size=batch_size
-            ).mean()
-        )
-        llr = float(cal.apply(score)) if cal is not None else None
-        out.append(
-            Prediction(
-                path,
-                score,
-                llr,
-                None if llr is None else decide(llr, threshold),
-                "",
-                len(windows),
-                sr,
-            )
-        )
-    return out
+    return [
+        _predict_file(detector, path, length, hop, window, batch_size, threshold) for path in bar
+    ]
+
+
+def _predict_file(
+    detector: Any,
+    path: str,
+    length: str,
+    hop: int | None,
+    window: int | None,
+    batch_size: int,
+    threshold: float,
+) -> Prediction:
+    """One file's row (arguments as :func:`predict_files`'s, ``threshold`` resolved)."""
+    from spoofdet.data.audio import AudioError, load_16k
+    from spoofdet.evaluation.protocols import WINDOW, clip_windows, score_waves
+
+    try:
+        wave, sr = load_16k(path)
+    except AudioError as exc:
+        return Prediction(path, error=f"{exc.reason}: {exc.detail}")
+    win = window or WINDOW
+    windows = clip_windows(wave, length, window=win, hop=hop or win // 2)
+    score = float(
+        score_waves(detector.model, windows, device=detector.device, batch_size=batch_size).mean()
+    )
+    cal = detector.calibration
+    llr = float(cal.apply(score)) if cal is not None else None
+    decision = None if llr is None else decide(llr, threshold)
+    return Prediction(path, score, llr, decision, "", len(windows), sr)
 
 
 def _value(v: Any) -> str:
@@ -163,7 +176,8 @@ def _value(v: Any) -> str:
 
 
 def write_csv(predictions: Sequence[Prediction], dest: str | os.PathLike | TextIO) -> None:
-    """Write ``path,score,llr,decision,error`` rows: to a file as a whole (temporary file + rename), or to a stream."""
+    """Write ``path,score,llr,decision,error`` rows: to a file as a whole (temporary file +
+    rename), or to a stream."""
 
     def rows(fh: TextIO) -> None:
         w = csv.writer(fh, lineterminator="\n")
@@ -214,9 +228,71 @@ def model_card(detector: Any) -> dict[str, Any]:
     return card
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``spoofdet predict``, which :func:`run` reads."""
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="audio files and/or folders (searched recursively)"
+    )
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
+        "or a train run's final/ folder",
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="FILE.csv", help="write the CSV here (default: stdout)"
+    )
+    parser.add_argument(
+        "--length",
+        choices=("full", "4s"),
+        default="full",
+        help="full: mean over --window-sample windows covering each file (default); "
+        "4s: the first --window samples",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=64_600,
+        help="samples per window (default 64,600; XLSR-Mamba and "
+        "Fake-Mamba checkpoints were trained and evaluated on 66,800)",
+    )
+    parser.add_argument(
+        "--hop",
+        type=int,
+        default=None,
+        help="window hop for --length full (default half the window, 32,300)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="LLR decision threshold (default -ln(1.9) ~= -0.642, the ASVspoof 5 Bayes threshold)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="windows per forward pass (default 16)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow store for registry URIs (default $MLFLOW_TRACKING_URI, "
+        "else sqlite:///<$SPOOFDET_STORAGE or runs/train>/mlflow.db)",
+    )
+    parser.add_argument(
+        "--show-model",
+        action="store_true",
+        help="print what the model is (metadata, calibration, threshold, version tags) as JSON and exit",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON summary (with the predictions unless --out)",
+    )
+
+
 def run(args: Any) -> int:
-    """``spoofdet predict`` (arguments from :func:`spoofdet.cli`); see the module docstring."""
-    from spoofdet.evaluation.protocols import check_length, describe_protocol
+    """``spoofdet predict`` (arguments from :func:`add_arguments`); see the module docstring."""
+    from spoofdet.evaluation.protocols import check_length
     from spoofdet.serve.registry import DECISION_THRESHOLD, load_detector
 
     if args.window < 400:
@@ -234,8 +310,8 @@ def run(args: Any) -> int:
     threshold = DECISION_THRESHOLD if args.threshold is None else args.threshold
     if detector.calibration is None:
         print(
-            f"spoofdet predict: note: {detector.ref.label} stores no calibration: llr and decision stay empty "
-            "(the score is raw, higher = more bona fide)",
+            f"spoofdet predict: note: {detector.ref.label} stores no calibration: llr and decision "
+            "stay empty (the score is raw, higher = more bona fide)",
             file=sys.stderr,
         )
     preds = (
@@ -259,22 +335,33 @@ def run(args: Any) -> int:
         write_csv(preds, sys.stdout)
     scored = [p for p in preds if not p.error]
     if args.json:
-        summary = {
-            "model": {**detector.ref.to_dict(), "calibrated": detector.calibration is not None},
-            "protocol": describe_protocol(args.length, window=args.window, hop=args.hop),
-            "threshold_llr": threshold if detector.calibration is not None else None,
-            "n_paths": len(preds),
-            "n_scored": len(scored),
-            "n_failed": len(preds) - len(scored),
-            "failed": [{"path": p.path, "error": p.error} for p in preds if p.error],
-            "out": args.out,
-            "decisions": dict(Counter(p.decision for p in scored if p.decision)),
-        }
-        if not args.out:
-            summary["predictions"] = [asdict(p) for p in preds]
-        print(json.dumps(summary, allow_nan=False))
+        print(json.dumps(_json_summary(args, detector, preds, threshold), allow_nan=False))
     elif args.out:
         print(
             f"scored {len(scored)} of {len(preds)} file(s) with {detector.ref.label} -> {args.out}"
         )
     return EXIT_OK if scored else EXIT_NOTHING_SCORED
+
+
+def _json_summary(
+    args: Any, detector: Any, preds: list[Prediction], threshold: float
+) -> dict[str, Any]:
+    """The ``--json`` object: model, protocol, counts, failures, decisions (and the predictions
+    when they are not written to ``--out``)."""
+    from spoofdet.evaluation.protocols import describe_protocol
+
+    scored = [p for p in preds if not p.error]
+    summary = {
+        "model": {**detector.ref.to_dict(), "calibrated": detector.calibration is not None},
+        "protocol": describe_protocol(args.length, window=args.window, hop=args.hop),
+        "threshold_llr": threshold if detector.calibration is not None else None,
+        "n_paths": len(preds),
+        "n_scored": len(scored),
+        "n_failed": len(preds) - len(scored),
+        "failed": [{"path": p.path, "error": p.error} for p in preds if p.error],
+        "out": args.out,
+        "decisions": dict(Counter(p.decision for p in scored if p.decision)),
+    }
+    if not args.out:
+        summary["predictions"] = [asdict(p) for p in preds]
+    return summary

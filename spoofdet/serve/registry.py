@@ -128,26 +128,7 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
     """
     ref = str(ref)
     if not ref.startswith(("models:/", "runs:/")) and "://" not in ref:
-        folder = Path(ref).expanduser()
-        if (folder / "MLmodel").is_file():
-            return ModelRef(ref, str(folder.resolve()), "mlflow")
-        if (folder / "model.pt").is_file() and (folder / "model_config.json").is_file():
-            summary = (
-                folder / "summary.json"
-            )  # written by the train job: names the run that trained it
-            info = json.loads(summary.read_text()) if summary.is_file() else {}
-            return ModelRef(
-                ref,
-                str(folder.resolve()),
-                "final-dir",
-                tracking_uri or info.get("tracking_uri"),
-                run_id=info.get("mlflow_run_id"),
-            )
-        raise ModelRefError(
-            f"--model {ref}: not a model reference. Give models:/NAME@champion, models:/NAME/VERSION, "
-            "runs:/RUN_ID/model, or a folder with model.pt + model_config.json (a train run's final/) "
-            "or an MLflow model folder (with an MLmodel file)"
-        )
+        return _resolve_folder(ref, tracking_uri)
     from mlflow.exceptions import MlflowException
 
     uri = default_tracking_uri(tracking_uri)
@@ -155,25 +136,7 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
     alias_match, version_match = _ALIAS.match(ref), _VERSION.match(ref)
     try:
         if alias_match or version_match:
-            name = (alias_match or version_match).group(1)
-            if alias_match:
-                mv = client.get_model_version_by_alias(name, alias_match.group(2))
-            else:
-                mv = client.get_model_version(name, version_match.group(2))
-            model_id = (
-                mv.source.split("/", 1)[1] if str(mv.source).startswith("models:/m-") else None
-            )
-            return ModelRef(
-                ref,
-                f"models:/{name}/{mv.version}",
-                "registry",
-                uri,
-                name,
-                str(mv.version),
-                alias_match.group(2) if alias_match else None,
-                mv.run_id,
-                model_id,
-            )
+            return _resolve_version(client, ref, uri, alias_match, version_match)
         import mlflow
 
         from spoofdet.tracking import using_tracking_uri
@@ -192,6 +155,52 @@ def resolve_model(ref: str, tracking_uri: str | None = None) -> ModelRef:
         raise ModelRefError(
             f"--model {ref}: {exc.message} (tracking store {uri}).{versions}"
         ) from None
+
+
+def _resolve_folder(ref: str, tracking_uri: str | None) -> ModelRef:
+    """A local MLflow model folder, or a ``final/`` folder (with the run that trained it)."""
+    folder = Path(ref).expanduser()
+    if (folder / "MLmodel").is_file():
+        return ModelRef(ref, str(folder.resolve()), "mlflow")
+    if (folder / "model.pt").is_file() and (folder / "model_config.json").is_file():
+        # written by the train job: names the run that trained it
+        summary = folder / "summary.json"
+        info = json.loads(summary.read_text()) if summary.is_file() else {}
+        return ModelRef(
+            ref,
+            str(folder.resolve()),
+            "final-dir",
+            tracking_uri or info.get("tracking_uri"),
+            run_id=info.get("mlflow_run_id"),
+        )
+    raise ModelRefError(
+        f"--model {ref}: not a model reference. Give models:/NAME@champion, models:/NAME/VERSION, "
+        "runs:/RUN_ID/model, or a folder with model.pt + model_config.json (a train run's final/) "
+        "or an MLflow model folder (with an MLmodel file)"
+    )
+
+
+def _resolve_version(
+    client: Any, ref: str, uri: str, alias_match: Any, version_match: Any
+) -> ModelRef:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> the registered version, once."""
+    name = (alias_match or version_match).group(1)
+    if alias_match:
+        mv = client.get_model_version_by_alias(name, alias_match.group(2))
+    else:
+        mv = client.get_model_version(name, version_match.group(2))
+    model_id = mv.source.split("/", 1)[1] if str(mv.source).startswith("models:/m-") else None
+    return ModelRef(
+        ref,
+        f"models:/{name}/{mv.version}",
+        "registry",
+        uri,
+        name,
+        str(mv.version),
+        alias_match.group(2) if alias_match else None,
+        mv.run_id,
+        model_id,
+    )
 
 
 def _known_versions(client: Any, name: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,8 @@ def write_detector_dir(
     Args:
         folder: where to write.
         seed: torch seed of the random weights.
-        slope, offset: write ``calibration.json`` with ``LLR = slope * score + offset`` (None: no calibration).
+        slope, offset: write ``calibration.json`` with ``LLR = slope * score + offset`` (None: no
+            calibration).
     """
     import torch
 
@@ -307,18 +309,7 @@ def tiny_fairseq_state_dict(seed: int = 0) -> dict[str, Any]:
     sd["encoder.pos_conv.0.weight_g"] = r(1, 1, pos_k, scale=0.1, offset=1.0)
     sd["encoder.pos_conv.0.weight_v"] = r(d, d // pos_g, pos_k)
     for i in range(TINY_FAIRSEQ["layers"]):
-        p = f"encoder.layers.{i}."
-        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            sd[p + f"self_attn.{proj}.weight"] = r(d, d, scale=1 / math.sqrt(d))
-            sd[p + f"self_attn.{proj}.bias"] = r(d, scale=0.1)
-        sd[p + "self_attn_layer_norm.weight"] = r(d, offset=1.0)
-        sd[p + "self_attn_layer_norm.bias"] = r(d, scale=0.1)
-        sd[p + "fc1.weight"] = r(ffn, d, scale=1 / math.sqrt(d))
-        sd[p + "fc1.bias"] = r(ffn, scale=0.1)
-        sd[p + "fc2.weight"] = r(d, ffn, scale=1 / math.sqrt(ffn))
-        sd[p + "fc2.bias"] = r(d, scale=0.1)
-        sd[p + "final_layer_norm.weight"] = r(d, offset=1.0)
-        sd[p + "final_layer_norm.bias"] = r(d, scale=0.1)
+        sd.update(_tiny_encoder_layer(f"encoder.layers.{i}.", r, d, ffn))
     sd["encoder.layer_norm.weight"] = r(d, offset=1.0)
     sd["encoder.layer_norm.bias"] = r(d, scale=0.1)
     # pretraining-only parts (GumbelVectorQuantizer, project_q, final_proj)
@@ -329,6 +320,26 @@ def tiny_fairseq_state_dict(seed: int = 0) -> dict[str, Any]:
     sd["project_q.bias"] = r(16)
     sd["final_proj.weight"] = r(16, d)
     sd["final_proj.bias"] = r(16)
+    return sd
+
+
+def _tiny_encoder_layer(p: str, r: Callable[..., Any], d: int, ffn: int) -> dict[str, Any]:
+    """One pre-LN ``TransformerSentenceEncoderLayer`` of the tiny model, drawn with ``r`` in key
+    order (attention projections, their layer norm, the feed-forward, the final layer norm)."""
+    import math
+
+    sd: dict[str, Any] = {}
+    for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+        sd[p + f"self_attn.{proj}.weight"] = r(d, d, scale=1 / math.sqrt(d))
+        sd[p + f"self_attn.{proj}.bias"] = r(d, scale=0.1)
+    sd[p + "self_attn_layer_norm.weight"] = r(d, offset=1.0)
+    sd[p + "self_attn_layer_norm.bias"] = r(d, scale=0.1)
+    sd[p + "fc1.weight"] = r(ffn, d, scale=1 / math.sqrt(d))
+    sd[p + "fc1.bias"] = r(ffn, scale=0.1)
+    sd[p + "fc2.weight"] = r(d, ffn, scale=1 / math.sqrt(ffn))
+    sd[p + "fc2.bias"] = r(d, scale=0.1)
+    sd[p + "final_layer_norm.weight"] = r(d, offset=1.0)
+    sd[p + "final_layer_norm.bias"] = r(d, scale=0.1)
     return sd
 
 

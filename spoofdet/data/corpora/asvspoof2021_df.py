@@ -16,15 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spoofdet.data.corpora._asvspoof2021 import PHASES, check_phases, find_key
-from spoofdet.data.corpora._common import (
-    DuplicateTracker,
-    Manifest,
-    ProblemLog,
-    check_id,
-    finish,
-    read_fields,
-)
+from spoofdet.data.corpora._asvspoof2021 import check_phases, find_key, key_rows
+from spoofdet.data.corpora._common import Manifest, ProblemLog, finish
 from spoofdet.data.schema import BONAFIDE, BONAFIDE_ATTACK, SPOOF, TableBuilder
 
 CORPUS = "asvspoof2021-df"
@@ -54,6 +47,16 @@ def audio_path(root: str | Path, trial: str) -> Path:
     return Path(root) / "ASVspoof2021_DF_eval" / "flac" / f"{trial}.flac"
 
 
+def _check_vocoder(cols: list[str]) -> str | None:
+    """The vocoder group (column 9) must be one of :data:`VOCODER_GROUPS` or ``-``."""
+    vocoder = cols[8]
+    if vocoder not in VOCODER_GROUPS and vocoder != "-":
+        return (
+            f"unknown vocoder group {vocoder!r} in column 9: expected one of {list(VOCODER_GROUPS)}"
+        )
+    return None
+
+
 def prepare_asvspoof2021_df(
     root: str | Path,
     phase: str | None = None,
@@ -78,69 +81,20 @@ def prepare_asvspoof2021_df(
     flac_dir = str(audio_path(root, "x").parent)
     builder = TableBuilder()
     log = ProblemLog()
-    dups = DuplicateTracker(log)
-    for lineno, cols in read_fields(key):
-        if len(cols) != N_COLUMNS:
-            log.add(
-                key,
-                lineno,
-                f"expected {N_COLUMNS} columns (SPEAKER TRIAL COMPRESSION SOURCE ATTACK KEY TRIM SUBSET "
-                f"VOCODER TASK TEAM GENDER_PAIR LANGUAGE), got {len(cols)}",
-            )
-            continue
-        (
-            speaker,
-            trial,
-            compression,
-            source,
-            attack,
-            label,
-            trim,
-            subset,
-            vocoder,
-            task,
-            team,
-            gender,
-            language,
-        ) = cols
-        if label not in ("bonafide", "spoof"):
-            log.add(
-                key, lineno, f"unknown label {label!r} in column 6: expected 'bonafide' or 'spoof'"
-            )
-            continue
-        if subset not in PHASES:
-            log.add(
-                key, lineno, f"unknown phase {subset!r} in column 8: expected one of {list(PHASES)}"
-            )
-            continue
-        if compression not in COMPRESSION_CONDITIONS:
-            log.add(
-                key,
-                lineno,
-                f"unknown compression {compression!r} in column 3: expected one of {list(COMPRESSION_CONDITIONS)}",
-            )
-            continue
-        if vocoder not in VOCODER_GROUPS and vocoder != "-":
-            log.add(
-                key,
-                lineno,
-                f"unknown vocoder group {vocoder!r} in column 9: expected one of {list(VOCODER_GROUPS)}",
-            )
-            continue
-        if label == "spoof" and attack in ("-", BONAFIDE_ATTACK):
-            log.add(key, lineno, f"spoof row without an attack id (column 5 is {attack!r})")
-            continue
-        if not check_id(trial, key, lineno, log) or not dups.check(trial, key, lineno):
-            continue
-        if phase is not None and subset != phase:
-            continue
+    for cols in key_rows(
+        key,
+        phase,
+        log,
+        n_columns=N_COLUMNS,
+        columns="(SPEAKER TRIAL COMPRESSION SOURCE ATTACK KEY TRIM SUBSET VOCODER TASK TEAM "
+        "GENDER_PAIR LANGUAGE)",
+        condition=("compression", COMPRESSION_CONDITIONS),
+        check=_check_vocoder,
+    ):
+        speaker, trial, compression, source, attack, label, trim, subset, vocoder = cols[:9]
         extra = {"condition": COMPRESSION_CONDITIONS[compression], "source": source, "trim": trim}
-        for name, value in (
-            ("task", task),
-            ("team", team),
-            ("gender_pair", gender),
-            ("language", language),
-        ):
+        # columns 10-13: TASK TEAM GENDER_PAIR LANGUAGE, kept where given
+        for name, value in zip(("task", "team", "gender_pair", "language"), cols[9:]):
             if value != "-":
                 extra[name] = value
         builder.append(

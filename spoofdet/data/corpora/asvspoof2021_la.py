@@ -17,15 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spoofdet.data.corpora._asvspoof2021 import PHASES, check_phases, find_key
-from spoofdet.data.corpora._common import (
-    DuplicateTracker,
-    Manifest,
-    ProblemLog,
-    check_id,
-    finish,
-    read_fields,
-)
+from spoofdet.data.corpora._asvspoof2021 import check_phases, find_key, key_rows
+from spoofdet.data.corpora._common import Manifest, ProblemLog, finish
 from spoofdet.data.schema import BONAFIDE, BONAFIDE_ATTACK, SPOOF, TableBuilder
 
 CORPUS = "asvspoof2021-la"
@@ -70,40 +63,15 @@ def prepare_asvspoof2021_la(
     flac_dir = str(audio_path(root, "x").parent)
     builder = TableBuilder()
     log = ProblemLog()
-    dups = DuplicateTracker(log)
-    for lineno, cols in read_fields(key):
-        if len(cols) != N_COLUMNS:
-            log.add(
-                key,
-                lineno,
-                f"expected {N_COLUMNS} columns 'SPEAKER TRIAL CODEC TRANSMISSION ATTACK KEY TRIM SUBSET', got {len(cols)}",
-            )
-            continue
+    for cols in key_rows(
+        key,
+        phase,
+        log,
+        n_columns=N_COLUMNS,
+        columns="'SPEAKER TRIAL CODEC TRANSMISSION ATTACK KEY TRIM SUBSET'",
+        condition=("codec", CODEC_CONDITIONS),
+    ):
         speaker, trial, codec, transmission, attack, label, trim, subset = cols
-        if label not in ("bonafide", "spoof"):
-            log.add(
-                key, lineno, f"unknown label {label!r} in column 6: expected 'bonafide' or 'spoof'"
-            )
-            continue
-        if subset not in PHASES:
-            log.add(
-                key, lineno, f"unknown phase {subset!r} in column 8: expected one of {list(PHASES)}"
-            )
-            continue
-        if codec not in CODEC_CONDITIONS:
-            log.add(
-                key,
-                lineno,
-                f"unknown codec {codec!r} in column 3: expected one of {list(CODEC_CONDITIONS)}",
-            )
-            continue
-        if label == "spoof" and attack in ("-", BONAFIDE_ATTACK):
-            log.add(key, lineno, f"spoof row without an attack id (column 5 is {attack!r})")
-            continue
-        if not check_id(trial, key, lineno, log) or not dups.check(trial, key, lineno):
-            continue
-        if phase is not None and subset != phase:
-            continue
         builder.append(
             utt_id=trial,
             corpus=CORPUS,

@@ -1,0 +1,73 @@
+"""Recipe configs: YAML -> dataclasses, with ``key=value`` overrides, every problem reported at once.
+
+A recipe (``ray_jobs/configs/*.yaml``) says what to train: data sources, model, optimiser,
+schedule, DeepSpeed and scaling. Where things live on a cluster (storage roots, the tracking
+server) comes from the environment (``SPOOFDET_STORAGE``, ``MLFLOW_TRACKING_URI``) or the command
+line, never from a recipe. :func:`load_train_config` runs before Ray is touched, so a typo costs
+seconds, not a cluster allocation::
+
+    cfg = load_train_config("ray_jobs/configs/demo.yaml", ["optim.lr=1e-5", "scaling.num_workers=2"])
+
+Generic loading is in :mod:`spoofdet.config._load`, the recipe's sections and rules in
+:mod:`spoofdet.config.train`; one :class:`ConfigError` lists every problem.
+"""
+
+from spoofdet.config._checks import (
+    CROPS,
+    FREEZE,
+    LR_SCALING,
+    MIXES,
+    PRECISION,
+    SELECT,
+    head_names,
+)
+from spoofdet.config._load import (
+    ConfigError,
+    flatten,
+    load_yaml,
+    parse_overrides,
+    resolve_path,
+    to_dict,
+)
+from spoofdet.config.train import (
+    DataConfig,
+    DeepSpeedConfig,
+    MLflowConfig,
+    ModelConfig,
+    OptimConfig,
+    RawBoostConfig,
+    RunConfig,
+    ScalingConfig,
+    ScheduleConfig,
+    SourceConfig,
+    TrainJobConfig,
+    load_train_config,
+)
+
+__all__ = [
+    "ConfigError",
+    "load_train_config",
+    "TrainJobConfig",
+    "SourceConfig",
+    "RawBoostConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "DeepSpeedConfig",
+    "ScalingConfig",
+    "RunConfig",
+    "MLflowConfig",
+    "load_yaml",
+    "parse_overrides",
+    "resolve_path",
+    "to_dict",
+    "flatten",
+    "head_names",
+    "MIXES",
+    "CROPS",
+    "FREEZE",
+    "SELECT",
+    "LR_SCALING",
+    "PRECISION",
+]

@@ -1,0 +1,303 @@
+"""The train recipe: :class:`TrainJobConfig` and its sections, the rules that span sections, and
+:func:`load_train_config`, which runs before Ray is touched.
+
+:func:`_check_train` reports problems in a fixed order: each section's own checks
+(:mod:`spoofdet.config._checks`) with the cross-section rules between them (shuffle buffer vs
+batch size, SAM vs DeepSpeed, dev set vs selection, averaging vs checkpoints kept, precision vs
+GPU, cached features vs crops, RawBoost and source folders).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from spoofdet.config._checks import (
+    check_data,
+    check_deepspeed,
+    check_init,
+    check_model,
+    check_optim,
+    check_run,
+    check_scaling,
+    check_schedule,
+    sources,
+)
+from spoofdet.config._load import (
+    ConfigError,
+    build,
+    load_yaml,
+    parse_overrides,
+    resolve_path,
+    set_path,
+)
+
+
+@dataclass
+class SourceConfig:
+    """A shard folder written by ``spoofdet prepare`` (``shards``), its log name and mix weight."""
+
+    shards: str = ""
+    name: str = ""
+    weight: float = 1.0
+
+
+@dataclass
+class RawBoostConfig:
+    """RawBoost: ``algo`` 0 (off) or 1-11, applied with probability ``p``; ``params`` override
+    defaults."""
+
+    algo: int = 0
+    p: float = 1.0
+    params: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    train: list[SourceConfig] = field(default_factory=list)
+    dev: SourceConfig | None = None
+    mix: str = "size"
+    class_balance: bool = False
+    epoch_size: int | None = None
+    num_samples: int = 64_600
+    crop: str = "first"
+    rawboost: RawBoostConfig = field(default_factory=RawBoostConfig)
+    dev_rawboost: bool = False
+    batch_rows: int = 16
+    shuffle_buffer: int = 256
+    # every batch holds each source in proportion to its share (CSAM)
+    proportional_batches: bool = False
+
+
+@dataclass
+class ModelConfig:
+    head: str = "aasist"
+    frontend: str = "xlsr_300m"
+    frontend_layer: int | str | None = None
+    freeze: str = "none"
+    gradient_checkpointing: bool = False
+    n_logits: int = 2
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    frontend_kwargs: dict[str, Any] = field(default_factory=dict)
+    # FILE.pth (spoofdet or a seed's published checkpoint) | models:/... | DIR
+    init_from: str | None = None
+    init_seed: str | None = None  # which seed's layout init_from is in (default: found by trying)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-6
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_scaling: str = "none"
+    class_weights: list[float] = field(default_factory=lambda: [0.1, 0.9])
+    grad_clip: float | None = None
+    sam_rho: float = 0.0
+
+
+@dataclass
+class ScheduleConfig:
+    epochs: int = 100
+    batch_size: int = 14
+    dev_batch_size: int = 8
+    max_steps_per_epoch: int | None = None
+    max_dev_batches: int | None = None
+    patience: int = 7
+    select: str = "dev_loss"
+    average_best: int = 5
+    log_every: int = 10
+
+
+@dataclass
+class DeepSpeedConfig:
+    enabled: bool = True
+    zero_stage: int = 0
+    precision: str = "auto"
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    storage_path: str | None = None
+    checkpoints_to_keep: int = 5
+    max_failures: int = 0
+
+
+@dataclass
+class MLflowConfig:
+    tracking_uri: str | None = None
+    experiment: str = "spoofdet"
+    register_as: str | None = None
+    system_metrics: bool = True
+
+
+@dataclass
+class TrainJobConfig:
+    """Everything ``ray_jobs/train.py`` needs; see ray_jobs/configs/*.yaml for commented
+    examples."""
+
+    name: str = ""
+    seed: int = 1234
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: ScheduleConfig = field(default_factory=ScheduleConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+
+
+def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -> None:
+    """Append every problem of ``cfg`` to ``problems``, section by section."""
+    d, s = cfg.data, cfg.train
+    if not cfg.name:
+        problems.append(
+            "name: every run needs a name (it is the Ray run name and the MLflow run name)"
+        )
+    check_data(d, problems, check_paths)
+    _check_cached(cfg, problems, check_paths)
+    if d.shuffle_buffer < s.batch_size:
+        problems.append(
+            f"data.shuffle_buffer ({d.shuffle_buffer}) must be >= train.batch_size ({s.batch_size})"
+        )
+    check_model(cfg.model, problems)
+    check_init(cfg.model, problems, check_paths)
+    check_optim(cfg.optim, problems)
+    if cfg.optim.sam_rho > 0 and cfg.deepspeed.enabled:
+        problems.append(
+            "optim.sam_rho: SAM needs two backward passes per step, which DeepSpeed's engine does "
+            "not expose; set deepspeed.enabled=false for SAM/CSAM runs"
+        )
+    check_schedule(s, problems)
+    if d.dev is None and (s.select == "dev_eer" or s.patience < s.epochs):
+        problems.append(
+            "data.dev: model selection and early stopping need a dev set (data.dev.shards)"
+        )
+    if s.average_best > cfg.run.checkpoints_to_keep:
+        problems.append(
+            f"train.average_best ({s.average_best}) cannot exceed run.checkpoints_to_keep "
+            f"({cfg.run.checkpoints_to_keep}): the checkpoints to average must still exist"
+        )
+    check_deepspeed(cfg.deepspeed, problems)
+    if not cfg.scaling.use_gpu and cfg.deepspeed.precision in ("bf16", "fp16"):
+        problems.append(
+            f"deepspeed.precision: {cfg.deepspeed.precision} needs scaling.use_gpu=true "
+            "(CPU runs are fp32)"
+        )
+    check_scaling(cfg.scaling, problems)
+    check_run(cfg.run, problems)
+
+
+def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -> None:
+    """Cached-feature training (``model.frontend: cached``) and its sources
+    (``data_prep.features``)."""
+    cached = cfg.model.frontend == "cached"
+    if cached:
+        _check_cached_fields(cfg.data, cfg.model, problems)
+    if check_paths:
+        _check_feature_folders(cfg.data, cached, problems)
+
+
+def _check_cached_fields(d: DataConfig, m: ModelConfig, problems: list[str]) -> None:
+    """What cannot apply to features computed once on the first ``num_samples``."""
+    if d.crop != "first":
+        problems.append(
+            "data.crop: random crops are invalid on cached-feature sources (model.frontend=cached: "
+            "features were computed once on the first num_samples); use crop: first"
+        )
+    if d.rawboost.algo != 0:
+        problems.append(
+            "data.rawboost.algo: RawBoost is invalid on cached-feature sources (model.frontend="
+            "cached: no waveform left to augment); set it to 0"
+        )
+    if d.dev_rawboost:
+        problems.append(
+            "data.dev_rawboost: invalid with model.frontend=cached (the dev features are fixed)"
+        )
+    if m.frontend_layer is not None:
+        problems.append(
+            "model.frontend_layer: leave null with model.frontend=cached (the layer is recorded in "
+            "the sources' features.json)"
+        )
+    if m.freeze != "none" or m.gradient_checkpointing:
+        problems.append(
+            "model.freeze: leave 'none' (and gradient_checkpointing false) with model.frontend="
+            "cached: the front-end already ran, only the head trains"
+        )
+
+
+def _check_feature_folders(d: DataConfig, cached: bool, problems: list[str]) -> None:
+    """Finished local sources hold features exactly when training on cached features."""
+    from spoofdet.data import features as feature_cache
+
+    for where, src in sources(d):
+        if (
+            not src.shards
+            or "://" in src.shards
+            or not (resolve_path(src.shards) / "metadata.parquet").is_file()
+        ):
+            continue
+        folder = resolve_path(src.shards)
+        has = feature_cache.is_feature_folder(folder)
+        if has and not cached:
+            problems.append(
+                f"{where}.shards: {folder} holds cached features (features.json); train on it with "
+                f"model.frontend=cached, or point at the audio shards"
+            )
+        elif cached and not has:
+            problems.append(
+                f"{where}.shards: model.frontend=cached needs feature folders written by "
+                f"`python -m data_prep.features`, but {folder} has no features.json"
+            )
+        elif has:
+            try:
+                info = feature_cache.read_info(folder)
+            except feature_cache.FeatureError as exc:
+                problems.append(f"{where}.shards: {exc}")
+                continue
+            if info["num_samples"] != d.num_samples:
+                problems.append(
+                    f"data.num_samples: {d.num_samples}, but the features in {where}.shards were "
+                    f"computed on {info['num_samples']} samples; "
+                    f"set data.num_samples={info['num_samples']}"
+                )
+
+
+def load_train_config(
+    path: str | os.PathLike, overrides: list[str] | None = None, *, check_paths: bool = True
+) -> TrainJobConfig:
+    """Load, override and validate a train recipe.
+
+    Args:
+        path: the YAML file.
+        overrides: ``key=value`` strings (dotted keys; list items by index).
+        check_paths: also check that shard folders exist (off for validating shipped recipes).
+
+    Raises:
+        ConfigError: listing every problem at once.
+    """
+    tree = load_yaml(path)
+    problems: list[str] = []
+    for key, value in parse_overrides(overrides or []).items():
+        set_path(tree, key, value, problems)
+    cfg = build(TrainJobConfig, tree, "", problems)
+    reported = {p.split(":", 1)[0] for p in problems}
+    semantic: list[str] = []
+    # also when some values were malformed: report everything at once, one message per field
+    _check_train(cfg, semantic, check_paths)
+    problems += [p for p in semantic if p.split(":", 1)[0] not in reported]
+    if problems:
+        raise ConfigError(problems, str(path))
+    for src in cfg.data.train + ([cfg.data.dev] if cfg.data.dev else []):
+        if "://" not in src.shards:  # workers run elsewhere: hand them absolute paths
+            src.shards = str(resolve_path(src.shards))
+    return cfg
