@@ -515,7 +515,7 @@ def test_prepare_job_writes_shards(cluster, corpus):
     assert packages, "no uploaded working dir found in the head's session"
     for pkg in packages:
         assert (pkg / "ray_jobs" / "train.py").is_file() and (
-            pkg / "spoofdet" / "data.py"
+            pkg / "spoofdet" / "data" / "pipeline.py"
         ).is_file()
         assert (
             not (pkg / ".venv").exists()
