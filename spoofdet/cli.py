@@ -423,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spoofdet.data.corpora import ManifestError
+    from spoofdet.errors import SpoofdetError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] and argv[0] in JOB_COMMANDS:
@@ -434,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
-    except getattr(args, "bad_input", (ManifestError, ValueError, FileNotFoundError)) as exc:
+    # bad input (every SpoofdetError, a plain ValueError, a missing file): one message, exit 2
+    except getattr(args, "bad_input", (SpoofdetError, ValueError, FileNotFoundError)) as exc:
         return bad_input(args.command, exc)
 
 

@@ -13,7 +13,7 @@ keeps the first ``limit`` (all when None) and counts the rest.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 #: Problems listed in full in one error message; the others are counted.
 MAX_LISTED = 10
@@ -43,6 +43,10 @@ class Problems:
         self.total += 1
         if self.limit is None or len(self.items) < self.limit:
             self.items.append(message)
+
+    def extend(self, messages: Iterable[str]) -> None:
+        for message in messages:
+            self.append(message)
 
     def add(self, path: os.PathLike | str, lineno: int | None, message: str) -> None:
         where = f"{path}:{lineno}" if lineno is not None else f"{path}"

@@ -13,19 +13,23 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from spoofdet.errors import Problems, SpoofdetError
 
-class ConfigError(ValueError):
+
+class ConfigError(SpoofdetError):
     """Every problem found in a config, one per line."""
 
-    def __init__(self, problems: list[str], source: str = "config") -> None:
-        self.problems = list(problems)
+    def __init__(self, problems: Iterable[str], source: str = "config") -> None:
+        problems = list(problems)
         super().__init__(
-            f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems)
+            f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  - {p}" for p in problems),
+            problems,
         )
 
 
@@ -33,7 +37,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """``["optim.lr=1e-5", "data.train.0.weight=2"]`` -> nested dict (values parsed as YAML
     scalars)."""
     out: dict[str, Any] = {}
-    problems = []
+    problems = Problems()
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

@@ -32,6 +32,7 @@ from spoofdet.config._load import (
     resolve_path,
     set_path,
 )
+from spoofdet.errors import Problems
 
 
 @dataclass
@@ -286,15 +287,15 @@ def load_train_config(
         ConfigError: listing every problem at once.
     """
     tree = load_yaml(path)
-    problems: list[str] = []
+    problems = Problems()
     for key, value in parse_overrides(overrides or []).items():
         set_path(tree, key, value, problems)
     cfg = build(TrainJobConfig, tree, "", problems)
     reported = {p.split(":", 1)[0] for p in problems}
-    semantic: list[str] = []
+    semantic = Problems()
     # also when some values were malformed: report everything at once, one message per field
     _check_train(cfg, semantic, check_paths)
-    problems += [p for p in semantic if p.split(":", 1)[0] not in reported]
+    problems.extend(p for p in semantic if p.split(":", 1)[0] not in reported)
     if problems:
         raise ConfigError(problems, str(path))
     for src in cfg.data.train + ([cfg.data.dev] if cfg.data.dev else []):

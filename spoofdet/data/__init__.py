@@ -15,8 +15,10 @@ import importlib
 import importlib.util
 from typing import Any
 
+from spoofdet.errors import SpoofdetError
 
-class DataError(ValueError):
+
+class DataError(SpoofdetError):
     """A data source or pipeline setting is unusable; the message names it and says what to do."""
 
 

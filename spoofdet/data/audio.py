@@ -14,12 +14,13 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from spoofdet.data.schema import SAMPLE_RATE
+from spoofdet.errors import SpoofdetError
 
 #: Why a source file is quarantined instead of sharded.
 REASONS = ("missing_file", "empty_file", "decode_error", "non_finite", "too_short")
 
 
-class AudioError(ValueError):
+class AudioError(SpoofdetError):
     """A file that cannot become a training row; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from spoofdet.errors import SpoofdetError
+
 FEATURES_FILE = "features.json"
 FRONTEND_WEIGHTS = "frontend.pt"
 FEATURE_COLUMNS = ["utt_id", "corpus", "label", "num_samples", "feats", "frames", "dim"]
@@ -32,7 +34,7 @@ DTYPES = ("float16", "float32")
 INFO_KEYS = ("frontend", "layer", "dtype", "num_samples", "dim", "frames")
 
 
-class FeatureError(ValueError):
+class FeatureError(SpoofdetError):
     """A feature folder or feature row is unusable; the message names it."""
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from spoofdet.errors import SpoofdetError
+
 BONAFIDE: int = 1
 SPOOF: int = 0
 LABEL_NAMES: dict[int, str] = {BONAFIDE: "bonafide", SPOOF: "spoof"}
@@ -95,7 +97,7 @@ METADATA_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c != "audio")
 REQUIRED_COLUMNS: tuple[str, ...] = ("utt_id", "corpus", "subset")
 
 
-class SchemaError(ValueError):
+class SchemaError(SpoofdetError):
     """A table does not conform to :data:`UTTERANCE_SCHEMA`."""
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from spoofdet.errors import SpoofdetError
 from spoofdet.evaluation.metrics import ASVSPOOF5_COSTS
 
 METHOD = "prior-weighted-logistic-regression"
@@ -37,7 +38,7 @@ METHOD = "prior-weighted-logistic-regression"
 DEFAULT_P_BONAFIDE: float = ASVSPOOF5_COSTS.effective_prior
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SpoofdetError):
     """A calibration cannot be fitted or loaded; the message says why and what to do."""
 
 

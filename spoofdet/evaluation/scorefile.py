@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from spoofdet.errors import MAX_LISTED, Problems, SpoofdetError
+
 #: How many examples an error message shows per kind of problem.
 MAX_EXAMPLES = 5
-#: How many malformed lines a read error lists before summarising.
-MAX_LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-class ScoreFileError(ValueError):
+class ScoreFileError(SpoofdetError):
     """A score file is malformed or does not match its key. The message names file and line(s)."""
 
 
@@ -80,27 +80,15 @@ class Scores:
         return {k: v for k, v in where.items() if len(v) > 1}
 
 
-class _Problems(list):
-    """Keeps the first :data:`MAX_LISTED` problem messages and counts them all."""
-
-    total = 0
-
-    def append(self, message: str) -> None:
-        self.total += 1
-        if len(self) < MAX_LISTED:
-            super().append(message)
+def _Problems() -> Problems:  # noqa: N802 - the score-file collector: first MAX_LISTED kept
+    return Problems(limit=MAX_LISTED)
 
 
-def _raise_problems(path: Path | str, problems: _Problems, what: str, hint: str = "") -> None:
-    shown = "\n  ".join(problems)
-    more = (
-        f"\n  ... and {problems.total - len(problems)} more"
-        if problems.total > len(problems)
-        else ""
-    )
+def _raise_problems(path: Path | str, problems: Problems, what: str, hint: str = "") -> None:
     raise ScoreFileError(
-        f"{problems.total} malformed line(s) in {what} {path}:\n  {shown}{more}"
-        + (f"\n{hint}" if hint else "")
+        f"{problems.total} malformed line(s) in {what} {path}:\n  {problems.listing()}"
+        + (f"\n{hint}" if hint else ""),
+        list(problems),
     )
 
 

@@ -202,6 +202,65 @@ def build_head(name: str, in_dim: int, n_logits: int = 2, **kwargs: Any) -> nn.M
     return cls(in_dim=in_dim, n_logits=n_logits, **kwargs)
 
 
+def _build_frontend(
+    frontend: str | os.PathLike | nn.Module | Mapping[str, Any],
+    frontend_layer: int | str | None,
+    freeze: str,
+    gradient_checkpointing: bool,
+    frontend_kwargs: Mapping[str, Any] | None,
+) -> nn.Module:
+    """The front-end of :func:`build_model` (its arguments are documented there)."""
+    if isinstance(frontend, nn.Module):
+        if (
+            frontend_layer is not None
+            or freeze != "none"
+            or gradient_checkpointing
+            or frontend_kwargs
+        ):
+            raise ValueError(
+                "frontend is a built module: set frontend_layer, freeze, gradient_checkpointing and "
+                "frontend_kwargs when building it, not here"
+            )
+        if not isinstance(getattr(frontend, "out_dim", None), int):
+            raise ValueError("frontend module needs an int attribute out_dim (its feature size)")
+        return frontend
+    else:
+        from spoofdet.models.frontend import load_frontend
+
+        if frontend == "cached":  # features computed once by data_prep.features (cached.py)
+            if frontend_layer is not None or freeze != "none" or gradient_checkpointing:
+                raise ValueError(
+                    "frontend 'cached' reads features computed beforehand: leave frontend_layer, freeze "
+                    "and gradient_checkpointing at their defaults (the layer is in features.json)"
+                )
+            if set(frontend_kwargs or {}) != {"out_dim"}:
+                raise ValueError(
+                    "frontend 'cached' needs frontend_kwargs={'out_dim': D} (features.json 'dim')"
+                )
+            from spoofdet.models.cached import CachedFeatures
+
+            return CachedFeatures(frontend_kwargs["out_dim"])
+        if isinstance(frontend, str) and frontend in PARAMETER_FREE_FRONTENDS:  # frontend_spec.py
+            if (
+                frontend_layer is not None
+                or freeze != "none"
+                or gradient_checkpointing
+                or frontend_kwargs
+            ):
+                raise ValueError(
+                    f"frontend {frontend!r} has no layers or weights: leave frontend_layer, freeze, "
+                    "gradient_checkpointing and frontend_kwargs at their defaults"
+                )
+            return _parameter_free_frontend(frontend)
+        return load_frontend(
+            frontend,
+            layer=frontend_layer,
+            freeze=freeze,
+            gradient_checkpointing=gradient_checkpointing,
+            **dict(frontend_kwargs or {}),
+        )
+
+
 def build_model(
     frontend: str | os.PathLike | nn.Module | Mapping[str, Any] = "xlsr_300m",
     head: str = "aasist",
@@ -244,67 +303,9 @@ def build_model(
         ValueError: For an unknown head or front-end, or inconsistent options; the message names
             the offending field.
     """
-    if isinstance(frontend, nn.Module):
-        if (
-            frontend_layer is not None
-            or freeze != "none"
-            or gradient_checkpointing
-            or frontend_kwargs
-        ):
-            raise ValueError(
-                "frontend is a built module: set frontend_layer, freeze, gradient_checkpointing and "
-                "frontend_kwargs when building it, not here"
-            )
-        if not isinstance(getattr(frontend, "out_dim", None), int):
-            raise ValueError("frontend module needs an int attribute out_dim (its feature size)")
-        fe = frontend
-    else:
-        if head not in HEADS:  # fail before a slow front-end load
-            raise ValueError(f"head {head!r} is unknown; valid heads: {', '.join(sorted(HEADS))}")
-        from spoofdet.models.frontend import load_frontend
-
-        if frontend == "cached":  # features computed once by data_prep.features (cached.py)
-            if frontend_layer is not None or freeze != "none" or gradient_checkpointing:
-                raise ValueError(
-                    "frontend 'cached' reads features computed beforehand: leave frontend_layer, freeze "
-                    "and gradient_checkpointing at their defaults (the layer is in features.json)"
-                )
-            if set(frontend_kwargs or {}) != {"out_dim"}:
-                raise ValueError(
-                    "frontend 'cached' needs frontend_kwargs={'out_dim': D} (features.json 'dim')"
-                )
-            from spoofdet.models.cached import CachedFeatures
-
-            fe = CachedFeatures(frontend_kwargs["out_dim"])
-            return Detector(
-                fe,
-                build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})),
-                score,
-            )
-        if isinstance(frontend, str) and frontend in PARAMETER_FREE_FRONTENDS:  # frontend_spec.py
-            if (
-                frontend_layer is not None
-                or freeze != "none"
-                or gradient_checkpointing
-                or frontend_kwargs
-            ):
-                raise ValueError(
-                    f"frontend {frontend!r} has no layers or weights: leave frontend_layer, freeze, "
-                    "gradient_checkpointing and frontend_kwargs at their defaults"
-                )
-            fe = _parameter_free_frontend(frontend)
-            return Detector(
-                fe,
-                build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})),
-                score,
-            )
-        fe = load_frontend(
-            frontend,
-            layer=frontend_layer,
-            freeze=freeze,
-            gradient_checkpointing=gradient_checkpointing,
-            **dict(frontend_kwargs or {}),
-        )
+    if not isinstance(frontend, nn.Module) and head not in HEADS:  # fail before a slow load
+        raise ValueError(f"head {head!r} is unknown; valid heads: {', '.join(sorted(HEADS))}")
+    fe = _build_frontend(frontend, frontend_layer, freeze, gradient_checkpointing, frontend_kwargs)
     return Detector(
         fe, build_head(head, fe.out_dim, n_logits=n_logits, **dict(head_kwargs or {})), score
     )

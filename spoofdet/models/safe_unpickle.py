@@ -39,10 +39,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spoofdet.errors import SpoofdetError
+
 __all__ = ["PickleRefused", "read_pickled_module", "ALLOWED"]
 
 
-class PickleRefused(ValueError):
+class PickleRefused(SpoofdetError):
     """The pickle asks for something outside the allowlist; nothing of it was executed."""
 
 

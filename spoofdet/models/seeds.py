@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from spoofdet.errors import SpoofdetError
 from spoofdet.models.checkpoints import _listing, convert_fairseq_wav2vec2
 from spoofdet.models.seed_spec import SEED_FRONTEND_KINDS, SeedSpec
 from spoofdet.models.seeds_finetuned import FINETUNED_SEEDS
@@ -44,7 +45,7 @@ FAIRSEQ_PREFIX = "ssl_model.model."
 SEEDS: dict[str, SeedSpec] = {**FINETUNED_SEEDS, **HEAD_ONLY_SEEDS}
 
 
-class SeedCheckpointError(ValueError):
+class SeedCheckpointError(SpoofdetError):
     """A seed checkpoint cannot be read or does not match its seed's layout; the message says why."""
 
 

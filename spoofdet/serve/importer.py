@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from spoofdet.errors import SpoofdetError
 from spoofdet.models import build_model
 from spoofdet.models.checkpoints import (
     SEEDS,
@@ -41,7 +42,7 @@ __all__ = ["SeedImportError", "seed_detector", "import_checkpoint", "sha256_of"]
 DEFAULT_FAIRSEQ_ARCH = "xlsr_300m_random"
 
 
-class SeedImportError(ValueError):
+class SeedImportError(SpoofdetError):
     """An import that cannot be done as asked; the message says what to pass instead."""
 
 

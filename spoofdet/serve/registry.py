@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spoofdet.errors import SpoofdetError
 from spoofdet.evaluation.metrics import ASVSPOOF5_COSTS
 
 #: The alias ``spoofdet promote`` moves (MLflow aliases; stages are deprecated since MLflow 2.9).
@@ -34,7 +35,7 @@ _ALIAS = re.compile(r"^models:/([^/@]+)@([^/]+)$")
 _VERSION = re.compile(r"^models:/([^/@]+)/(\d+)$")
 
 
-class ModelRefError(ValueError):
+class ModelRefError(SpoofdetError):
     """A model reference cannot be resolved; the message names it and says what to do."""
 
 

@@ -15,35 +15,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spoofdet.data.schema import BONAFIDE, SPOOF, SchemaError, TableBuilder, validate_table
-
-#: How many problems one error message lists before summarising the rest.
-MAX_LISTED = 10
+from spoofdet.errors import MAX_LISTED, Problems, SpoofdetError
 
 
-class ManifestError(ValueError):
+class ManifestError(SpoofdetError):
     """A protocol, key or manifest file is malformed. The message names file and line(s)."""
 
     def __init__(self, problems: Sequence[str], total: int | None = None, hint: str = "") -> None:
-        self.problems = list(problems)
-        total = len(self.problems) if total is None else total
-        shown = "\n  ".join(self.problems[:MAX_LISTED])
+        problems = list(problems)
+        total = len(problems) if total is None else total
+        shown = "\n  ".join(problems[:MAX_LISTED])
         more = f"\n  ... and {total - MAX_LISTED} more" if total > MAX_LISTED else ""
         head = f"{total} problem(s) in corpus files:" if total > 1 else "problem in corpus file:"
-        super().__init__(f"{head}\n  {shown}{more}" + (f"\n{hint}" if hint else ""))
+        super().__init__(f"{head}\n  {shown}{more}" + (f"\n{hint}" if hint else ""), problems)
 
 
-class ProblemLog:
-    """Collects ``file:line: message`` problems so that a user sees them all in one error."""
-
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def add(self, path: os.PathLike | str, lineno: int | None, message: str) -> None:
-        where = f"{path}:{lineno}" if lineno is not None else f"{path}"
-        self.items.append(f"{where}: {message}")
+class ProblemLog(Problems):
+    """The problems found in corpus files (every one kept), raised together as a ManifestError."""
 
     def raise_if_any(self, hint: str = "") -> None:
-        if self.items:
+        if self:
             raise ManifestError(self.items, hint=hint)
 
 
