@@ -24,7 +24,7 @@ FINETUNED_SEEDS: dict[str, SeedSpec] = {}
 # Model = ssl_model (fairseq XLS-R, under ssl_model.model.*) + first_bn BatchNorm2d(1), fc0
 # Linear(1024, 1), fc1 Linear(22847, 1024), fc3 Linear(1024, 2); main.py wraps it in DataParallel,
 # so saved keys start with 'module.'. spoofdet.models.sls.SLS uses the same submodule names, so
-# the rule keeps every back-end key as it is. Layout: tests/data/seed_layouts/sls.tsv.
+# the rule keeps every back-end key as it is. Layout: tests/assets/seed_layouts/sls.tsv.
 FINETUNED_SEEDS["sls"] = SeedSpec(
     title="XLS-R + SLS (Zhang et al., ACM MM 2024)",
     repository="https://github.com/QiShanZhang/SLSforASVspoof-2021-DF",

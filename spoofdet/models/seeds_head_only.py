@@ -27,7 +27,7 @@ HEAD_ONLY_SEEDS: dict[str, SeedSpec] = {}
 # encoder.<i>.0.* (each block is followed by its (1, 3) max-pool in the same Sequential, so only
 # conv_downsample -> downsample); the graph part is renamed as for ssl_aasist (GAT_layer_S ->
 # gat_s, HtrgGAT_layer_ST<ij> -> hs_gal<ij> with a trailing 'M' -> '_master', pool_hS1 ->
-# pool_hs1, out_layer -> out). Layouts: tests/data/seed_layouts/aasist.tsv, aasist_l.tsv.
+# pool_hs1, out_layer -> out). Layouts: tests/assets/seed_layouts/aasist.tsv, aasist_l.tsv.
 
 _RAW_AASIST_RULES: tuple[tuple[str, str], ...] = (
     (r"pos_S", "pos_s"),
@@ -92,7 +92,7 @@ HEAD_ONLY_SEEDS["aasist_l"] = SeedSpec(
 # same computation (graph-pool ratio 0.5 everywhere, temperatures 2, 2, 100), read on frozen
 # XLS-R 300M layer-5 features (HF Wav2Vec2FeatureExtractor: zero mean, unit variance per clip).
 # The vocoder-trained file was saved from nn.DataParallel ('module.' keys, stripped by the
-# converter). Layout: tests/data/seed_layouts/codecfake_w2v2_aasist.tsv.
+# converter). Layout: tests/assets/seed_layouts/codecfake_w2v2_aasist.tsv.
 _CODECFAKE_EER = "EER %, recomputed from the repository's score files (seeds.md section 7): "
 
 HEAD_ONLY_SEEDS["codecfake_w2v2_aasist"] = SeedSpec(
@@ -128,7 +128,7 @@ HEAD_ONLY_SEEDS["codecfake_w2v2_aasist"] = SeedSpec(
 # name and index, so the rules keep the keys. enc_dim 256 (the published mel files; model.py
 # leaves it to the caller). W2V2-LCNN: Linear(24576, 160) on the (1, 1024, 201) layer-5 features,
 # as written in model.py; its checkpoints are not published (only score files).
-# Layouts: tests/data/seed_layouts/codecfake_w2v2_lcnn.tsv, codecfake_mel_lcnn.tsv.
+# Layouts: tests/assets/seed_layouts/codecfake_w2v2_lcnn.tsv, codecfake_mel_lcnn.tsv.
 _CODECFAKE_LCNN_RULES: tuple[tuple[str, str], ...] = (
     (r"(conv[1-9]\.\d\.(?:weight|bias|running_mean|running_var|num_batches_tracked))", r"\1"),
     (r"(out\.[13]\.(?:weight|bias))", r"\1"),  # Linear(flat, 160), Linear(80, enc_dim)

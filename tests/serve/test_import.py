@@ -2,7 +2,7 @@
 loads (score, predict, pyfunc), refusals name both key lists, recipes start from seed files.
 
 The checkpoints are random tensors in the exact layout of the seed's file (read off the seed's
-model code into tests/data/seed_layouts/), so these tests need no download and no ../shared.
+model code into tests/assets/seed_layouts/), so these tests need no download and no ../shared.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from spoofdet.serve.importer import SeedImportError, import_checkpoint, seed_det
 from spoofdet.serve.init_from import init_state_dict
 from spoofdet.testing import random_state_dict, random_waves, read_layout
 
-LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"
+LAYOUTS = Path(__file__).resolve().parents[1] / "assets" / "seed_layouts"
 
 
 def _seed_file(tmp_path: Path, layout: str, *, seed: int = 0, prefix: str = "") -> Path:
@@ -177,7 +177,7 @@ def test_init_from_takes_spoofdet_models_too(tmp_path):
 def test_recipe_validates_init_from(tmp_path):
     from spoofdet.config import ConfigError, load_train_config
 
-    recipe = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "aasist_19la.yaml"
+    recipe = Path(__file__).resolve().parents[2] / "ray_jobs" / "configs" / "aasist_19la.yaml"
     cfg = load_train_config(
         recipe,
         [f"model.init_from={tmp_path / 'x.pth'}", "model.init_seed=aasist"],

@@ -32,7 +32,7 @@ from spoofdet.testing import (
     tiny_fairseq_state_dict,
 )
 
-LAYOUT = Path(__file__).parent / "data" / "seed_layouts" / "sls.tsv"
+LAYOUT = Path(__file__).resolve().parents[1] / "assets" / "seed_layouts" / "sls.tsv"
 
 #: The seed's log-probabilities (B = 2) on layers k = 1..24 = random_feats(2, 201, 1024, seed=k).
 SEED_LOG_PROBS = [

@@ -175,7 +175,7 @@ def test_config_takes_proportional_batches_and_keeps_sam_off_deepspeed(tmp_path)
     from pathlib import Path
 
     demo = (
-        Path(__file__).resolve().parents[1] / "ray_jobs" / "configs" / "cotrain_codecfake_19la.yaml"
+        Path(__file__).resolve().parents[2] / "ray_jobs" / "configs" / "cotrain_codecfake_19la.yaml"
     )
     cfg = load_train_config(
         demo,

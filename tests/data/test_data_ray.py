@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from spoofdet.data import pipeline as data
-from tests.test_data import T, all_rows, sources  # noqa: F401 - the shared shard fixture
+from tests.data.test_data import T, all_rows, sources  # noqa: F401 - the shared shard fixture
 
 pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray")

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray")
 mlflow = pytest.importorskip("mlflow")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOOD_SEED, MEDIUM_SEED = 1, 3
 
 

@@ -23,7 +23,7 @@ mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("deepspeed")
 psutil = pytest.importorskip("psutil")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "ray_jobs" / "configs" / "demo.yaml"
 ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
@@ -127,7 +127,7 @@ def test_training_starts_from_a_published_seed_checkpoint(shards, tmp_path):
     from spoofdet.testing import random_state_dict, read_layout
 
     seed_sd = random_state_dict(
-        read_layout(ROOT / "tests" / "data" / "seed_layouts" / "aasist_l.tsv"), seed=5
+        read_layout(ROOT / "tests" / "assets" / "seed_layouts" / "aasist_l.tsv"), seed=5
     )
     ckpt = tmp_path / "AASIST-L.pth"
     torch.save(seed_sd, ckpt)

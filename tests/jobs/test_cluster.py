@@ -24,7 +24,7 @@ import yaml
 
 from spoofdet.config import load_train_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLUSTER = REPO / "cluster"
 LAUNCHER = CLUSTER / "launcher-aws.yaml"
 RAYCLUSTER = CLUSTER / "kuberay-raycluster.yaml"

@@ -26,7 +26,7 @@ from spoofdet.testing.synthetic import write_corpus
 from spoofdet.tracking import using_tracking_uri
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "ray_jobs" / "configs" / "demo.yaml"
 N = 16000
 

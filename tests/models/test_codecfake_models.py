@@ -31,7 +31,7 @@ from spoofdet.models.seeds import (
 )
 from spoofdet.testing import random_feats, random_state_dict, random_waves, read_layout
 
-LAYOUTS = Path(__file__).resolve().parent / "data" / "seed_layouts"
+LAYOUTS = Path(__file__).resolve().parents[1] / "assets" / "seed_layouts"
 SEED_NAMES = ("codecfake_w2v2_aasist", "codecfake_w2v2_lcnn", "codecfake_mel_lcnn")
 
 # Seed logits (real, fake) of the seed's classes on random_state_dict(layout, seed=0).

@@ -40,7 +40,7 @@ mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("deepspeed")
 psutil = pytest.importorskip("psutil")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).with_name("ray")  # the CLI of the Ray this interpreter imports
 if not RAY.is_file():
     pytest.skip(f"no `ray` CLI beside {sys.executable}", allow_module_level=True)

@@ -8,7 +8,7 @@ The pinned values were computed by the seed's ``models/AASIST.py`` (clovaai/aasi
 mode, float32 (and again in float64: model, its sinc filters and the input), inputs
 ``random_waves(2, N, seed=0)`` for N = 64,600 and 66,560; (b) the published ``AASIST.pth`` /
 ``AASIST-L.pth`` loaded with ``torch.load(weights_only=True)``, input ``random_waves(2, 64_600,
-seed=1)``. Layouts read off the same code: tests/data/seed_layouts/aasist.tsv, aasist_l.tsv.
+seed=1)``. Layouts read off the same code: tests/assets/seed_layouts/aasist.tsv, aasist_l.tsv.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from spoofdet.models.seeds import (
 )
 from spoofdet.testing import layout_of, random_state_dict, random_waves, read_layout
 
-LAYOUTS = Path(__file__).parent / "data" / "seed_layouts"
+LAYOUTS = Path(__file__).resolve().parents[1] / "assets" / "seed_layouts"
 FILES = {"aasist": "AASIST.pth", "aasist_l": "AASIST-L.pth"}
 
 #: The seed's logits on random checkpoints, float32: (seed, N) -> [[l0, l1], [l0, l1]].
@@ -202,7 +202,7 @@ def test_seed_specs():
     # the training recipes build the same heads
     from spoofdet.config import load_train_config
 
-    configs = Path(__file__).resolve().parents[1] / "ray_jobs" / "configs"
+    configs = Path(__file__).resolve().parents[2] / "ray_jobs" / "configs"
     for name, kwargs in (("aasist_19la", {}), ("aasist_l_19la", AASIST_L)):
         model = load_train_config(configs / f"{name}.yaml", check_paths=False).model
         assert (model.frontend, model.head, model.head_kwargs) == ("waveform", "aasist_raw", kwargs)
