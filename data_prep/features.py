@@ -51,6 +51,7 @@ import pyarrow.parquet as pq
 from spoofdet.data import features as feature_cache
 from spoofdet.data.audio import crop_or_pad
 from spoofdet.data.pipeline import NUM_SAMPLES, READ_COLUMNS, Source, decode_window, shard_files
+from spoofdet.data.shards import METADATA_FILE, SHARDS_DIR, has_metadata
 
 
 class ExtractFeatures:
@@ -169,17 +170,17 @@ def write_features(
         num_gpus=num_gpus or None,
         fn_constructor_kwargs=constructor_kwargs,
     )
-    ds.write_parquet(os.path.abspath(os.path.join(out, "shards")))
+    ds.write_parquet(os.path.abspath(os.path.join(out, SHARDS_DIR)))
 
 
 def count_rows(shards: str, out: str) -> int:
     """Feature rows written; RuntimeError unless they match the shard folder's metadata rows."""
     rows = sum(
-        pq.read_metadata(os.path.join(out, "shards", f)).num_rows
-        for f in os.listdir(os.path.join(out, "shards"))
+        pq.read_metadata(os.path.join(out, SHARDS_DIR, f)).num_rows
+        for f in os.listdir(os.path.join(out, SHARDS_DIR))
         if f.endswith(".parquet")
     )
-    expected = pq.read_metadata(os.path.join(shards, "metadata.parquet")).num_rows
+    expected = pq.read_metadata(os.path.join(shards, METADATA_FILE)).num_rows
     if rows != expected:
         raise RuntimeError(
             f"wrote {rows} feature rows for {expected} shard rows; the folder is incomplete"
@@ -232,8 +233,8 @@ def run(
         num_gpus=num_gpus,
     )
     files = shard_files(Source(shards))
-    if not os.path.isfile(os.path.join(shards, "metadata.parquet")):
-        raise ValueError(f"--shards: {shards} has no metadata.parquet (an unfinished shard job)")
+    if not has_metadata(shards):
+        raise ValueError(f"--shards: {shards} has no {METADATA_FILE} (an unfinished shard job)")
     weights, dim = save_frontend(frontend, layer, seed, out)
     actor = {
         "frontend": frontend,
@@ -251,7 +252,7 @@ def run(
         num_gpus=num_gpus,
         constructor_kwargs=actor,
     )
-    shutil.copyfile(os.path.join(shards, "metadata.parquet"), os.path.join(out, "metadata.parquet"))
+    shutil.copyfile(os.path.join(shards, METADATA_FILE), os.path.join(out, METADATA_FILE))
     info = {
         "frontend": str(frontend),
         "layer": layer,

@@ -193,7 +193,7 @@ def _job(main, argv: list[str]) -> tuple[int, dict]:
 
 def evaluate_and_promote(trained: dict, eval_shards: Path, out: Path) -> tuple[dict, dict]:
     """Steps 5-6: ``spoofdet score`` then ``spoofdet promote`` of the version just registered."""
-    from ray_jobs import evaluate, promote
+    from ray_jobs import promote, score
 
     name, version, uri = (
         trained["registered"]["name"],
@@ -206,7 +206,7 @@ def evaluate_and_promote(trained: dict, eval_shards: Path, out: Path) -> tuple[d
         file=sys.stderr,
     )
     rc, evaluation = _job(
-        evaluate.main, ["--model", f"models:/{name}/{version}", *common, "--out", str(out / "eval")]
+        score.main, ["--model", f"models:/{name}/{version}", *common, "--out", str(out / "eval")]
     )
     if rc != 0:
         raise RuntimeError(

@@ -16,7 +16,7 @@ What happens, top to bottom:
 1. The candidate version and the version ``@champion`` points at are looked up (aliases, not the
    deprecated stages). No champion yet: the candidate is evaluated and becomes champion.
    The candidate already champion: nothing to do.
-2. Both are evaluated on the same eval sets under the same protocol by ``ray_jobs.evaluate``
+2. Both are evaluated on the same eval sets under the same protocol by ``ray_jobs.score``
    (score files, metrics, plots, an MLflow evaluation run each, ``eval.*`` version tags). A version
    whose ``eval.<set>.<length>`` tags already hold an evaluation of every set with the same rows
    (fingerprint), rows evaluated, window and hop is not scored again (versions are immutable);
@@ -41,8 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ray_jobs.evaluate import add_scoring_arguments, run_evaluation, scoring_options
 from spoofdet.evaluation.sets import LLR_METRICS, METRICS, parse_eval_sets
+from spoofdet.serve.registry import CHAMPION, default_tracking_uri, resolve_model, set_version_tags
+from spoofdet.serve.score_sets import (
+    add_scoring_arguments,
+    reusable_evaluations,
+    run_evaluation,
+    scoring_options,
+)
 
 EXIT_REFUSED = 3
 
@@ -59,36 +65,6 @@ def mean_metric(summary: dict[str, Any], metric: str) -> float:
             )
         values.append(float(value))
     return sum(values) / len(values)
-
-
-def recorded_evaluation(
-    ref: Any, sets: list[Any], wanted: dict[str, dict[str, Any]], length: str
-) -> dict[str, Any] | None:
-    """The evaluation of ``ref`` on every set as recorded in its version tags, or None if any set
-    lacks a match."""
-    from spoofdet.serve.registry import version_tags
-
-    tags, results = version_tags(ref.name, ref.version, ref.tracking_uri), []
-    for es in sets:
-        rec = json.loads(tags.get(f"eval.{es.name}.{length}", "null"))
-        if not rec or any(rec.get(k) != v for k, v in wanted[es.name].items()):
-            return None
-        results.append(
-            {
-                "eval_set": es.name,
-                "selection": rec["selection"],
-                "metrics": rec,
-                "run_id": rec["run_id"],
-            }
-        )
-    return {
-        "model": ref.to_dict(),
-        "calibrated": all(r["metrics"]["score_type"] == "llr" for r in results),
-        "sets": results,
-        "out": None,
-        "reused": True,
-        "mlflow": {"run_id": ",".join(sorted({r["run_id"] for r in results}))},
-    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,8 +110,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def look_up(args: argparse.Namespace) -> tuple[dict[str, Any], list[Any], str, Any, Any]:
     """Step 1, before Ray is touched: (scoring options, eval sets, tracking URI, candidate,
     champion or None). Raises ValueError naming what to fix."""
-    from spoofdet.serve.registry import CHAMPION, default_tracking_uri, resolve_model
-
     opts = scoring_options(args)
     sets = parse_eval_sets(args.eval_set)
     if any(s.kind != "shards" for s in sets):
@@ -154,25 +128,17 @@ def look_up(args: argparse.Namespace) -> tuple[dict[str, Any], list[Any], str, A
     return opts, sets, uri, candidate, champion
 
 
-def reusable_evaluations(
-    args: argparse.Namespace, sets: list[Any], refs: list[Any]
-) -> dict[str, dict[str, Any] | None]:
-    """Per version (``v<N>``), its recorded evaluation on the same rows and protocol, or None
-    where it must be scored (always None with ``--fresh``)."""
-    from spoofdet.evaluation import sets as eval_sets
-
-    wanted = {}
-    for es in sets:
-        meta = eval_sets.read_metadata(es)
-        wanted[es.name] = {
-            "fingerprint": eval_sets.fingerprint(meta),
-            "selection": eval_sets.select_rows(meta, args.phase)[1],
-            "window": args.window,
-            "hop": args.hop if args.length == "full" else None,
-        }
+def new_record(args: argparse.Namespace, sets: list[Any], candidate: Any, champion: Any) -> dict:
+    """The start of ``promotion.json``: what is compared with what, and how."""
     return {
-        f"v{r.version}": None if args.fresh else recorded_evaluation(r, sets, wanted, args.length)
-        for r in refs
+        "name": args.name,
+        "candidate": candidate.version,
+        "champion": champion and champion.version,
+        "metric": args.metric,
+        "margin": args.margin,
+        "protocol": args.length,
+        "eval_sets": [s.name for s in sets],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
@@ -242,8 +208,6 @@ def record_decision(
     """Step 4: tag both versions with the comparison; move the alias only on promotion."""
     from mlflow.tracking import MlflowClient
 
-    from spoofdet.serve.registry import CHAMPION, set_version_tags
-
     keys = ("result", "metric", "margin", "protocol", "candidate_score", "champion_score", "time")
     tags = {f"promotion.{k}": record[k] for k in keys if record.get(k) is not None}
     tags.update(
@@ -276,16 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spoofdet promote: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out or Path("runs/promote") / args.name)
-    record: dict[str, Any] = {
-        "name": args.name,
-        "candidate": candidate.version,
-        "champion": champion and champion.version,
-        "metric": args.metric,
-        "margin": args.margin,
-        "protocol": args.length,
-        "eval_sets": [s.name for s in sets],
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    record = new_record(args, sets, candidate, champion)
     if champion is not None and champion.version == candidate.version:
         record.update(result="already champion", evaluations={})
         return report(record, out, args.json)
@@ -294,7 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     started = False
     try:
         refs = [r for r in (candidate, champion) if r is not None]
-        evaluations = reusable_evaluations(args, sets, refs)
+        evaluations = reusable_evaluations(
+            refs,
+            sets,
+            length=args.length,
+            phase=args.phase,
+            window=args.window,
+            hop=args.hop,
+            fresh=args.fresh,
+        )
         todo = [r for r in refs if evaluations[f"v{r.version}"] is None]
         started = bool(todo) and start_ray(args.num_cpus)
         for r in todo:
@@ -330,12 +293,7 @@ def report(record: dict[str, Any], out: Path, as_json: bool) -> int:
     if as_json:
         print(json.dumps(record, allow_nan=False))
     else:
-        name, cand, champ, m = (
-            record["name"],
-            record["candidate"],
-            record["champion"],
-            record["metric"],
-        )
+        name, cand, champ, m = (record[k] for k in ("name", "candidate", "champion", "metric"))
         scores = (
             f" ({m} {record['candidate_score']:.4g} vs {record['champion_score']:.4g}, "
             f"margin {record['margin']:g})"

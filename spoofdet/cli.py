@@ -380,7 +380,7 @@ def _import(args: argparse.Namespace) -> int:
 #: in-process (the jobs own their arguments; train: config + key=value overrides).
 JOB_COMMANDS = {
     "train": "ray_jobs.train",
-    "score": "ray_jobs.evaluate",
+    "score": "ray_jobs.score",
     "features": "data_prep.features",
     "promote": "ray_jobs.promote",
 }

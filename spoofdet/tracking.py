@@ -104,7 +104,7 @@ def log_evaluation(
     length: str,
     experiment: str | None = None,
 ) -> dict[str, str]:
-    """Log one evaluation job (``ray_jobs/evaluate.py``) to MLflow.
+    """Log one evaluation job (``ray_jobs/score.py``) to MLflow.
 
     A new run "eval <model> <length>" (tags ``spoofdet.kind=evaluation``, ``spoofdet.model``,
     ``spoofdet.protocol``) in ``experiment``, else in the experiment of the run that trained the

@@ -157,6 +157,28 @@ extra_section: 1
     assert "optim.lr: must be positive" not in text  # one message per broken field
 
 
+def test_fixed_value_fields_are_checked_once_by_their_type():
+    """Literal-typed fields: the loader names the field, the value and the valid ones, once."""
+    demo = CONFIGS[[p.stem for p in CONFIGS].index("demo")]
+    with pytest.raises(ConfigError) as info:
+        load_train_config(
+            demo,
+            [
+                "data.crop=mid",
+                "model.freeze=1",
+                "optim.lr_scaling=cube",
+                "deepspeed.precision=true",
+            ],
+            check_paths=False,
+        )
+    assert info.value.problems == [
+        "data.crop: 'mid' is not one of first, random",
+        "model.freeze: 1 is not one of none, feature_encoder, all",
+        "optim.lr_scaling: 'cube' is not one of none, linear, sqrt",
+        "deepspeed.precision: True is not one of auto, fp32, bf16, fp16",
+    ]
+
+
 def test_overrides_apply_with_yaml_types(tmp_path):
     demo = CONFIGS[[p.stem for p in CONFIGS].index("demo")]
     cfg = load_train_config(

@@ -37,8 +37,9 @@ LAYERS = {
     "spoofdet.config": 4,
     "spoofdet.tracking": 4,
     "spoofdet.serve": 5,
-    "spoofdet.testing": 6,
-    "spoofdet.cli": 7,
+    "spoofdet.training": 6,
+    "spoofdet.testing": 7,
+    "spoofdet.cli": 8,
 }
 
 
@@ -79,7 +80,7 @@ def test_imports_run_one_way_between_the_subpackages():
 
 
 def test_subpackages_show_the_architecture():
-    for room in ("data", "models", "evaluation", "serve", "testing", "config"):
+    for room in ("data", "models", "evaluation", "serve", "training", "testing", "config"):
         assert (REPO / "spoofdet" / room / "__init__.py").is_file(), room
 
 

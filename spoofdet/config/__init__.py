@@ -12,15 +12,8 @@ Generic loading is in :mod:`spoofdet.config._load`, the recipe's sections and ru
 :mod:`spoofdet.config.train`; one :class:`ConfigError` lists every problem.
 """
 
-from spoofdet.config._checks import (
-    CROPS,
-    FREEZE,
-    LR_SCALING,
-    MIXES,
-    PRECISION,
-    SELECT,
-    head_names,
-)
+from typing import get_args
+
 from spoofdet.config._load import (
     ConfigError,
     flatten,
@@ -32,17 +25,31 @@ from spoofdet.config._load import (
 from spoofdet.config.train import (
     DataConfig,
     DeepSpeedConfig,
+    Freeze,
+    Head,
+    LrScaling,
     MLflowConfig,
     ModelConfig,
     OptimConfig,
+    Precision,
     RawBoostConfig,
     RunConfig,
     ScalingConfig,
     ScheduleConfig,
+    Select,
     SourceConfig,
     TrainJobConfig,
+    head_names,
     load_train_config,
 )
+from spoofdet.data.sampling import MIXES, Mix
+from spoofdet.data.transforms import CROPS, Crop
+
+# the allowed values, derived from the Literal types of the fields (one place for each set)
+FREEZE: tuple[str, ...] = get_args(Freeze)
+SELECT: tuple[str, ...] = get_args(Select)
+LR_SCALING: tuple[str, ...] = get_args(LrScaling)
+PRECISION: tuple[str, ...] = get_args(Precision)
 
 __all__ = [
     "ConfigError",
@@ -70,4 +77,11 @@ __all__ = [
     "SELECT",
     "LR_SCALING",
     "PRECISION",
+    "Mix",
+    "Crop",
+    "Head",
+    "Freeze",
+    "Select",
+    "LrScaling",
+    "Precision",
 ]

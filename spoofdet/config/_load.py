@@ -2,8 +2,9 @@
 
 :func:`load_yaml` reads a mapping (errors name the file and line), :func:`parse_overrides` and
 :func:`set_path` apply dotted overrides, :func:`build` fills a dataclass tree, converting each
-value to its field's type and recording unknown keys (with the closest valid name) and wrong
-types in ``problems``. The caller raises one :class:`ConfigError` listing them all.
+value to its field's type and recording unknown keys (with the closest valid name), wrong types
+and values outside a ``Literal`` field's set in ``problems``. The caller raises one
+:class:`ConfigError` listing them all.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _is_optional(tp: Any) -> tuple[bool, Any]:
 
 
 def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
-    """``value`` as type ``tp`` (a dataclass, union, list, dict or scalar); on a mismatch, a
+    """``value`` as type ``tp`` (a dataclass, union, literal, list, dict or scalar); on a mismatch, a
     problem naming ``where`` and a placeholder so that checking can go on."""
     optional, inner = _is_optional(tp)
     if value is None:
@@ -111,6 +112,8 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             problems.append(f"{where}: expected a section (mapping), got {type(value).__name__}")
             return tp()
         return build(tp, value, where, problems)
+    if origin is typing.Literal:
+        return _convert_literal(value, typing.get_args(tp), where, problems)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
             trial: list[str] = []
@@ -132,6 +135,13 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
             return {}
         return dict(value)
     return _convert_scalar(value, tp, where, problems)
+
+
+def _convert_literal(value: Any, options: tuple[Any, ...], where: str, problems: list[str]) -> Any:
+    """``value`` if it is one of ``options`` (a ``Literal`` field's values; True is not 1)."""
+    if not any(value == o and type(value) is type(o) for o in options):
+        problems.append(f"{where}: {value!r} is not one of {', '.join(map(str, options))}")
+    return value
 
 
 def _convert_scalar(value: Any, tp: Any, where: str, problems: list[str]) -> Any:

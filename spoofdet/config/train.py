@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from spoofdet.config._checks import (
     check_data,
@@ -32,7 +32,24 @@ from spoofdet.config._load import (
     resolve_path,
     set_path,
 )
+from spoofdet.data import shards
+from spoofdet.data.sampling import Mix
+from spoofdet.data.transforms import Crop
 from spoofdet.errors import Problems
+
+# The fields with a fixed set of values; the loader rejects any other value
+# ("data.mix: 'x' is not one of size, balanced, weights"). Mix and Crop belong to the data code.
+#: ``model.head``: the heads of ``spoofdet.models.HEADS`` (listed here: validating imports no torch).
+Head = Literal["aasist", "xlsr_mamba", "fake_mamba", "nes2net_x", "sls", "aasist_raw", "lcnn"]
+Freeze = Literal["none", "feature_encoder", "all"]
+Select = Literal["dev_loss", "dev_eer"]
+LrScaling = Literal["none", "linear", "sqrt"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def head_names() -> list[str]:
+    """Valid ``model.head`` values."""
+    return list(get_args(Head))
 
 
 @dataclass
@@ -58,11 +75,11 @@ class RawBoostConfig:
 class DataConfig:
     train: list[SourceConfig] = field(default_factory=list)
     dev: SourceConfig | None = None
-    mix: str = "size"
+    mix: Mix = "size"
     class_balance: bool = False
     epoch_size: int | None = None
     num_samples: int = 64_600
-    crop: str = "first"
+    crop: Crop = "first"
     rawboost: RawBoostConfig = field(default_factory=RawBoostConfig)
     dev_rawboost: bool = False
     batch_rows: int = 16
@@ -73,10 +90,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    head: str = "aasist"
+    head: Head = "aasist"
     frontend: str = "xlsr_300m"
     frontend_layer: int | str | None = None
-    freeze: str = "none"
+    freeze: Freeze = "none"
     gradient_checkpointing: bool = False
     n_logits: int = 2
     head_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +108,7 @@ class OptimConfig:
     lr: float = 1e-6
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    lr_scaling: str = "none"
+    lr_scaling: LrScaling = "none"
     class_weights: list[float] = field(default_factory=lambda: [0.1, 0.9])
     grad_clip: float | None = None
     sam_rho: float = 0.0
@@ -105,7 +122,7 @@ class ScheduleConfig:
     max_steps_per_epoch: int | None = None
     max_dev_batches: int | None = None
     patience: int = 7
-    select: str = "dev_loss"
+    select: Select = "dev_loss"
     average_best: int = 5
     log_every: int = 10
 
@@ -114,7 +131,7 @@ class ScheduleConfig:
 class DeepSpeedConfig:
     enabled: bool = True
     zero_stage: int = 0
-    precision: str = "auto"
+    precision: Precision = "auto"
 
 
 @dataclass
@@ -244,7 +261,7 @@ def _check_feature_folders(d: DataConfig, cached: bool, problems: list[str]) -> 
         if (
             not src.shards
             or "://" in src.shards
-            or not (resolve_path(src.shards) / "metadata.parquet").is_file()
+            or not shards.has_metadata(resolve_path(src.shards))
         ):
             continue
         folder = resolve_path(src.shards)

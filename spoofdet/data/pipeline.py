@@ -42,6 +42,7 @@ from spoofdet.data.sampling import (
     realised_mix,
     row_hash,  # noqa: F401 (moved; re-exported for this release only)
 )
+from spoofdet.data.shards import SHARDS_DIR
 from spoofdet.data.transforms import (
     CROPS,  # noqa: F401 (moved; re-exported for this release only)
     NUM_SAMPLES,
@@ -80,7 +81,7 @@ class Source:
 
 def shard_files(source: Source) -> list[str]:
     """The shard files of ``source``, sorted; a clear error if there are none."""
-    folder = os.path.join(source.path, "shards")
+    folder = os.path.join(source.path, SHARDS_DIR)
     try:
         names = sorted(n for n in os.listdir(folder) if n.endswith(".parquet"))
     except FileNotFoundError:

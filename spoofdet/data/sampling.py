@@ -17,18 +17,21 @@ import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from spoofdet.data import DataError
 from spoofdet.data.schema import BONAFIDE, SPOOF
+from spoofdet.data.shards import METADATA_FILE
 
 if TYPE_CHECKING:
     from spoofdet.data.pipeline import Source
 
-MIXES = ("size", "balanced", "weights")
+#: How sources mix (``data.mix``); the config field is typed with :data:`Mix`.
+Mix = Literal["size", "balanced", "weights"]
+MIXES: tuple[str, ...] = get_args(Mix)
 _LABEL_NAMES = {BONAFIDE: "bonafide", SPOOF: "spoof"}
 
 
@@ -36,7 +39,7 @@ def read_metadata(
     source: Source, columns: Sequence[str] = ("utt_id", "corpus", "label")
 ) -> dict[str, np.ndarray]:
     """Metadata columns of every row of ``source`` (no audio is read)."""
-    path = os.path.join(source.path, "metadata.parquet")
+    path = os.path.join(source.path, METADATA_FILE)
     if not os.path.exists(path):
         raise DataError(
             f"{source.label}: {path} is missing; the shard job writes it when it finishes. "

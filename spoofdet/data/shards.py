@@ -8,7 +8,10 @@
 
 Paths are joined with ``/`` so that any pyarrow filesystem works (local, s3://, gs://); every file
 appears by an atomic rename from a ``.tmp-`` name. A job is complete when every shard of its plan
-and ``summary.json`` exist (:func:`is_complete`). The writer is :mod:`spoofdet.data.shard_writer`;
+and ``summary.json`` exist (:func:`is_complete`). Readers of a local folder ask
+:func:`has_metadata` (finished: ``metadata.parquet`` is written at the end, also by
+``data_prep.features``, whose folders have no plan or summary) and :func:`is_readable` (finished
+and holding ``shards/``). The writer is :mod:`spoofdet.data.shard_writer`;
 the why is in ``docs/design/sharding.md``.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -128,3 +132,15 @@ def is_complete(folder: str | os.PathLike, filesystem: pafs.FileSystem | None = 
         return False
     n_shards = read_json(fs, f"{base}/{PLAN_FILE}")["shards"]
     return is_finished(fs, base, n_shards, done_shards(fs, base, n_shards))
+
+
+def has_metadata(folder: str | os.PathLike) -> bool:
+    """Whether local ``folder`` holds ``metadata.parquet``, which both writers (the shard job and
+    ``data_prep.features``) write when they finish: the one test of "finished?" for readers."""
+    return (Path(folder) / METADATA_FILE).is_file()
+
+
+def is_readable(folder: str | os.PathLike) -> bool:
+    """Whether local ``folder`` can be read as a source: finished (:func:`has_metadata`) and
+    holding ``shards/`` (audio shards or cached features)."""
+    return has_metadata(folder) and (Path(folder) / SHARDS_DIR).is_dir()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -28,7 +28,9 @@ from spoofdet.data.schema import SAMPLE_RATE
 
 #: Default crop length: 64,600 samples (~4.04 s) as SSL_Anti-spoofing, AASIST, SLS, Nes2Net, Codecfake.
 NUM_SAMPLES = 64_600
-CROPS = ("first", "random")
+#: The crop windows (``data.crop``); the config field is typed with :data:`Crop`.
+Crop = Literal["first", "random"]
+CROPS: tuple[str, ...] = get_args(Crop)
 
 
 def _norm_path(path: str) -> str:

@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spoofdet.data import shards
 from spoofdet.evaluation.report import evaluate_table
 
 SPLIT_NAMES = ("train", "dev", "eval", "test", "progress", "hidden")
@@ -62,12 +63,12 @@ def parse_eval_set(spec: str) -> EvalSet:
     if name and not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ValueError(f"--eval-set {spec}: NAME may hold letters, digits, '.', '_' and '-' only")
     folder = Path(path).expanduser()
-    if (folder / "metadata.parquet").is_file() and (folder / "shards").is_dir():
+    if shards.is_readable(folder):
         return EvalSet(name or default_name(folder), str(folder.resolve()), "shards")
     if folder.is_dir():
-        if (folder / "shards").is_dir():
+        if (folder / shards.SHARDS_DIR).is_dir():
             raise ValueError(
-                f"--eval-set {spec}: {folder / 'metadata.parquet'} is missing; the shard job writes it "
+                f"--eval-set {spec}: {folder / shards.METADATA_FILE} is missing; the shard job writes it "
                 f"when it finishes. Re-run `spoofdet prepare` with the same --out to complete it."
             )
         return EvalSet(name or default_name(folder), str(folder.resolve()), "folder")
@@ -93,7 +94,7 @@ def parse_eval_sets(specs: list[str]) -> list[EvalSet]:
 
 def read_metadata(es: EvalSet) -> pa.Table:
     """The metadata rows of a shard set (every written row; no audio)."""
-    return pq.read_table(os.path.join(es.path, "metadata.parquet"))
+    return pq.read_table(os.path.join(es.path, shards.METADATA_FILE))
 
 
 def fingerprint(table: pa.Table) -> str:
@@ -112,7 +113,7 @@ def fingerprint(table: pa.Table) -> str:
 
 def quarantined(es: EvalSet) -> int:
     """Rows of the source corpus the shard job could not use (they have no score)."""
-    q = Path(es.path) / "quarantine.parquet"
+    q = Path(es.path) / shards.QUARANTINE_FILE
     return pq.read_metadata(q).num_rows if q.is_file() else 0
 
 

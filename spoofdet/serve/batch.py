@@ -1,6 +1,6 @@
 """Batch scoring with Ray Data: a shard folder or a folder of audio -> one score per clip.
 
-Pipeline (one per eval set; ``ray_jobs/evaluate.py`` runs it)::
+Pipeline (one per eval set; ``spoofdet.serve.score_sets`` runs it for ``ray_jobs/score.py``)::
 
     read_parquet(OUT/shards/*.parquet: utt_id, audio) | from_arrow(listing: utt_id, source_path)
       -> map_batches(decode_shard_rows | decode_files)   CPU tasks: FLAC bytes (only the first

@@ -275,6 +275,17 @@ def test_layout_names_and_incomplete_folders(tmp_path):
     assert not shards.is_complete(tmp_path)
 
 
+def test_readers_accept_shard_and_feature_folders(tmp_path):
+    """Readers' "finished?" is metadata.parquet (both writers write it last; feature folders from
+    data_prep.features have no plan or summary); readable also needs shards/."""
+    assert not shards.has_metadata(tmp_path) and not shards.is_readable(tmp_path / "nowhere")
+    (tmp_path / shards.METADATA_FILE).write_bytes(b"")
+    assert shards.has_metadata(tmp_path) and not shards.is_readable(tmp_path)
+    (tmp_path / shards.SHARDS_DIR).mkdir()
+    (tmp_path / "features.json").write_text("{}")
+    assert shards.is_readable(tmp_path) and not shards.is_complete(tmp_path)
+
+
 def test_old_path_data_prep_shard_keeps_its_names():
     """``data_prep.shard`` re-exports the library for this release only: the same objects."""
     import spoofdet.data.shard_cli as shard_cli

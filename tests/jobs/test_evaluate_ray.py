@@ -221,10 +221,10 @@ def test_score_shards_and_a_folder_4s(world, local_ray, tmp_path, capsys):
 
 
 def test_full_length_scores_whole_clips(world, local_ray, tmp_path, capsys):
-    from ray_jobs import evaluate
+    from ray_jobs import score
 
     assert (
-        evaluate.main(
+        score.main(
             [
                 "--model",
                 str(world["models"]["good"]),

@@ -8,7 +8,7 @@ runs these jobs, the way users run them on their clusters:
 - one train run through its life: submitted, killed (``ray job stop``), re-submitted (resumes,
   same MLflow run), its shards vanish (fails clearly, nothing registered), shards back,
   re-submitted again (resumes, finishes, registers);
-- the evaluate job, when ``ray_jobs/evaluate.py`` exists;
+- the score job (``ray_jobs/score.py``), when it exists;
 - a second node joins; a 2-worker run puts one worker on each node; that node is killed mid-run
   and a replacement joins; the run continues from its last checkpoint and finishes.
 
@@ -620,10 +620,10 @@ def test_vanished_shards_fail_clearly_and_register_nothing(lifecycle):
 
 
 def test_evaluate_job_scores_the_registered_model(cluster, corpus, lifecycle):
-    """(c) `ray job submit -- python -m ray_jobs.evaluate` scores the dev shards with the model
+    """(c) `ray job submit -- python -m ray_jobs.score` scores the dev shards with the model
     registered above."""
-    if not (ROOT / "ray_jobs" / "evaluate.py").is_file():
-        pytest.skip("ray_jobs/evaluate.py does not exist yet (written under another issue)")
+    if not (ROOT / "ray_jobs" / "score.py").is_file():
+        pytest.skip("ray_jobs/score.py does not exist yet (written under another issue)")
     out = corpus["base"] / "eval"
     uri = f"sqlite:///{lifecycle['storage'] / 'mlflow.db'}"
     done = cluster.submit(
@@ -631,7 +631,7 @@ def test_evaluate_job_scores_the_registered_model(cluster, corpus, lifecycle):
         [
             "python",
             "-m",
-            "ray_jobs.evaluate",
+            "ray_jobs.score",
             "--model",
             "models:/spoofdet-demo/1",
             "--eval-set",

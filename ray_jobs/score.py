@@ -1,0 +1,161 @@
+"""Score eval sets with a detector (Ray Data batch inference): score files, metrics, plots, MLflow.
+
+Submit to a cluster (shards, output folder and tracking store reachable from every node)::
+
+    ray job submit --address http://HEAD:8265 --working-dir . -- \\
+        python -m ray_jobs.score --model models:/xlsr-aasist@champion \\
+        --eval-set /mnt/shards/asvspoof2021-la /mnt/shards/asvspoof2021-df /mnt/shards/in-the-wild \\
+        --length 4s --actors 4 --gpus-per-actor 1 --batch-size 64 --out /mnt/eval/xlsr-aasist --json
+
+Run here (Ray starts in-process), or through the CLI::
+
+    spoofdet score --model models:/spoofdet-demo@champion --eval-set runs/demo/shards/asvspoof2019-la/eval \\
+        --tracking-uri sqlite:///runs/demo/train/mlflow.db
+
+What happens, top to bottom:
+1. Arguments, eval sets and the protocol are checked, and the model reference is resolved (an
+   alias to the version it points at now), before Ray is touched.
+2. Per eval set, Ray Data decodes the clips into fixed 64,600-sample windows (``--length 4s``: the
+   first window, repeat-padded; ``full``: windows every ``--hop`` samples covering the whole clip)
+   and an actor pool scores them (``spoofdet.serve.batch``); window scores are averaged per clip.
+3. Per eval set, in ``OUT/<length>/<set>/``: ``scores.txt`` (``<utt_id> <score>``, written whole;
+   a folder of audio gets ``scores.csv`` with ``path,score,llr,decision,error``), ``metrics.json``
+   (``spoofdet.evaluation.metrics.evaluate_table`` on the schema columns of ``metadata.parquet``;
+   rows of phase ``eval`` where a set has phases), ``det.png`` and ``hist.png``. Scores are
+   calibrated LLRs when the model stores a calibration, else raw scores (``score_type`` says which).
+4. ``OUT/<length>/cross_dataset.{md,json}``: one row per set, the protocol stated in both.
+5. MLflow: a new run "eval <model> <length>" (tag ``spoofdet.kind=evaluation``) in the experiment
+   of the run that trained the model, nested under it (``mlflow.parentRunId``), with metrics
+   ``<set>.<length>.<metric>`` (linked to the logged model) and every file above as artifacts;
+   a registered version also gets the tags ``eval.<set>.<length>`` (a JSON summary). A new run,
+   not the training run, so that evaluations of one model under several protocols stay apart.
+
+Steps 2-5 are ``spoofdet.serve.score_sets.run_evaluation``; this job parses, starts Ray, prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from spoofdet.evaluation.sets import parse_eval_sets
+from spoofdet.serve.registry import default_tracking_uri, resolve_model
+from spoofdet.serve.score_sets import (
+    add_scoring_arguments,
+    evaluate_set,
+    run_evaluation,
+    score_clips,
+    score_folder_set,
+    score_shard_set,
+    scoring_options,
+)
+
+__all__ = [
+    "add_scoring_arguments",
+    "evaluate_set",
+    "main",
+    "parse_args",
+    "print_summary",
+    "run_evaluation",
+    "score_clips",
+    "score_folder_set",
+    "score_shard_set",
+    "scoring_options",
+]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        prog="spoofdet score",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 done, 2 bad input (the message names what to fix), 1 unexpected",
+    )
+    ap.add_argument(
+        "--model",
+        required=True,
+        help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
+        "or a train run's final/ folder",
+    )
+    ap.add_argument(
+        "--eval-set",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="[NAME=]PATH",
+        help="shard folder(s) from `spoofdet prepare`, or folder(s) of audio (unlabelled)",
+    )
+    ap.add_argument("--out", default=None, help="output folder (default runs/eval/<model>)")
+    ap.add_argument(
+        "--experiment",
+        default=None,
+        help="MLflow experiment of the evaluation run (default: the model's)",
+    )
+    ap.add_argument("--no-mlflow", action="store_true", help="write files only, log nothing")
+    add_scoring_arguments(ap)
+    return ap.parse_args(argv)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(Path(summary["cross_dataset"]["markdown"]).read_text())
+    for r in summary["sets"]:
+        failed = f", {r['n_failed']} clip(s) failed to decode" if r["n_failed"] else ""
+        print(f"{r['eval_set']}: scores {r['scores']}{failed}")
+    if "mlflow" in summary:
+        print(f"MLflow: run {summary['mlflow']['run_id']} at {summary['mlflow']['tracking_uri']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:  # 1. check everything and resolve the model before Ray is touched
+        opts = scoring_options(args)
+        sets = parse_eval_sets(args.eval_set)
+        ref = resolve_model(args.model, args.tracking_uri)
+        if ref.tracking_uri is None and not args.no_mlflow:
+            # a model folder of no known run: the default store
+            ref = replace(ref, tracking_uri=default_tracking_uri(args.tracking_uri))
+    except ValueError as exc:
+        print(f"spoofdet score: error: {exc}", file=sys.stderr)
+        return 2
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(
+            num_cpus=args.num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:  # 2-5. score, write, log
+        out = Path(args.out or Path("runs/eval") / ref.label.replace(" ", "-").replace("/", "_"))
+        summary = run_evaluation(
+            ref,
+            sets,
+            length=args.length,
+            hop=args.hop,
+            phase=args.phase,
+            out=out,
+            opts=opts,
+            mlflow=not args.no_mlflow,
+            experiment=args.experiment,
+        )
+    except ValueError as exc:
+        print(f"spoofdet score: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if started:
+            ray.shutdown()
+    if args.json:
+        print(json.dumps(summary, allow_nan=False))
+    else:
+        print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Scoring the dev set during training: each rank scores its part, all ranks gather the parts.
+
+Contract: :func:`dev_set` is the recipe's dev shards and how their clips are cut (None without
+``data.dev``); :func:`evaluate_dev` returns the same ``dev_loss`` / ``dev_eer`` / ``dev_min_dcf`` /
+``dev_threshold`` / ``dev_n`` on every rank; :func:`dev_metrics` is shared with the driver's final
+scoring (``spoofdet.training.final``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from spoofdet.config import TrainJobConfig
+from spoofdet.data import pipeline as data
+from spoofdet.evaluation.metrics import compute_eer, min_dcf
+from spoofdet.models import score_from_logits
+from spoofdet.training.steps import uses_bf16, weighted_loss
+
+
+def dev_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """EER (%), minDCF, EER threshold and clip count of dev scores: the worker's and ``finish``'s."""
+    eer, threshold = compute_eer(scores[labels == 1], scores[labels == 0])
+    return {
+        "eer": 100.0 * eer,
+        "min_dcf": min_dcf(scores[labels == 1], scores[labels == 0])[0],
+        "threshold": float(threshold),
+        "n": int(len(scores)),
+    }
+
+
+def gather(obj: Any, world: int) -> list[Any]:
+    """``obj`` of every rank, in rank order."""
+    if world == 1 or not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def dev_set(cfg: TrainJobConfig) -> tuple[data.Source, data.Recipe] | None:
+    """The dev shards and how their clips are cut (RawBoost only with ``data.dev_rawboost``)."""
+    source = data.Source(cfg.data.dev.shards, name=cfg.data.dev.name) if cfg.data.dev else None
+    recipe = data.Recipe(
+        num_samples=cfg.data.num_samples,
+        seed=cfg.seed,
+        rawboost_algo=cfg.data.rawboost.algo if cfg.data.dev_rawboost else 0,
+        rawboost_p=cfg.data.rawboost.p,
+    )
+    return None if source is None else (source, recipe)
+
+
+def evaluate_dev(
+    cfg: TrainJobConfig,
+    net: Any,
+    dev: tuple[data.Source, data.Recipe],
+    class_w: Any,
+    *,
+    rank: int,
+    world: int,
+    device: Any,
+) -> dict[str, Any]:
+    """Dev loss and metrics: each rank scores its part of ``dev`` (source, recipe); all ranks
+    gather the parts and compute the same numbers."""
+    source, recipe = dev
+    bf16 = uses_bf16(cfg)
+    net.eval()
+    scores, labels, num, den = [], [], 0.0, 0.0
+    with torch.no_grad():
+        for batch in data.iter_eval_part(
+            source,
+            rank,
+            world,
+            batch_size=cfg.train.dev_batch_size,
+            recipe=recipe,
+            max_batches=cfg.train.max_dev_batches,
+        ):
+            wave, label = data.model_input(batch).to(device), batch["label"].to(device)
+            logits = net(wave.to(torch.bfloat16) if bf16 else wave)
+            num += float(weighted_loss(logits, label, class_w, reduction="sum"))
+            den += float(class_w[label].sum())
+            scores += score_from_logits(logits.float()).cpu().tolist()
+            labels += label.cpu().tolist()
+    net.train()
+    parts = gather((scores, labels, num, den), world)
+    s = np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts])
+    y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
+    loss = sum(p[2] for p in parts) / max(sum(p[3] for p in parts), 1e-12)
+    return {"dev_loss": loss, **{f"dev_{k}": v for k, v in dev_metrics(s, y).items()}}

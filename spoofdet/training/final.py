@@ -1,0 +1,166 @@
+"""The driver's steps after training: the final model of a run, scored, calibrated, logged, registered.
+
+Contract: :func:`finish` averages the best ``train.average_best`` reported checkpoints into
+``<storage>/<name>/final/model.pt``, scores the dev set with the average (metrics and, where the
+scores allow, ``calibration.json``), logs the final metrics and the MLflow model to the run,
+registers it as ``mlflow.register_as`` and writes ``summary.json``; it returns that summary.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+
+from spoofdet.config import TrainJobConfig
+from spoofdet.data import pipeline as data
+from spoofdet.data.features import read_info
+from spoofdet.evaluation.calibration import CalibrationError, fit_calibration
+from spoofdet.evaluation.metrics import act_dcf, cllr
+from spoofdet.models import build_model
+from spoofdet.models.cached import waveform_detector
+from spoofdet.models.checkpoints import average_state_dicts, load_state_dict_strict
+from spoofdet.tracking import using_tracking_uri
+from spoofdet.training.dev import dev_metrics
+from spoofdet.training.steps import model_kwargs
+
+
+def average_best(result: Any, cfg: TrainJobConfig, out: Path) -> tuple[list[int], dict]:
+    """Average the best K reported checkpoints (by ``train.select``; the latest without a dev
+    set) into ``out/model.pt``; returns their epochs and the averaged state dict."""
+    ranked = [
+        (c, m) for c, m in result.best_checkpoints if cfg.train.select in m or cfg.data.dev is None
+    ]
+    if cfg.data.dev is not None:
+        ranked.sort(key=lambda cm: cm[1][cfg.train.select])
+    else:
+        ranked.sort(key=lambda cm: -cm[1]["epoch"])
+    chosen = ranked[: cfg.train.average_best]
+    if not chosen:
+        raise RuntimeError("training reported no checkpoint; nothing to average")
+    states = []
+    for ckpt, _ in chosen:
+        with ckpt.as_directory() as d:
+            states.append(torch.load(Path(d) / "model.pt", map_location="cpu"))
+    averaged = average_state_dicts(states)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(averaged, out / "model.pt")
+    return [m["epoch"] for _, m in chosen], averaged
+
+
+def calibrate_on_dev(cfg: TrainJobConfig, model: Any, out: Path) -> dict[str, Any]:
+    """The final model's dev metrics and, where the scores allow one, a calibration (raw scores ->
+    LLRs) fitted on them and stored beside the model (``out/calibration.json``)."""
+    recipe = data.Recipe(num_samples=cfg.data.num_samples, seed=cfg.seed)
+    scores, labels = [], []
+    with torch.no_grad():
+        for batch in data.iter_eval_part(
+            data.Source(cfg.data.dev.shards),
+            0,
+            1,
+            batch_size=cfg.train.dev_batch_size,
+            recipe=recipe,
+            max_batches=cfg.train.max_dev_batches,
+        ):
+            scores += model.score(data.model_input(batch)).tolist()
+            labels += batch["label"].tolist()
+    s, y = np.asarray(scores), np.asarray(labels)
+    found = {f"final_dev_{k}": v for k, v in dev_metrics(s, y).items()}
+    try:  # raw scores -> LLRs, fitted on the dev scores of the final model, stored with it
+        cal = fit_calibration(s[y == 1], s[y == 0])
+        cal.save(out / "calibration.json")
+        llr = cal.apply(s)
+        found.update(
+            calibration=str(out / "calibration.json"),
+            final_dev_act_dcf=act_dcf(llr[y == 1], llr[y == 0]),
+            final_dev_cllr=cllr(llr[y == 1], llr[y == 0]),
+        )
+    except CalibrationError as exc:
+        print(f"no calibration stored: {exc}", file=sys.stderr)
+    return found
+
+
+def waveform_model(cfg: TrainJobConfig, averaged: dict, out: Path) -> tuple[dict, Path, dict]:
+    """A head trained on cached features as a waveform model: the recorded front-end (frozen) +
+    the trained head, saved to ``out/detector.pt``; returns (rebuild config, weights, metadata)."""
+    _, rebuild, full = waveform_detector(
+        cfg.data.train[0].shards,
+        averaged,
+        head=cfg.model.head,
+        n_logits=cfg.model.n_logits,
+        head_kwargs=dict(cfg.model.head_kwargs),
+    )
+    torch.save(full, out / "detector.pt")
+    features = read_info(cfg.data.train[0].shards)
+    return rebuild, out / "detector.pt", {"trained_on": "cached features", "features": features}
+
+
+def log_and_register(
+    cfg: TrainJobConfig, summary: dict, averaged: dict, out: Path, *, run_id: str, uri: str
+) -> None:
+    """Log the final dev metrics to the run and the final model as its MLflow model, registered as
+    ``mlflow.register_as``; adds ``model_uri`` (and ``registered``) to ``summary``."""
+    # Imported here, not at the top: defining its MLflow model class prints a warning, which
+    # `--help`, `--validate` and every worker would otherwise show.
+    from spoofdet.serve.model import frontend_for_rebuild, log_detector
+
+    with using_tracking_uri(uri):  # restores MLFLOW_TRACKING_URI afterwards (see spoofdet.tracking)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("final_dev")})
+            epochs = ",".join(str(e) for e in summary["averaged_epochs"])
+            mlflow.set_tag(
+                "final.averaged_epochs", epochs
+            )  # a tag: a resumed run may average others
+        rebuild = dict(model_kwargs(cfg), frontend=frontend_for_rebuild(cfg.model.frontend))
+        weights, extra = out / "model.pt", {}
+        if cfg.model.frontend == "cached":  # register the waveform model, not the head alone
+            rebuild, weights, extra = waveform_model(cfg, averaged, out)
+            summary["waveform_model"] = str(weights)  # final_model holds the head-only average
+        info = log_detector(
+            run_id=run_id,
+            uri=uri,
+            weights=str(weights),
+            model_config=rebuild,
+            input_example=np.zeros((1, cfg.data.num_samples), dtype=np.float32),
+            register_as=cfg.mlflow.register_as,
+            calibration=summary.get("calibration"),
+            metadata={
+                "train_sources": [s.shards for s in cfg.data.train],
+                "num_samples": cfg.data.num_samples,
+                **extra,
+            },
+        )
+        summary["model_uri"] = info.model_uri
+        if cfg.mlflow.register_as:
+            summary["registered"] = {
+                "name": cfg.mlflow.register_as,
+                "version": info.registered_model_version,
+            }
+
+
+def finish(
+    result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: str
+) -> dict[str, Any]:
+    """Average the best K checkpoints, score the dev set with the average, log and register it."""
+    out = Path(storage) / cfg.name / "final"
+    epochs, averaged = average_best(result, cfg, out)
+    summary: dict[str, Any] = {
+        "name": cfg.name,
+        "storage": storage,
+        "mlflow_run_id": run_id,
+        "tracking_uri": uri,
+        "averaged_epochs": epochs,
+        "final_model": str(out / "model.pt"),
+    }
+    model = build_model(**model_kwargs(cfg)).eval()
+    load_state_dict_strict(model, averaged)
+    if cfg.data.dev is not None:
+        summary.update(calibrate_on_dev(cfg, model, out))
+    log_and_register(cfg, summary, averaged, out, run_id=run_id, uri=uri)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
