@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 from typing import Any
 
 import numpy as np
@@ -52,6 +51,7 @@ from spoofdet.data import features as feature_cache
 from spoofdet.data.audio import crop_or_pad
 from spoofdet.data.pipeline import NUM_SAMPLES, READ_COLUMNS, Source, decode_window, shard_files
 from spoofdet.data.shards import METADATA_FILE, SHARDS_DIR, has_metadata
+from spoofdet.errors import bad_input
 
 
 class ExtractFeatures:
@@ -310,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
         )
     except ValueError as exc:
-        print(f"spoofdet features: error: {exc}", file=sys.stderr)
-        return 2
+        return bad_input("features", exc)
     print(json.dumps(info, indent=2))
     return 0
 

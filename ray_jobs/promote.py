@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from spoofdet.errors import bad_input
 from spoofdet.evaluation.sets import LLR_METRICS, METRICS, parse_eval_sets
 from spoofdet.serve.registry import CHAMPION, default_tracking_uri, resolve_model, set_version_tags
 from spoofdet.serve.score_sets import (
@@ -237,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # 1. look up candidate and champion (before Ray is touched)
         opts, sets, uri, candidate, champion = look_up(args)
     except ValueError as exc:
-        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
-        return 2
+        return bad_input("promote", exc)
     out = Path(args.out or Path("runs/promote") / args.name)
     record = new_record(args, sets, candidate, champion)
     if champion is not None and champion.version == candidate.version:
@@ -273,8 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         record["evaluations"] = evaluation_record(evaluations)
         decide(args, record, evaluations, candidate, champion)  # 3.
     except ValueError as exc:
-        print(f"spoofdet promote: error: {exc}", file=sys.stderr)
-        return 2
+        return bad_input("promote", exc)
     finally:
         if started:
             import ray

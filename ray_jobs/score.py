@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from spoofdet.errors import bad_input
 from spoofdet.evaluation.sets import parse_eval_sets
 from spoofdet.serve.registry import default_tracking_uri, resolve_model
 from spoofdet.serve.score_sets import (
@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             # a model folder of no known run: the default store
             ref = replace(ref, tracking_uri=default_tracking_uri(args.tracking_uri))
     except ValueError as exc:
-        print(f"spoofdet score: error: {exc}", file=sys.stderr)
-        return 2
+        return bad_input("score", exc)
     import ray
 
     started = not ray.is_initialized()
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             experiment=args.experiment,
         )
     except ValueError as exc:
-        print(f"spoofdet score: error: {exc}", file=sys.stderr)
-        return 2
+        return bad_input("score", exc)
     finally:
         if started:
             ray.shutdown()

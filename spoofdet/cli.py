@@ -29,13 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_BAD_INPUT = 2
-
-
-def bad_input(command: str, exc: BaseException | str) -> int:
-    """Print ``spoofdet COMMAND: error: EXC`` on stderr and return the bad-input exit code (2)."""
-    print(f"spoofdet {command}: error: {exc}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+from spoofdet.errors import EXIT_BAD_INPUT, bad_input  # noqa: F401 - EXIT_BAD_INPUT: the public exit code
 
 
 def _manifest(args: argparse.Namespace) -> int:

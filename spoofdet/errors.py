@@ -13,10 +13,13 @@ keeps the first ``limit`` (all when None) and counts the rest.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 
 #: Problems listed in full in one error message; the others are counted.
 MAX_LISTED = 10
+#: Exit code of every ``spoofdet`` command for bad input (1 = unexpected, 0 = success).
+EXIT_BAD_INPUT = 2
 
 
 class SpoofdetError(ValueError):
@@ -66,3 +69,10 @@ class Problems:
 
     def __bool__(self) -> bool:
         return self.total > 0
+
+
+def bad_input(command: str, exc: BaseException | str) -> int:
+    """The one bad-input path of the ``spoofdet`` commands and jobs: print
+    ``spoofdet COMMAND: error: EXC`` on stderr and return :data:`EXIT_BAD_INPUT`."""
+    print(f"spoofdet {command}: error: {exc}", file=sys.stderr)
+    return EXIT_BAD_INPUT
