@@ -1,4 +1,4 @@
-"""AASIST back-end on SSL features (the SSL-AASIST head of Tak et al., 2022), forward complete here.
+"""AASIST back-end on SSL features (the SSL-AASIST head of Tak et al., 2022).
 
 ``feats[B, T, D] -> logits[B, n_logits]``. With the defaults on a 1024-d front-end the head has
 exactly 447,242 parameters (131,200 of them in the 1024->128 projection), as in the seed.
@@ -33,7 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AASIST", "GraphAttention", "HeteroGraphAttention", "GraphPool", "aasist_xlsr300m"]
+__all__ = [
+    "AASIST",
+    "GraphAttention",
+    "HeteroGraphAttention",
+    "GraphPool",
+    "aasist_xlsr300m",
+    "hs_gal_readout",
+]
 
 
 def _pairwise(x: Tensor) -> Tensor:
@@ -239,26 +246,10 @@ class AASIST(nn.Module):
         self.drop = nn.Dropout(0.5)
         self.out = nn.Linear(5 * gat_dims[1], n_logits)
 
-    def _branch(
-        self,
-        t: Tensor,
-        s: Tensor,
-        master: Tensor,
-        first: HeteroGraphAttention,
-        second: HeteroGraphAttention,
-        pool_t: GraphPool,
-        pool_s: GraphPool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        t, s, master = first(t, s, master)
-        t, s = pool_t(t), pool_s(s)
-        t_aug, s_aug, m_aug = second(t, s, master)
-        return self.drop_way(t + t_aug), self.drop_way(s + s_aug), self.drop_way(master + m_aug)
-
     def forward(self, feats: Tensor) -> Tensor:
         """feats (B, T, in_dim), T >= 3 -> logits (B, n_logits)."""
         if feats.dim() != 3 or feats.shape[1] < 3:
             raise ValueError(f"feats must be (batch, frames >= 3, dim), got {tuple(feats.shape)}")
-        b = feats.shape[0]
         x = self.proj(feats).transpose(1, 2).unsqueeze(1)  # (B, 1, proj_dim, T)
         x = F.selu(self.first_bn(F.max_pool2d(x, (3, 3))))
         x = F.selu(self.encoder_bn(self.encoder(x)))  # (B, C, F, T')
@@ -271,36 +262,58 @@ class AASIST(nn.Module):
         s = self.pool_s(self.gat_s(spectral))
         t = self.pool_t(self.gat_t(temporal))
 
-        t1, s1, m1 = self._branch(
-            t,
-            s,
-            self.master1.expand(b, -1, -1),
-            self.hs_gal11,
-            self.hs_gal12,
-            self.pool_ht1,
-            self.pool_hs1,
-        )
-        t2, s2, m2 = self._branch(
-            t,
-            s,
-            self.master2.expand(b, -1, -1),
-            self.hs_gal21,
-            self.hs_gal22,
-            self.pool_ht2,
-            self.pool_hs2,
-        )
-        t, s, master = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
-        hidden = torch.cat(
-            [
-                t.abs().amax(dim=1),
-                t.mean(dim=1),
-                s.abs().amax(dim=1),
-                s.mean(dim=1),
-                master.squeeze(1),
-            ],
-            dim=1,
-        )
-        return self.out(self.drop(hidden))
+        return hs_gal_readout(self, t, s)
+
+
+def _branch(
+    head: nn.Module,
+    t: Tensor,
+    s: Tensor,
+    master: Tensor,
+    first: HeteroGraphAttention,
+    second: HeteroGraphAttention,
+    pool_t: GraphPool,
+    pool_s: GraphPool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One HS-GAL branch: graph layer, pooling, a second graph layer added residually."""
+    t, s, master = first(t, s, master)
+    t, s = pool_t(t), pool_s(s)
+    t_aug, s_aug, m_aug = second(t, s, master)
+    return head.drop_way(t + t_aug), head.drop_way(s + s_aug), head.drop_way(master + m_aug)
+
+
+def hs_gal_readout(head: nn.Module, t: Tensor, s: Tensor) -> Tensor:
+    """The back half shared by the SSL and raw-waveform AASIST heads: two HS-GAL branches, each
+    with its own master node, their element-wise max, the readout ``[max|T|, mean T, max|S|,
+    mean S, master]`` and the output layer. ``head`` holds ``master1/2``, ``hs_gal11/12/21/22``,
+    ``pool_ht1/hs1/ht2/hs2``, ``drop_way``, ``drop`` and ``out`` (the seeds' names)."""
+    b = t.shape[0]
+    t1, s1, m1 = _branch(
+        head,
+        t,
+        s,
+        head.master1.expand(b, -1, -1),
+        head.hs_gal11,
+        head.hs_gal12,
+        head.pool_ht1,
+        head.pool_hs1,
+    )
+    t2, s2, m2 = _branch(
+        head,
+        t,
+        s,
+        head.master2.expand(b, -1, -1),
+        head.hs_gal21,
+        head.hs_gal22,
+        head.pool_ht2,
+        head.pool_hs2,
+    )
+    t, s, master = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
+    hidden = torch.cat(
+        [t.abs().amax(dim=1), t.mean(dim=1), s.abs().amax(dim=1), s.mean(dim=1), master.squeeze(1)],
+        dim=1,
+    )
+    return head.out(head.drop(hidden))
 
 
 def aasist_xlsr300m(n_logits: int = 2) -> AASIST:

@@ -67,7 +67,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spoofdet.models.aasist import GraphAttention, GraphPool, HeteroGraphAttention, _ResidualBlock
+from spoofdet.models.aasist import (
+    GraphAttention,
+    GraphPool,
+    HeteroGraphAttention,
+    _ResidualBlock,
+    hs_gal_readout,
+)
 
 __all__ = ["RawAASIST", "AASIST_L", "sinc_filterbank"]
 
@@ -232,21 +238,6 @@ class RawAASIST(nn.Module):
         """Shortest input: the sinc conv, 3x3 pool and six (1, 3) pools must leave >= 1 frame."""
         return self.sinc_filters.shape[-1] - 1 + 3 ** (1 + len(self.encoder))
 
-    def _branch(
-        self,
-        t: Tensor,
-        s: Tensor,
-        master: Tensor,
-        first: HeteroGraphAttention,
-        second: HeteroGraphAttention,
-        pool_t: GraphPool,
-        pool_s: GraphPool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        t, s, master = first(t, s, master)
-        t, s = pool_t(t), pool_s(s)
-        t_aug, s_aug, m_aug = second(t, s, master)
-        return self.drop_way(t + t_aug), self.drop_way(s + s_aug), self.drop_way(master + m_aug)
-
     def forward(self, feats: Tensor) -> Tensor:
         """``feats`` (B, N, 1) from the ``waveform`` front-end or (B, N) -> (B, n_logits)."""
         wave = feats.squeeze(-1) if feats.dim() == 3 and feats.shape[-1] == 1 else feats
@@ -256,7 +247,6 @@ class RawAASIST(nn.Module):
                 f"{self.min_samples()}) or (batch, samples, 1), got "
                 f"{tuple(feats.shape)}; repeat-pad short clips"
             )
-        b = wave.shape[0]
         x = F.conv1d(wave.unsqueeze(1), self.sinc_filters.to(wave.dtype))  # (B, n_filt, N - K + 1)
         x = F.max_pool2d(x.unsqueeze(1).abs(), (3, 3))  # (B, 1, n_filters // 3, W)
         x = F.selu(self.first_bn(x))
@@ -266,33 +256,4 @@ class RawAASIST(nn.Module):
         s = self.pool_s(self.gat_s(spectral))
         t = self.pool_t(self.gat_t(temporal))
 
-        t1, s1, m1 = self._branch(
-            t,
-            s,
-            self.master1.expand(b, -1, -1),
-            self.hs_gal11,
-            self.hs_gal12,
-            self.pool_ht1,
-            self.pool_hs1,
-        )
-        t2, s2, m2 = self._branch(
-            t,
-            s,
-            self.master2.expand(b, -1, -1),
-            self.hs_gal21,
-            self.hs_gal22,
-            self.pool_ht2,
-            self.pool_hs2,
-        )
-        t, s, master = torch.maximum(t1, t2), torch.maximum(s1, s2), torch.maximum(m1, m2)
-        hidden = torch.cat(
-            [
-                t.abs().amax(dim=1),
-                t.mean(dim=1),
-                s.abs().amax(dim=1),
-                s.mean(dim=1),
-                master.squeeze(1),
-            ],
-            dim=1,
-        )
-        return self.out(self.drop(hidden))
+        return hs_gal_readout(self, t, s)
