@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,19 @@ def _write_broken(path: Path, reason: str, rng: np.random.Generator, sr: int) ->
     elif reason == "non_finite":
         x = bonafide_clip(rng, sr, 1.0)
         x[len(x) // 2 : len(x) // 2 + 10] = np.nan
-        sf.write(path, x, sr, subtype="FLOAT")
+        path.write_bytes(_float_wav(x, sr))
     else:
         raise ValueError(reason)
+
+
+def _float_wav(x: np.ndarray, sr: int) -> bytes:
+    """A mono 32-bit float WAV of ``x``. Written by hand because libsndfile adds a PEAK chunk
+    holding the time of writing, so the same seed would not give the same bytes."""
+    data = np.asarray(x, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, sr, sr * 4, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT, mono
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data"
+    body += struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 class _Writer:
