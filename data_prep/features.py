@@ -12,6 +12,8 @@ writes the layer's output as float16 Parquet in the shard layout, so a recipe's
                            row-major), frames, dim
     OUT/metadata.parquet   the source's metadata rows (copied)
     OUT/frontend.pt        the front-end weights used (the registered model is rebuilt from them)
+    OUT/files.json         the file list (name, rows, bytes, sha256 of every shard and of
+                           metadata.parquet) that readers check the folder against
     OUT/features.json      frontend, layer, dtype, num_samples, dim, frames, rows
                            (written last: the folder is complete)
 
@@ -30,10 +32,11 @@ Submit to a cluster (--shards and --out on storage every node can read, e.g. NFS
 Size: XLS-R 300M layer 5 on 64,600 samples is 201 x 1024 values, 412 KB per clip in float16
 (~300 GB for Codecfake's 740,747 training clips), against ~130 KB of FLAC audio.
 No waveform normalisation is applied (as ``spoofdet.models.frontend``; Codecfake's HF feature
-extractor normalised each clip). The driver builds the front-end once (hub models download into
-its HF cache) and saves its weights to ``frontend.pt``; actors build the same shape without a
-download and load those weights, so every actor (and the model later registered) uses identical
-weights, random-init test front-ends included.
+extractor normalised each clip). The source folder is checked against its file list first (a
+damaged or stray shard is refused, naming it). The driver builds the front-end once (hub models
+download into its HF cache) and saves its weights to ``frontend.pt``; actors build the same shape
+without a download and load those weights, so every actor (and the model later registered) uses
+identical weights, random-init test front-ends included.
 """
 
 from __future__ import annotations
@@ -45,12 +48,20 @@ import shutil
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from spoofdet.data import features as feature_cache
 from spoofdet.data.audio import crop_or_pad
-from spoofdet.data.pipeline import NUM_SAMPLES, READ_COLUMNS, Source, decode_window, shard_files
-from spoofdet.data.shards import METADATA_FILE, SHARDS_DIR, has_metadata
+from spoofdet.data.pipeline import NUM_SAMPLES, READ_COLUMNS, decode_window
+from spoofdet.data.shards import (
+    METADATA_FILE,
+    SHARDS_DIR,
+    TMP_MARK,
+    ShardError,
+    checked_shard_files,
+    write_file_list,
+)
 from spoofdet.errors import bad_input
 
 
@@ -70,7 +81,7 @@ class ExtractFeatures:
             "cuda" if device == "cuda" and torch.cuda.is_available() else "cpu"
         )
         model = load_frontend(RANDOM_SHAPE.get(frontend, frontend), layer=layer, freeze="all")
-        model.load_state_dict(torch.load(weights, map_location="cpu"))
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.model = model.eval().to(self.device)
         self.num_samples, self.dtype = num_samples, dtype
 
@@ -173,6 +184,25 @@ def write_features(
     ds.write_parquet(os.path.abspath(os.path.join(out, SHARDS_DIR)))
 
 
+def feature_file_names(out: str) -> list[str]:
+    """The files of a feature folder its file list covers: every shard and metadata.parquet."""
+    names = os.listdir(os.path.join(out, SHARDS_DIR))
+    return [f"{SHARDS_DIR}/{n}" for n in sorted(names) if TMP_MARK not in n] + [METADATA_FILE]
+
+
+def finish_folder(shards: str, out: str, info: dict[str, Any]) -> dict[str, Any]:
+    """After the shards are written: copy the metadata, count the rows, write the file list, then
+    ``features.json`` last (the folder is complete); the info with its ``rows``."""
+    shutil.copyfile(os.path.join(shards, METADATA_FILE), os.path.join(out, METADATA_FILE))
+    info = {**info, "rows": count_rows(shards, out)}
+    write_file_list(pafs.LocalFileSystem(), os.path.abspath(out), feature_file_names(out))
+    tmp = os.path.join(out, feature_cache.FEATURES_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(tmp, os.path.join(out, feature_cache.FEATURES_FILE))
+    return info
+
+
 def count_rows(shards: str, out: str) -> int:
     """Feature rows written; RuntimeError unless they match the shard folder's metadata rows."""
     rows = sum(
@@ -219,7 +249,8 @@ def run(
         The contents of ``features.json``.
 
     Raises:
-        ValueError: for a bad argument (naming it) or an ``out`` that already holds features.
+        ValueError: for a bad argument (naming it) or an ``out`` that already holds features;
+            a ShardError (a ValueError) when ``shards`` does not match its file list.
     """
     from spoofdet.models.frontend import num_frames
 
@@ -232,9 +263,10 @@ def run(
         num_samples=num_samples,
         num_gpus=num_gpus,
     )
-    files = shard_files(Source(shards))
-    if not has_metadata(shards):
-        raise ValueError(f"--shards: {shards} has no {METADATA_FILE} (an unfinished shard job)")
+    try:
+        files = checked_shard_files(shards)
+    except ShardError as exc:
+        raise ShardError(f"--shards: {exc}", problems=exc.problems) from None
     weights, dim = save_frontend(frontend, layer, seed, out)
     actor = {
         "frontend": frontend,
@@ -252,7 +284,6 @@ def run(
         num_gpus=num_gpus,
         constructor_kwargs=actor,
     )
-    shutil.copyfile(os.path.join(shards, METADATA_FILE), os.path.join(out, METADATA_FILE))
     info = {
         "frontend": str(frontend),
         "layer": layer,
@@ -260,14 +291,9 @@ def run(
         "num_samples": num_samples,
         "dim": dim,
         "frames": num_frames(num_samples),
-        "rows": count_rows(shards, out),
         "source": os.path.abspath(shards),
     }
-    tmp = os.path.join(out, feature_cache.FEATURES_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, os.path.join(out, feature_cache.FEATURES_FILE))  # last: the folder is complete
-    return info
+    return finish_folder(shards, out, info)
 
 
 def main(argv: list[str] | None = None) -> int:

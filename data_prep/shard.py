@@ -18,11 +18,14 @@ Output layout under ``--out``::
     metadata.parquet               the same rows without the audio column (counts, durations, breakdowns)
     quarantine.parquet             utt_id, source_path, reason, detail: every input row not written
     summary.json                   rows_in, rows_written, quarantined, by_reason, shards, ...
+    files.json                     name, rows, bytes, sha256 of every shard, metadata and quarantine
     _work/                         the plan, the input manifest (one row group per shard), quarantine parts
 
 Re-running the same command after a crash skips finished shards and redoes the rest; re-running
-a finished job is a no-op. Always ``rows_in = rows_written + quarantined``. The format is owned by
-spoofdet.data.shards, the writer is spoofdet.data.shard_writer (why: docs/design/sharding.md).
+a finished job is a no-op. Always ``rows_in = rows_written + quarantined``. Check a folder with
+``--verify --out DIR``; rewrite what is broken or stray with ``--repair --out DIR``. The format is owned by
+spoofdet.data.shards, the writer is spoofdet.data.shard_writer, --verify/--repair are
+spoofdet.data.shard_verify (why: docs/design/sharding.md).
 """
 
 from __future__ import annotations

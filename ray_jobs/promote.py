@@ -29,7 +29,9 @@ What happens, top to bottom:
    ``OUT/promotion.json``; the alias moves only on promotion.
 
 Exit codes: 0 promoted, first champion or already champion; 3 refused (the candidate is not
-better by the margin; the alias is unchanged); 2 bad input; 1 unexpected.
+better by the margin; the alias is unchanged); 2 bad input (one line on stderr, ``spoofdet
+promote: error: ...``, also for an unreachable tracking server, named by its URI); 1 unexpected
+(one line naming the log file with the traceback).
 """
 
 from __future__ import annotations
@@ -40,9 +42,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spoofdet.errors import bad_input
-from spoofdet.evaluation.sets import LLR_METRICS, METRICS, parse_eval_sets
-from spoofdet.serve.registry import CHAMPION, default_tracking_uri, resolve_model, set_version_tags
+from spoofdet.errors import run_command
+from spoofdet.evaluation.sets import LLR_METRICS, METRICS, check_ids, parse_eval_sets
+from spoofdet.serve.registry import (
+    CHAMPION,
+    alias_target,
+    default_tracking_uri,
+    resolve_model,
+    set_version_tags,
+)
 from spoofdet.serve.score_sets import (
     add_scoring_arguments,
     reusable_evaluations,
@@ -119,12 +127,10 @@ def look_up(args: argparse.Namespace) -> tuple[dict[str, Any], list[Any], str, A
         )
     if args.margin < 0:
         raise ValueError(f"--margin must be >= 0, got {args.margin}")
+    check_ids(sets)
     uri = default_tracking_uri(args.tracking_uri)
     candidate = resolve_model(f"models:/{args.name}/{args.version}", uri)
-    try:
-        champion = resolve_model(f"models:/{args.name}@{CHAMPION}", uri)
-    except ValueError:
-        champion = None
+    champion = alias_target(args.name, CHAMPION, uri)
     return opts, sets, uri, candidate, champion
 
 
@@ -233,11 +239,18 @@ def record_decision(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``spoofdet promote ARGV``; returns the exit code (module docstring). Every error is one
+    line on stderr (``spoofdet.errors.run_command``)."""
+    from spoofdet.tracking import bounded_http
+
+    bounded_http()  # bounded waits for a tracking server, before the first call
+    return run_command("promote", _run, argv)
+
+
+def _run(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    try:  # 1. look up candidate and champion (before Ray is touched)
-        opts, sets, uri, candidate, champion = look_up(args)
-    except ValueError as exc:
-        return bad_input("promote", exc)
+    # 1. look up candidate and champion (before Ray is touched)
+    opts, sets, uri, candidate, champion = look_up(args)
     out = Path(args.out or Path("runs/promote") / args.name)
     record = new_record(args, sets, candidate, champion)
     if champion is not None and champion.version == candidate.version:
@@ -271,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         record["evaluations"] = evaluation_record(evaluations)
         decide(args, record, evaluations, candidate, champion)  # 3.
-    except ValueError as exc:
-        return bad_input("promote", exc)
     finally:
         if started:
             import ray
@@ -310,3 +321,7 @@ def report(record: dict[str, Any], out: Path, as_json: bool) -> int:
         )
         print(f"record: {out / 'promotion.json'}")
     return EXIT_REFUSED if record["result"] == "refused" else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -13,8 +13,9 @@ Run here (Ray starts in-process), or through the CLI::
         --tracking-uri sqlite:///runs/demo/train/mlflow.db
 
 What happens, top to bottom:
-1. Arguments, eval sets and the protocol are checked, and the model reference is resolved (an
-   alias to the version it points at now), before Ray is touched.
+1. Arguments, eval sets (every id writable to its score file, ``spoofdet.evaluation.sets.check_ids``)
+   and the protocol are checked, and the model reference is resolved (an alias to the version it
+   points at now; the model checked to be a spoofdet model), before Ray is touched.
 2. Per eval set, Ray Data decodes the clips into fixed 64,600-sample windows (``--length 4s``: the
    first window, repeat-padded; ``full``: windows every ``--hop`` samples covering the whole clip)
    and an actor pool scores them (``spoofdet.serve.batch``); window scores are averaged per clip.
@@ -31,6 +32,8 @@ What happens, top to bottom:
    not the training run, so that evaluations of one model under several protocols stay apart.
 
 Steps 2-5 are ``spoofdet.serve.score_sets.run_evaluation``; this job parses, starts Ray, prints.
+Exit codes: 0 done; 2 bad input, one line on stderr (``spoofdet score: error: ...``); 1 unexpected
+(one line naming the log file with the traceback; ``SPOOFDET_DEBUG=1`` prints it).
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from spoofdet.errors import bad_input
-from spoofdet.evaluation.sets import parse_eval_sets
+from spoofdet.errors import run_command
+from spoofdet.evaluation.sets import check_ids, parse_eval_sets
 from spoofdet.serve.registry import default_tracking_uri, resolve_model
 from spoofdet.serve.score_sets import (
     add_scoring_arguments,
@@ -110,16 +113,24 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``spoofdet score ARGV``; returns the exit code (module docstring). Every error is one line
+    on stderr (``spoofdet.errors.run_command``)."""
+    from spoofdet.tracking import bounded_http
+
+    bounded_http()  # bounded waits for a tracking server, before the first call
+    return run_command("score", _run, argv)
+
+
+def _run(argv: list[str] | None) -> int:
     args = parse_args(argv)
-    try:  # 1. check everything and resolve the model before Ray is touched
-        opts = scoring_options(args)
-        sets = parse_eval_sets(args.eval_set)
-        ref = resolve_model(args.model, args.tracking_uri)
-        if ref.tracking_uri is None and not args.no_mlflow:
-            # a model folder of no known run: the default store
-            ref = replace(ref, tracking_uri=default_tracking_uri(args.tracking_uri))
-    except ValueError as exc:
-        return bad_input("score", exc)
+    # 1. check everything and resolve the model before Ray is touched
+    opts = scoring_options(args)
+    sets = parse_eval_sets(args.eval_set)
+    check_ids(sets)
+    ref = resolve_model(args.model, args.tracking_uri)
+    if ref.tracking_uri is None and not args.no_mlflow:
+        # a model folder of no known run: the default store
+        ref = replace(ref, tracking_uri=default_tracking_uri(args.tracking_uri))
     import ray
 
     started = not ray.is_initialized()
@@ -143,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
             mlflow=not args.no_mlflow,
             experiment=args.experiment,
         )
-    except ValueError as exc:
-        return bad_input("score", exc)
     finally:
         if started:
             ray.shutdown()

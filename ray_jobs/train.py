@@ -23,6 +23,11 @@ What happens, top to bottom:
 4. The driver averages the best K checkpoints' weights (BatchNorm statistics included), scores
    the dev set with the average, logs it as the run's final model and registers it.
 
+A run that learned nothing (no step, too many non-finite steps or undecodable rows, a final model
+no better than chance: ``spoofdet.training``) ends non-zero, registers nothing and leaves its
+MLflow run FAILED with the tag ``spoofdet.failure``, as any error does. ``--json``: stdout holds
+one line, the JSON summary.
+
 Storage: ``--storage``, else ``$SPOOFDET_STORAGE``, else ``run.storage_path``, else ``./runs/train``.
 Tracking: ``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``<storage>/mlflow.db``.
 """
@@ -30,11 +35,13 @@ Tracking: ``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``<storag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +59,17 @@ from spoofdet.config import ConfigError, TrainJobConfig, flatten, load_train_con
 from spoofdet.data import pipeline as data
 from spoofdet.data.rawboost import rawboost_params
 from spoofdet.data.shards import is_readable
-from spoofdet.tracking import attach_run, log_params, tracking_uri
-from spoofdet.training.dev import dev_set, evaluate_dev
-from spoofdet.training.final import finish
+from spoofdet.tracking import attach_run, bounded_http, log_params, tracking_uri
+from spoofdet.training.dev import dev_set, score_dev
+from spoofdet.training.final import clear_failure, failure_summary, finish, mark_failed
 from spoofdet.training.steps import (
+    RunFailed,
     early_stop,
     effective_lr,
+    epoch_outcome,
+    log_epoch,
     make_step,
+    restore_checkpoint,
     setup_model_and_optimizer,
     train_epoch,
 )
@@ -90,24 +101,12 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """The run state to go on from: Ray Train's last checkpoint (restored into net/model/optimizer)
     with its epoch advanced, else a fresh state."""
-    state = {
-        "epoch": 0,
-        "step": 0,
-        "history": [],
-        "best": None,
-        "bad_epochs": 0,
-        "mlflow_run_id": run_id,
-    }
+    state = dict(epoch=0, step=0, history=[], best=None, bad_epochs=0, mlflow_run_id=run_id)
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
         return state
-    with checkpoint.as_directory() as d:
-        state = json.loads((Path(d) / "state.json").read_text())
-        if cfg.deepspeed.enabled:
-            net.load_checkpoint(d, tag="ds", load_module_strict=True)
-        else:
-            model.load_state_dict(torch.load(Path(d) / "model.pt", map_location=device))
-            optimizer.load_state_dict(torch.load(Path(d) / "optimizer.pt", map_location=device))
+    with checkpoint.as_directory() as d:  # weights only: no checkpoint file can run code
+        state = restore_checkpoint(d, cfg, net, model, optimizer, device)
     state["epoch"] += 1
     return state
 
@@ -142,7 +141,8 @@ def start_epoch(clock: Any, epoch: int, step: int, *, rank: int, world: int) -> 
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Per worker: set up, resume, then per epoch train, score dev, log, checkpoint and report."""
+    """Per worker: set up, resume, then per epoch train, score dev, log, checkpoint and report;
+    a failed epoch (see the module docstring) is logged, told to the driver, and ends the loop."""
     cfg: TrainJobConfig = config["cfg"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -168,22 +168,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             shuffle_buffer=cfg.data.shuffle_buffer,
             shuffle_seed=cfg.seed + 1000 * epoch + rank,
         )
-        loss = train_epoch(
+        counts = train_epoch(
             cfg, step, optimizer, batches, state, rank=rank, world=world, device=device
         )
-        metrics = {"epoch": epoch, "train_loss_epoch": loss, "steps": state["step"]}
+        metrics, bad, failed = epoch_outcome(
+            cfg, config["clock"], counts, state, epoch, rank=rank, world=world
+        )
         stop = False
-        if dev is not None:
-            metrics.update(
-                evaluate_dev(cfg, net, dev, class_w, rank=rank, world=world, device=device)
+        if dev is not None and failed is None:
+            failed = score_dev(
+                cfg, net, dev, class_w, metrics, bad, rank=rank, world=world, device=device
             )
             stop = early_stop(state, metrics[cfg.train.select], cfg.train.patience)
         state["epoch"] = epoch
         state["history"].append(dict(metrics))
         if rank == 0:
-            mlflow.log_metrics(
-                {k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch
-            )
+            log_epoch(metrics, bad, epoch)
+        if failed is not None:  # no checkpoint of a failed epoch: a resubmission redoes it
+            if rank == 0:
+                config["outcome"].put({"reason": failed.reason, "message": str(failed)})
+            break
         save_checkpoint(cfg, net, model, optimizer, state, metrics, rank)
         if stop:
             break
@@ -215,15 +219,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def start_ray() -> None:
-    """Start Ray in-process unless it is up; its workers get our RAY_TRAIN_* and SPOOFDET_* vars."""
+def start_ray() -> bool:
+    """Start Ray in-process unless it is up (True: started here); its workers get our RAY_TRAIN_*
+    and SPOOFDET_* vars."""
     if ray.is_initialized():
-        return
+        return False
     # under `ray job submit` the job's runtime_env already reaches every worker,
     # and Ray refuses to set its env keys a second time
     in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
     env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_TRAIN_", "SPOOFDET_"))}
     ray.init(runtime_env=None if in_job else {"env_vars": env})
+    return True
 
 
 def build_pipeline(cfg: TrainJobConfig) -> Any:
@@ -286,7 +292,7 @@ def track_run(cfg: TrainJobConfig, config: str, pipeline: Any, *, storage: str, 
 
 
 def make_trainer(
-    cfg: TrainJobConfig, pipeline: Any, *, run_id: str, uri: str, storage: str
+    cfg: TrainJobConfig, pipeline: Any, outcome: Any, *, run_id: str, uri: str, storage: str
 ) -> TorchTrainer:
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
@@ -295,6 +301,7 @@ def make_trainer(
     loop_config = {
         "cfg": cfg,
         "clock": pipeline.clock,
+        "outcome": outcome,  # {"reason", "message"} of a failed epoch
         "run_id": run_id,
         "tracking_uri": uri,
         "datasets": list(pipeline.datasets),
@@ -323,8 +330,9 @@ def make_trainer(
     )
 
 
-def fit(trainer: TorchTrainer, cfg: TrainJobConfig, *, storage: str, run_id: str) -> Any | None:
-    """``trainer.fit()``; None (after saying why) when the run stopped on unreadable shards."""
+def fit(trainer: TorchTrainer, cfg: TrainJobConfig, *, storage: str, run_id: str, **_: str) -> Any:
+    """``trainer.fit()``; :class:`RunFailed` (after Ray's account) when the run stopped on
+    unreadable shards."""
     try:
         return trainer.fit()
     except Exception:
@@ -332,30 +340,62 @@ def fit(trainer: TorchTrainer, cfg: TrainJobConfig, *, storage: str, run_id: str
         if not gone:
             raise
         traceback.print_exc()  # Ray's account first; the diagnosis last, where a reader looks
-        print(
-            f"train: error: run {cfg.name} stopped because its shards are no longer readable: "
+        raise RunFailed(
+            "shards_unreadable",
+            f"run {cfg.name} stopped because its shards are no longer readable: "
             f"{'; '.join(gone)} (an unmounted or deleted folder?). No model was logged or "
             "registered. Make the shards readable on every node again and resubmit the same "
             f"command: the run resumes from its last checkpoint in {storage}/{cfg.name}, in "
             f"MLflow run {run_id}.",
-            file=sys.stderr,
-        )
-        return None
+        ) from None
 
 
-def print_summary(summary: dict[str, Any], *, run_id: str, uri: str) -> None:
-    print(f"final model (average of epochs {summary['averaged_epochs']}): {summary['final_model']}")
-    if "final_dev_eer" in summary:
-        print(
-            f"dev EER {summary['final_dev_eer']:.2f}%  minDCF {summary['final_dev_min_dcf']:.4f}  "
-            f"({summary['final_dev_n']} clips)"
-        )
-    registered = ""
-    if "registered" in summary:
-        registered = (
-            f"; registered {summary['registered']['name']} v{summary['registered']['version']}"
-        )
-    print(f"MLflow: run {run_id} at {uri}; model {summary['model_uri']}{registered}")
+def train_and_finish(cfg: TrainJobConfig, pipeline: Any, **where: str) -> dict[str, Any]:
+    """Train (Ray Train), then average, check, log and register the final model: its summary.
+    Raises :class:`RunFailed` when an epoch failed or the final model must not be logged."""
+    from ray.util.queue import Queue
+
+    outcome = Queue(actor_options={"num_cpus": 0})  # rank 0 puts a failed epoch here
+    result = fit(make_trainer(cfg, pipeline, outcome, **where), cfg, **where)
+    if not outcome.empty():
+        failed = outcome.get_nowait()
+        raise RunFailed(failed["reason"], failed["message"])
+    return finish(result, cfg, **where)
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """With ``enabled``, fd 1 and ``sys.stdout`` point at stderr for the whole run (Ray's worker
+    output too); the yielded ``emit(line)`` writes to the real stdout (else it is ``print``)."""
+    if not enabled:
+        yield print
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+
+    def emit(line: str) -> None:
+        sys.stderr.flush()
+        with os.fdopen(os.dup(saved), "w") as out:  # a file object writes it all, however long
+            out.write(line + "\n")
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield emit
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def print_summary(s: dict[str, Any], *, run_id: str, uri: str) -> None:
+    print(f"final model (average of epochs {s['averaged_epochs']}): {s['final_model']}")
+    if "final_dev_eer" in s:
+        eer, dcf, n = s["final_dev_eer"], s["final_dev_min_dcf"], s["final_dev_n"]
+        print(f"dev EER {eer:.2f}%  minDCF {dcf:.4f}  ({n} clips)")
+    reg = s.get("registered")
+    registered = f"; registered {reg['name']} v{reg['version']}" if reg else ""
+    print(f"MLflow: run {run_id} at {uri}; model {s['model_uri']}{registered}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,18 +408,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.validate:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    with json_stdout(args.json) as emit:
+        return run(cfg, args, emit)
+
+
+def run(cfg: TrainJobConfig, args: argparse.Namespace, emit: Callable[[str], None]) -> int:
+    """The run after validation; whatever ends it early leaves its MLflow run FAILED."""
     storage = storage_root(args.storage, cfg)
     uri = tracking_uri(cfg.mlflow.tracking_uri, storage)
-    start_ray()
-    pipeline = build_pipeline(cfg)
-    run_id = track_run(cfg, args.config, pipeline, storage=storage, uri=uri)
-    trainer = make_trainer(cfg, pipeline, run_id=run_id, uri=uri, storage=storage)
-    result = fit(trainer, cfg, storage=storage, run_id=run_id)
-    if result is None:
-        return 1
-    summary = finish(result, cfg, run_id=run_id, uri=uri, storage=storage)
+    bounded_http()  # tracking calls time out instead of hanging (a user's MLFLOW_HTTP_* wins)
+    started = start_ray()
+    try:
+        pipeline = build_pipeline(cfg)
+        run_id = track_run(cfg, args.config, pipeline, storage=storage, uri=uri)
+        try:
+            summary = train_and_finish(cfg, pipeline, run_id=run_id, uri=uri, storage=storage)
+        except RunFailed as failed:
+            mark_failed(uri, run_id, failed.reason, str(failed))
+            print(f"train: error: {failed}", file=sys.stderr)
+            if args.json:
+                emit(json.dumps(failure_summary(cfg, failed, run_id=run_id, uri=uri)))
+            return 1
+        except BaseException as exc:
+            mark_failed(uri, run_id, "exception", f"{type(exc).__name__}: {exc}")
+            raise
+        clear_failure(uri, run_id)
+    finally:
+        if started:  # while stdout still points at stderr: late worker lines land there
+            ray.shutdown()
     if args.json:
-        print(json.dumps(summary, indent=2))
+        emit(json.dumps(summary))
     else:
         print_summary(summary, run_id=run_id, uri=uri)
     return 0

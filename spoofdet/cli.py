@@ -13,11 +13,14 @@
     spoofdet import SEED --checkpoint FILE.pth [--frontend NAME|DIR] [--out DIR] [--register-as NAME] [--json]
 
 Human-readable output goes to stdout; with ``--json`` stdout holds exactly one JSON object and
-progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (the message names the
-file and line), 1 anything unexpected; ``spoofdet promote`` also 3 (refused: the candidate is
-not better than the champion). ``train``, ``score``, ``features`` and ``promote`` are the Ray
-jobs of ``ray_jobs/`` and ``data_prep/features.py`` (``JOB_COMMANDS``; imported only when
-called); ``predict`` and ``import`` never import Ray.
+progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (one line on stderr,
+``spoofdet <command>: error: ...``, naming the file, line or field), 1 anything unexpected (one
+line naming the log file that holds the traceback; ``spoofdet --verbose COMMAND`` or
+``SPOOFDET_DEBUG=1`` prints it), 130 interrupted; ``spoofdet promote`` also 3 (refused: the
+candidate is not better than the champion). Every command bounds its waits for an MLflow
+tracking server (``spoofdet.tracking.bounded_http``). ``train``, ``score``, ``features`` and
+``promote`` are the Ray jobs of ``ray_jobs/`` and ``data_prep/features.py`` (``JOB_COMMANDS``;
+imported only when called); ``predict`` and ``import`` never import Ray.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spoofdet.errors import EXIT_BAD_INPUT, bad_input  # noqa: F401 - EXIT_BAD_INPUT: the public exit code
+from spoofdet.errors import (  # noqa: F401 - EXIT_BAD_INPUT: the public exit code
+    EXIT_BAD_INPUT,
+    bad_input,
+    run_command,
+    set_verbose,
+)
 
 
 def _manifest(args: argparse.Namespace) -> int:
@@ -95,6 +103,12 @@ def format_summary(s: dict[str, Any]) -> str:
         )
     else:
         lines.append("  all audio files present")
+    if s.get("not_regular_files"):
+        lines.append(
+            f"  NOT REGULAR FILES: {s['not_regular_files']:,} path(s) are folders, FIFOs, devices "
+            "or sockets (never opened; the shard job quarantines them as not_regular_file), e.g.:"
+        )
+        lines.extend(f"    {p}" for p in s.get("not_regular_examples", []))
     if "out" in s:
         lines.append(f"  written to {s['out']}")
     return "\n".join(lines)
@@ -354,20 +368,14 @@ def _add_import_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     import_cli.add_arguments(p)
-    # bad input is the seed errors only (any other error: exit 1 with a traceback), and this
-    # sub-command's own parser words its usage errors, unknown options included
-    p.set_defaults(func=_import, parser=p, bad_input=())
+    # this sub-command's own parser words its usage errors, unknown options included
+    p.set_defaults(func=_import, parser=p)
 
 
 def _import(args: argparse.Namespace) -> int:
-    from spoofdet.models.checkpoints import SeedCheckpointError
     from spoofdet.serve.import_cli import run
-    from spoofdet.serve.importer import SeedImportError
 
-    try:
-        return run(args, args.parser)
-    except (SeedCheckpointError, SeedImportError, FileNotFoundError) as exc:
-        return bad_input("import", exc)
+    return run(args, args.parser)
 
 
 #: Sub-commands that are whole jobs: ``spoofdet CMD ARGS`` runs ``python -m MODULE ARGS``
@@ -401,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spoofdet",
         description="Train, evaluate and ship speech-deepfake detectors. "
         "Labels: 1 = bona fide, 0 = spoof. Scores: higher = more bona fide.",
+        epilog="exit codes: 0 success, 2 bad input (one line on stderr), 1 unexpected (one line "
+        "naming the log file with the traceback), 3 promote refused",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print the full traceback of an error (also SPOOFDET_DEBUG=1); give it before COMMAND",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_manifest_parser(sub)
@@ -417,20 +432,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spoofdet.errors import SpoofdetError
+    """Run ``spoofdet ARGV``; returns the exit code (module docstring). Every error is one line
+    on stderr (:func:`spoofdet.errors.run_command`)."""
+    from spoofdet.tracking import bounded_http
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] and argv[0] in JOB_COMMANDS:
-        return importlib.import_module(JOB_COMMANDS[argv[0]]).main(argv[1:])
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:  # worded by the sub-command's own parser where it has one (import)
-        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    verbose = bool(argv[:1]) and argv[0] == "--verbose"
+    if verbose:
+        argv = argv[1:]
+    before = set_verbose(verbose or _debug_env())
+    bounded_http()  # before any command's first tracking call; the user's own settings win
     try:
-        return args.func(args)
-    # bad input (every SpoofdetError, a plain ValueError, a missing file): one message, exit 2
-    except getattr(args, "bad_input", (SpoofdetError, ValueError, FileNotFoundError)) as exc:
-        return bad_input(args.command, exc)
+        if argv[:1] and argv[0] in JOB_COMMANDS:
+            job = importlib.import_module(JOB_COMMANDS[argv[0]])
+            return run_command(argv[0], job.main, argv[1:])
+        parser = build_parser()
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # worded by the sub-command's own parser where it has one (import)
+            getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+        return run_command(args.command, args.func, args)
+    finally:
+        set_verbose(before)
+
+
+def _debug_env() -> bool:
+    import os
+
+    from spoofdet.errors import DEBUG_ENV
+
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@
   ``<storage>/<name>/mlflow_run_id`` the first time and read back on every later submission with
   the same name, and training checkpoints carry it too, so a resumed or restarted run logs into
   the same MLflow run instead of creating a second one.
+- :func:`bounded_http`: spoofdet's defaults for MLflow's HTTP client (timeout, retries, backoff:
+  :data:`HTTP_DEFAULTS`, a failed call gives up after about half a minute instead of MLflow's
+  minutes), set where the user has not set them; every command applies them before its first
+  tracking call. :func:`reach` says on stderr which server a command is waiting for and turns
+  an unreachable one into a one-line :class:`TrackingUnreachable` naming the URI.
 - The registered model (the pyfunc ``DetectorModel`` and ``log_detector``) lives in
   :mod:`spoofdet.serve.model`.
 """
@@ -16,11 +21,111 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from spoofdet.errors import SpoofdetError
+
 RUN_ID_FILE = "mlflow_run_id"
+
+#: MLflow's HTTP settings as spoofdet sets them where the environment leaves them unset (MLflow's
+#: own defaults, 120 s per request and 7 retries with a backoff factor of 2, wait minutes for an
+#: unreachable server). A request gives up after 10 s and is retried twice, 1 s and 2 s apart
+#: (plus up to 1 s of MLflow's jitter each): at most about 34 s per call.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+
+
+class TrackingUnreachable(SpoofdetError):
+    """The MLflow tracking server did not answer (or refused); the message names its URI."""
+
+
+def bounded_http(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set :data:`HTTP_DEFAULTS` in ``environ`` (default ``os.environ``, so Ray workers started
+    later inherit them) where unset; a user's own settings win. Returns the values in effect."""
+    env = os.environ if environ is None else environ
+    for key, value in HTTP_DEFAULTS.items():
+        if not env.get(key, "").strip():
+            env[key] = value
+    return {key: env[key] for key in HTTP_DEFAULTS}
+
+
+def is_remote(uri: str | None) -> bool:
+    """Whether ``uri`` is a tracking server reached over HTTP (not a local file or database)."""
+    return bool(uri) and str(uri).lower().startswith(("http://", "https://"))
+
+
+def _worst_case_seconds(settings: dict[str, str]) -> float:
+    """About how long one failing call takes under ``settings``: every attempt timing out, plus
+    the backoff between attempts (urllib3: none before the first retry, then factor * 2^(n-1))
+    and MLflow's jitter (at most 1 s each)."""
+    try:
+        timeout = float(settings["MLFLOW_HTTP_REQUEST_TIMEOUT"])
+        retries = int(settings["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+        factor = float(settings["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])
+    except (KeyError, ValueError):
+        return float("nan")
+    backoff = sum(factor * 2 ** (n - 1) for n in range(2, retries + 1)) + retries
+    return timeout * (retries + 1) + backoff
+
+
+_REACHED: set[str] = set()
+
+
+def reach(uri: str | None) -> None:
+    """Before the first call to a remote tracking server in this process: apply
+    :func:`bounded_http`, say on stderr which server the command waits for, and check that it
+    answers (one cheap request). Local stores (``sqlite:``, files) are not checked.
+
+    Raises:
+        TrackingUnreachable: the server did not answer in time or refused the request; the
+            message names the URI and says what to check.
+    """
+    if not is_remote(uri) or uri in _REACHED:
+        return
+    settings = bounded_http()
+    wait = _worst_case_seconds(settings)
+    print(
+        f"spoofdet: contacting the MLflow tracking server at {uri} (giving up after about "
+        f"{wait:.0f} s; MLFLOW_HTTP_REQUEST_TIMEOUT={settings['MLFLOW_HTTP_REQUEST_TIMEOUT']}, "
+        f"MLFLOW_HTTP_REQUEST_MAX_RETRIES={settings['MLFLOW_HTTP_REQUEST_MAX_RETRIES']})",
+        file=sys.stderr,
+        flush=True,
+    )
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except MlflowException as exc:
+        raise TrackingUnreachable(
+            f"the MLflow tracking server at {uri} did not answer: {_short(exc.message)}. "
+            "Check the URI (--tracking-uri or MLFLOW_TRACKING_URI), that the server runs and is "
+            "reachable from this machine, and its credentials"
+        ) from None
+    except OSError as exc:
+        raise TrackingUnreachable(
+            f"the MLflow tracking server at {uri} did not answer: {exc}. Check the URI "
+            "(--tracking-uri or MLFLOW_TRACKING_URI) and that the server runs"
+        ) from None
+    _REACHED.add(str(uri))
+
+
+def _short(message: str) -> str:
+    """The gist of an MLflow HTTP error: the innermost ``Caused by`` reason where there is one."""
+    text = " ".join(str(message).split())
+    if "Caused by" in text:
+        inner = text.rsplit("Caused by", 1)[1].strip(" ()")
+        for marker in ("Failed to establish a new connection:", "Read timed out", "timed out"):
+            if marker in inner:
+                return inner[inner.index(marker) :].rstrip("')\" ")
+        return inner
+    return text[:500]
 
 
 def tracking_uri(configured: str | None, storage: str) -> str:
@@ -55,6 +160,7 @@ def attach_run(
     """The MLflow run id for Ray run ``(storage, name)``: created once, reused on every resubmission."""
     from mlflow.tracking import MlflowClient
 
+    reach(uri)
     client = MlflowClient(tracking_uri=uri)
     marker = Path(storage) / name / RUN_ID_FILE
     if marker.is_file():
@@ -130,6 +236,7 @@ def log_evaluation(
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    reach(ref.tracking_uri)
     client = MlflowClient(tracking_uri=ref.tracking_uri)
     exp_id, run_id = _evaluation_run(client, ref, length, experiment)
     now = int(time.time() * 1000)

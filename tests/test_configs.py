@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from spoofdet.config import (
@@ -12,6 +14,7 @@ from spoofdet.config import (
     parse_overrides,
     to_dict,
 )
+from spoofdet.data.shards import resolve_out, write_file_list
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "ray_jobs" / "configs").glob("*.yaml"))
 SEED_RECIPES = {
@@ -202,11 +205,13 @@ def test_overrides_apply_with_yaml_types(tmp_path):
 
 def test_relative_shard_paths_become_absolute(tmp_path, monkeypatch):
     (tmp_path / "s" / "train").mkdir(parents=True)
-    (tmp_path / "s" / "train" / "metadata.parquet").write_bytes(b"")
+    meta = tmp_path / "s" / "train" / "metadata.parquet"
+    pq.write_table(pa.table({"utt_id": pa.array([], pa.string())}), meta)
+    write_file_list(*resolve_out(str(meta.parent)), ["metadata.parquet"])
     p = write(
         tmp_path,
         "name: x\ndata: {train: [{shards: s/train}]}\ntrain: {epochs: 1, patience: 1}\n"
-        "run: {checkpoints_to_keep: 5}\n",
+        "run: {checkpoints_to_keep: 5}\nmodel: {frontend: logspec}\n",  # no hub weights needed
     )
     monkeypatch.chdir(tmp_path)
     cfg = load_train_config(p)

@@ -6,6 +6,8 @@ fixed set of values are ``Literal`` types there, checked once by the loader
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from typing import TYPE_CHECKING, Any
 
 from spoofdet.config._load import resolve_path
@@ -32,6 +34,18 @@ def sources(d: DataConfig) -> list[tuple[str, SourceConfig]]:
     )
 
 
+#: A name MLflow registers a model under, and a run name (a folder name in the run storage): letters,
+#: digits, ``-``, ``_`` and ``.``, not starting with ``.`` or ``-`` (no ``/``, ``:``, ``@`` or spaces).
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,255}")
+#: Hub files, one of which a cached front-end needs besides ``config.json``.
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+
+
 def not_one_of(where: str, value: Any, valid: tuple[str, ...]) -> str:
     return f"{where}: {value!r} is not one of {', '.join(valid)}"
 
@@ -49,8 +63,16 @@ def check_data(d: DataConfig, problems: list[str], check_paths: bool) -> None:
                     f"{where}.shards: {folder} holds no finished shard job (no {shards.METADATA_FILE}); "
                     f"run `spoofdet prepare CORPUS --root ... --out {src.shards}` first"
                 )
+            else:
+                try:  # a deleted, stray or truncated shard: caught here, not hours into the run
+                    shards.checked_shard_files(folder)
+                except shards.ShardError as exc:
+                    problems.append(f"{where}.shards: {exc}")
         if src.weight < 0:
             problems.append(f"{where}.weight: must be >= 0, got {src.weight}")
+    weights = [src.weight for src in d.train]
+    if weights and all(map(math.isfinite, weights)) and not any(w > 0 for w in weights):
+        problems.append("data.train: at least one source needs a weight > 0")
     if d.num_samples < 400:
         problems.append(
             f"data.num_samples: {d.num_samples} is shorter than one XLS-R frame (400 samples)"
@@ -61,10 +83,14 @@ def check_data(d: DataConfig, problems: list[str], check_paths: bool) -> None:
     for name in ("batch_rows", "shuffle_buffer"):
         if getattr(d, name) <= 0:
             problems.append(f"data.{name}: must be positive, got {getattr(d, name)}")
+    if not 0 <= d.max_bad_rows <= 1:
+        problems.append(
+            f"data.max_bad_rows: a share of an epoch's rows, in [0, 1], got {d.max_bad_rows}"
+        )
 
 
 def check_rawboost(rb: RawBoostConfig, problems: list[str]) -> None:
-    from spoofdet.data.rawboost import ALGORITHMS, PARAM_NAMES
+    from spoofdet.data.rawboost import ALGORITHMS, PARAM_NAMES, rawboost_params
 
     if rb.algo not in ALGORITHMS:
         problems.append(f"data.rawboost.algo: {rb.algo} is not one of {sorted(ALGORITHMS)}")
@@ -77,6 +103,11 @@ def check_rawboost(rb: RawBoostConfig, problems: list[str]) -> None:
                 f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(PARAM_NAMES)})"
             )
             problems.append(f"data.rawboost.params.{key}: unknown RawBoost parameter" + hint)
+    if all(key in PARAM_NAMES for key in rb.params):
+        try:  # the values' own rules (finite, min <= max, ranges), before Ray ever builds them
+            rawboost_params(**rb.params)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"data.rawboost.params: {exc}")
 
 
 def check_model(m: ModelConfig, problems: list[str]) -> None:
@@ -87,6 +118,8 @@ def check_model(m: ModelConfig, problems: list[str]) -> None:
             f"model.frontend_layer: an integer layer index, 'weighted', 'all' or null, "
             f"got {m.frontend_layer!r}"
         )
+    if isinstance(m.frontend_layer, int) and m.frontend_layer < 0:
+        problems.append(f"model.frontend_layer: a layer index >= 0, got {m.frontend_layer}")
 
 
 def check_init(m: ModelConfig, problems: list[str], check_paths: bool) -> None:
@@ -136,6 +169,14 @@ def check_optim(o: OptimConfig, problems: list[str]) -> None:
         problems.append(
             f"optim.class_weights: [spoof, bonafide] weights >= 0, got {o.class_weights}"
         )
+    elif not any(w > 0 for w in o.class_weights):  # 0/0: every loss would be NaN
+        problems.append(
+            f"optim.class_weights: at least one weight must be > 0, got {o.class_weights}"
+        )
+    if o.grad_clip is not None and o.grad_clip <= 0:
+        problems.append(
+            f"optim.grad_clip: must be positive or null (no clipping), got {o.grad_clip}"
+        )
     if o.sam_rho < 0:
         problems.append(f"optim.sam_rho: must be >= 0 (0 = plain training), got {o.sam_rho}")
 
@@ -147,6 +188,15 @@ def check_schedule(s: ScheduleConfig, problems: list[str]) -> None:
     for name in ("max_steps_per_epoch", "max_dev_batches"):
         if getattr(s, name) is not None and getattr(s, name) <= 0:
             problems.append(f"train.{name}: must be positive or null, got {getattr(s, name)}")
+    if not 0 <= s.max_nonfinite_share <= 1:
+        problems.append(
+            f"train.max_nonfinite_share: a share of the steps, in [0, 1], got {s.max_nonfinite_share}"
+        )
+    if s.max_final_dev_eer is not None and not 0 < s.max_final_dev_eer <= 100:
+        problems.append(
+            f"train.max_final_dev_eer: an EER in % in (0, 100] (50 = chance) or null, "
+            f"got {s.max_final_dev_eer}"
+        )
 
 
 def check_deepspeed(ds: DeepSpeedConfig, problems: list[str]) -> None:
@@ -162,6 +212,9 @@ def check_scaling(sc: ScalingConfig, problems: list[str]) -> None:
         problems.append(f"scaling.num_workers: at least 1, got {sc.num_workers}")
     if sc.cpus_per_worker <= 0:
         problems.append(f"scaling.cpus_per_worker: must be positive, got {sc.cpus_per_worker}")
+    if sc.gpus_per_worker < 0 or (sc.use_gpu and sc.gpus_per_worker == 0):
+        need = "positive with scaling.use_gpu=true" if sc.use_gpu else ">= 0"
+        problems.append(f"scaling.gpus_per_worker: must be {need}, got {sc.gpus_per_worker}")
 
 
 def check_run(r: RunConfig, problems: list[str]) -> None:
@@ -169,3 +222,76 @@ def check_run(r: RunConfig, problems: list[str]) -> None:
         problems.append(f"run.checkpoints_to_keep: at least 1, got {r.checkpoints_to_keep}")
     if r.max_failures < -1:
         problems.append(f"run.max_failures: -1 (retry forever) or >= 0, got {r.max_failures}")
+
+
+def check_names(name: str, register_as: str | None, seed: int, problems: list[str]) -> None:
+    """``name`` (Ray run folder, MLflow run name), ``mlflow.register_as`` and ``seed``."""
+    if name and not NAME.fullmatch(name):
+        problems.append(
+            f"name: {name!r} must be letters, digits, '-', '_' or '.' (it names the run's folder)"
+        )
+    if register_as is not None and not NAME.fullmatch(register_as):
+        problems.append(
+            f"mlflow.register_as: {register_as!r} is not a registered-model name MLflow accepts: "
+            "use letters, digits, '-', '_' and '.' (no '/', ':', '@' or spaces), e.g. "
+            f"{re.sub(r'[^A-Za-z0-9._-]+', '-', register_as).strip('.-') or 'spoofdet-model'}"
+        )
+    if not 0 <= seed < 2**32:
+        problems.append(f"seed: an integer in [0, 2**32), got {seed}")
+
+
+def check_frontend(m: ModelConfig, problems: list[str], check_paths: bool) -> None:
+    """A front-end that needs pretrained weights is on this machine before Ray starts: a local
+    folder holding ``config.json``, or a hub name whose config and weights the Hugging Face cache
+    holds. Workers would otherwise fail (or download gigabytes each) after the cluster started."""
+    name = m.frontend
+    if not check_paths or not name or name == "cached":
+        return
+    if "/" in name or name.startswith((".", "~")):  # a path (a hub id is only a known short name)
+        check_frontend_folder(name, problems)
+        return
+    from spoofdet.models import PARAMETER_FREE_FRONTENDS  # imported only here: torch
+
+    if name in PARAMETER_FREE_FRONTENDS:
+        return
+    from spoofdet.models.frontend import HUB_IDS, RANDOM_INIT  # transformers: SSL names only
+
+    if name in RANDOM_INIT:
+        return
+    if name not in HUB_IDS:
+        if resolve_path(name).is_dir():
+            check_frontend_folder(name, problems)
+            return
+        known = sorted([*PARAMETER_FREE_FRONTENDS, *RANDOM_INIT, *HUB_IDS, "cached"])
+        problems.append(
+            f"model.frontend: {name!r} is not a known front-end ({', '.join(known)}) nor a local "
+            "folder holding config.json"
+        )
+    elif not hub_cached(HUB_IDS[name]):
+        problems.append(
+            f"model.frontend: {name} needs the pretrained weights of {HUB_IDS[name]}, which are "
+            f"not in the Hugging Face cache of this machine; get them with `hf download "
+            f"{HUB_IDS[name]}` (on every node, or a shared HF_HOME), or set model.frontend to a "
+            "local folder saved with save_pretrained"
+        )
+
+
+def check_frontend_folder(name: str, problems: list[str]) -> None:
+    """A local front-end folder exists and holds ``config.json`` (``save_pretrained`` layout)."""
+    folder = resolve_path(name)
+    if not (folder / "config.json").is_file():
+        what = "does not exist" if not folder.exists() else "holds no config.json"
+        problems.append(
+            f"model.frontend: {folder} {what}; give a folder written by save_pretrained "
+            "(config.json + weights) or a known front-end name"
+        )
+
+
+def hub_cached(repo_id: str) -> bool:
+    """The Hugging Face cache holds ``repo_id``'s ``config.json`` and a weights file."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+    return cached("config.json") and any(cached(f) for f in WEIGHT_FILES)

@@ -2,15 +2,16 @@
 
 :func:`load_yaml` reads a mapping (errors name the file and line), :func:`parse_overrides` and
 :func:`set_path` apply dotted overrides, :func:`build` fills a dataclass tree, converting each
-value to its field's type and recording unknown keys (with the closest valid name), wrong types
-and values outside a ``Literal`` field's set in ``problems``. The caller raises one
-:class:`ConfigError` listing them all.
+value to its field's type and recording unknown keys (with the closest valid name), wrong types,
+non-finite numbers (NaN, infinities) and values outside a ``Literal`` field's set in
+``problems``. The caller raises one :class:`ConfigError` listing them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -133,7 +134,15 @@ def _convert(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
         if not isinstance(value, dict):
             problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
             return {}
-        return dict(value)
+        value_tp = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        if value_tp is Any:  # free-form (head_kwargs): only its numbers are checked, as numbers
+            _check_finite_tree(value, where, problems)
+            return dict(value)
+        out = {}
+        for k, v in value.items():
+            got = _convert(v, value_tp, f"{where}.{k}", problems)
+            out[k] = got if isinstance(v, str) else v  # checked; an int stays an int (n_f: 5)
+        return out
     return _convert_scalar(value, tp, where, problems)
 
 
@@ -157,19 +166,40 @@ def _convert_scalar(value: Any, tp: Any, where: str, problems: list[str]) -> Any
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
             try:
-                return float(value)
+                return _finite(float(value), where, problems)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{where}: expected a number, got {value!r}")
             return 0.0
-        return float(value)
+        return _finite(float(value), where, problems)
     if tp is str:
         if not isinstance(value, str):
             problems.append(f"{where}: expected a string, got {value!r}")
             return str(value)
         return value
     return value
+
+
+def _finite(value: float, where: str, problems: list[str]) -> float:
+    """``value`` if finite; NaN and infinities (YAML ``.nan``, ``.inf``, an override ``=nan``) are a
+    problem: no recipe number means anything as NaN or infinity, and training would only find out
+    after Ray started."""
+    if not math.isfinite(value):
+        problems.append(f"{where}: must be a finite number, got {value!r}")
+    return value
+
+
+def _check_finite_tree(value: Any, where: str, problems: list[str]) -> None:
+    """Every float inside a free-form mapping or list (``model.head_kwargs``) is finite."""
+    if isinstance(value, float):
+        _finite(value, where, problems)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite_tree(v, f"{where}.{k}", problems)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite_tree(v, f"{where}[{i}]", problems)
 
 
 def build(cls: type, values: dict[str, Any], where: str, problems: list[str]) -> Any:

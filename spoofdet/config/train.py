@@ -4,7 +4,9 @@
 :func:`_check_train` reports problems in a fixed order: each section's own checks
 (:mod:`spoofdet.config._checks`) with the cross-section rules between them (shuffle buffer vs
 batch size, SAM vs DeepSpeed, dev set vs selection, averaging vs checkpoints kept, precision vs
-GPU, cached features vs crops, RawBoost and source folders).
+GPU, cached features vs crops, RawBoost and source folders). Every number is finite (the loader
+refuses NaN and infinities) and in its range; names are ones MLflow accepts; with
+``check_paths``, the shard folders and the front-end's pretrained weights are on this machine.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any, Literal, get_args
 from spoofdet.config._checks import (
     check_data,
     check_deepspeed,
+    check_frontend,
     check_init,
     check_model,
+    check_names,
     check_optim,
     check_run,
     check_scaling,
@@ -73,6 +77,14 @@ class RawBoostConfig:
 
 @dataclass
 class DataConfig:
+    """Where the rows come from and how they are cut.
+
+    ``num_samples`` (>= 400) per crop; ``batch_rows``, ``shuffle_buffer`` and ``epoch_size`` are
+    positive. ``max_bad_rows``: a share in [0, 1]; the run fails when more than this share of the
+    rows read in an epoch could not be decoded (train rows read by the pipeline, dev rows scored,
+    each counted on its own; the skipped rows are logged as ``data/bad_rows_epoch{N}.json``).
+    """
+
     train: list[SourceConfig] = field(default_factory=list)
     dev: SourceConfig | None = None
     mix: Mix = "size"
@@ -86,10 +98,16 @@ class DataConfig:
     shuffle_buffer: int = 256
     # every batch holds each source in proportion to its share (CSAM)
     proportional_batches: bool = False
+    max_bad_rows: float = 0.001
 
 
 @dataclass
 class ModelConfig:
+    """The detector: ``frontend`` (a name of ``spoofdet.models.frontend``, ``logspec``,
+    ``waveform``, ``codecfake_mel``, ``cached``, or a local ``save_pretrained`` folder) + ``head``.
+    A pretrained front-end must be on this machine before Ray starts: a local folder with
+    ``config.json``, or a hub name already in the Hugging Face cache (``hf download REPO``)."""
+
     head: Head = "aasist"
     frontend: str = "xlsr_300m"
     frontend_layer: int | str | None = None
@@ -105,6 +123,10 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    """Adam: ``lr`` > 0, ``weight_decay`` >= 0, ``betas`` in [0, 1), ``class_weights`` [spoof,
+    bona fide] >= 0 and not both 0, ``grad_clip`` > 0 or null, ``sam_rho`` >= 0 (0 = no SAM).
+    Every number must be finite."""
+
     lr: float = 1e-6
     weight_decay: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -116,6 +138,15 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
+    """Epochs, batches, selection and the outcome checks (section ``train``).
+
+    ``max_nonfinite_share``: a share in [0, 1]; the run fails (nothing registered) when more than
+    this share of its steps so far had a non-finite loss or gradients (those steps are skipped,
+    DeepSpeed's overflow skips included; checked after every epoch). An epoch in which no worker
+    trained a step fails the run too. ``max_final_dev_eer``: the run fails when the final
+    (averaged) model's dev EER, in %, is at least this (50 = chance); null skips the check.
+    """
+
     epochs: int = 100
     batch_size: int = 14
     dev_batch_size: int = 8
@@ -125,10 +156,14 @@ class ScheduleConfig:
     select: Select = "dev_loss"
     average_best: int = 5
     log_every: int = 10
+    max_nonfinite_share: float = 0.05
+    max_final_dev_eer: float | None = 50.0
 
 
 @dataclass
 class DeepSpeedConfig:
+    """DeepSpeed: ZeRO ``zero_stage`` 0-2; ``precision`` bf16/fp16 only with ``scaling.use_gpu``."""
+
     enabled: bool = True
     zero_stage: int = 0
     precision: Precision = "auto"
@@ -136,6 +171,9 @@ class DeepSpeedConfig:
 
 @dataclass
 class ScalingConfig:
+    """Ray Train workers (>= 1) and what each reserves: ``cpus_per_worker`` > 0,
+    ``gpus_per_worker`` > 0 with ``use_gpu`` (>= 0 without)."""
+
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
@@ -144,6 +182,9 @@ class ScalingConfig:
 
 @dataclass
 class RunConfig:
+    """Storage (better from ``--storage``/``$SPOOFDET_STORAGE``), checkpoints kept (>= 1) and
+    restarts of a failed worker group (``max_failures``: -1 = forever, else >= 0)."""
+
     storage_path: str | None = None
     checkpoints_to_keep: int = 5
     max_failures: int = 0
@@ -151,6 +192,9 @@ class RunConfig:
 
 @dataclass
 class MLflowConfig:
+    """Tracking: ``register_as`` is a registered-model name (letters, digits, ``-``, ``_``, ``.``)
+    or null (log the model without registering it)."""
+
     tracking_uri: str | None = None
     experiment: str = "spoofdet"
     register_as: str | None = None
@@ -160,7 +204,8 @@ class MLflowConfig:
 @dataclass
 class TrainJobConfig:
     """Everything ``ray_jobs/train.py`` needs; see ray_jobs/configs/*.yaml for commented
-    examples."""
+    examples. ``name`` (letters, digits, ``-``, ``_``, ``.``) names the Ray run folder and the
+    MLflow run; ``seed`` is an integer in [0, 2**32)."""
 
     name: str = ""
     seed: int = 1234
@@ -181,6 +226,7 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
         problems.append(
             "name: every run needs a name (it is the Ray run name and the MLflow run name)"
         )
+    check_names(cfg.name, cfg.mlflow.register_as, cfg.seed, problems)
     check_data(d, problems, check_paths)
     _check_cached(cfg, problems, check_paths)
     if d.shuffle_buffer < s.batch_size:
@@ -188,6 +234,7 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
             f"data.shuffle_buffer ({d.shuffle_buffer}) must be >= train.batch_size ({s.batch_size})"
         )
     check_model(cfg.model, problems)
+    check_frontend(cfg.model, problems, check_paths)
     check_init(cfg.model, problems, check_paths)
     check_optim(cfg.optim, problems)
     if cfg.optim.sam_rho > 0 and cfg.deepspeed.enabled:

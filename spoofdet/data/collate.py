@@ -34,7 +34,8 @@ class BatchCollate(_CollateBase):
 
     Pass an instance as ``iter_torch_batches(collate_fn=BatchCollate())``. The tensors stay on CPU
     (Ray moves only pure tensor batches); the training loop moves ``wave`` and ``label``.
-    Full-length batches (variable T) must have batch size 1.
+    Full-length batches (variable T) must have batch size 1. A batch of 0 rows (every row of
+    a Ray Data batch skipped as unusable) gives tensors of 0 rows.
     """
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -45,11 +46,14 @@ class BatchCollate(_CollateBase):
         else:
             key, x = "wave", batch["wave"]
             if x.dtype == object:
-                if len(x) != 1:
+                if len(x) == 0:  # every row of the batch was skipped
+                    x = np.zeros((0, 0), np.float32)
+                elif len(x) != 1:
                     raise DataError(
                         "full-length batches hold clips of different lengths: use batch_size=1"
                     )
-                x = x[0][None, :]
+                else:
+                    x = x[0][None, :]
         # copies: Ray hands out read-only arrays, and torch tensors must own writable memory
         out = {
             key: torch.from_numpy(np.array(x, dtype=np.float32, order="C")),

@@ -5,6 +5,9 @@ at one unchanged::
 
     shards/part-*.parquet   utt_id, corpus, label, num_samples, feats, frames, dim
     metadata.parquet        the source shards' metadata rows (no audio, no features)
+    files.json              the file list (name, rows, bytes, sha256 of the shards and of
+                            metadata.parquet): readers check the folder against it
+                            (``spoofdet.data.shards.checked_shard_files``)
     features.json           {"frontend", "layer", "dtype", "num_samples", "dim", "frames", ...}
     frontend.pt             the front-end weights the features came from (to rebuild a waveform model)
 

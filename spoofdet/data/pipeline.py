@@ -6,6 +6,11 @@
   training loop calls :func:`set_epoch` on rank 0 and takes :func:`iter_train_batches`.
 - :func:`build_eval_dataset` and :func:`iter_eval_part` score a set: every row once, the first
   ``num_samples``, no augmentation unless asked.
+- A row that cannot be used (undecodable or empty audio, a null label or one other than 0/1) is
+  skipped, never fatal (:func:`~spoofdet.data.transforms.prepare_rows`). The training pipeline's
+  tasks record skipped rows on the epoch clock: :func:`bad_rows` names them (utt_id, shard file,
+  reason), :func:`bad_row_counts` counts them per epoch, for the train job to fail past its
+  ``data.max_bad_rows`` share. :func:`iter_eval_part` appends them to a caller's list.
 
 Batches follow :mod:`spoofdet.data.collate`. Ray is imported lazily. Why it is built this way:
 docs/design/data_pipeline.md.
@@ -13,6 +18,7 @@ docs/design/data_pipeline.md.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +48,7 @@ from spoofdet.data.sampling import (
     realised_mix,
     row_hash,  # noqa: F401 (moved; re-exported for this release only)
 )
-from spoofdet.data.shards import SHARDS_DIR
+from spoofdet.data.shards import ShardError, checked_shard_files
 from spoofdet.data.transforms import (
     CROPS,  # noqa: F401 (moved; re-exported for this release only)
     NUM_SAMPLES,
@@ -55,6 +61,10 @@ from spoofdet.data.transforms import (
 )
 
 READ_COLUMNS = ["utt_id", "corpus", "label", "num_samples", "audio"]
+#: Skipped rows the epoch clock keeps named per epoch (all are counted).
+MAX_NAMED_BAD_ROWS = 1000
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- sources, scoring sets
@@ -80,18 +90,13 @@ class Source:
 
 
 def shard_files(source: Source) -> list[str]:
-    """The shard files of ``source``, sorted; a clear error if there are none."""
-    folder = os.path.join(source.path, SHARDS_DIR)
+    """The shard files of ``source``, sorted, after checking the folder against its file list
+    (:func:`spoofdet.data.shards.checked_shard_files`): a missing, stray or truncated shard is an
+    error naming the file, never a silently smaller or larger set."""
     try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".parquet"))
-    except FileNotFoundError:
-        names = []
-    if not names:
-        raise DataError(
-            f"{source.label}: no shards in {folder}. Write them with "
-            f"`spoofdet prepare CORPUS --root ... --out {source.path}` first."
-        )
-    return [os.path.join(folder, n) for n in names]
+        return checked_shard_files(source.path)
+    except ShardError as exc:
+        raise ShardError(f"{source.label}: {exc}", problems=exc.problems) from None
 
 
 def row_groups(source: Source) -> list[tuple[str, int, int]]:
@@ -111,12 +116,15 @@ def iter_eval_part(
     batch_size: int,
     recipe: Recipe,
     max_batches: int | None = None,
+    bad: list | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Rank ``rank``'s part of a dev/eval set as batch-contract batches (every row exactly once overall).
 
     Parquet row groups (64 rows each in spoofdet shards) are dealt to ranks round-robin, so ranks
     differ by at most one group; rows are decoded in this process. Why not Ray Train's split:
-    docs/design/data_pipeline.md.
+    docs/design/data_pipeline.md. A row that cannot be used is skipped, never raised on; with
+    ``bad`` a list, its :func:`~spoofdet.data.transforms.skipped_row` record (epoch 0) goes there
+    (with ``bad=None`` it is logged as a warning).
     """
     collate = BatchCollate()
     pending: dict[str, list] = {}
@@ -132,9 +140,12 @@ def iter_eval_part(
         if i % world != rank:
             continue
         t = pq.ParquetFile(f).read_row_group(g, columns=columns)
-        rows = prepare_rows(
-            {c: t.column(c).to_numpy(zero_copy_only=False) for c in columns}, recipe, 0
-        )
+        batch = {c: t.column(c).to_numpy(zero_copy_only=False) for c in columns}
+        batch["path"] = np.full(len(t), f, dtype=object)  # names the shard of a skipped row
+        noted: list[dict] = [] if bad is None else bad
+        rows = prepare_rows(batch, recipe, 0, bad=noted)
+        if bad is None:  # nobody collects them: never skip in silence, log them
+            _report_bad(noted, None)
         for key, value in rows.items():
             pending.setdefault(key, []).append(value)
         while pending and sum(len(v) for v in pending["utt_id"]) >= batch_size:
@@ -151,14 +162,51 @@ def iter_eval_part(
 # ----------------------------------------------------------------------------- Ray Data
 
 
+def _report_bad(bad: list[dict], clock: Any) -> None:
+    """Hand a batch's skipped rows to the epoch clock (or, with no clock, to the task's log).
+
+    The call is waited for: once a consumer has seen a batch, its skipped rows are on the clock,
+    so :func:`bad_row_counts` after an epoch's last batch is complete. It costs a round trip only
+    in batches that had a bad row.
+    """
+    if not bad:
+        return
+    if clock is None:
+        for row in bad:
+            log.warning(
+                "skipped row %s of %s: %s: %s",
+                row["utt_id"],
+                row["shard"],
+                row["reason"],
+                row["detail"],
+            )
+        return
+    import ray
+
+    ray.get(clock.record.remote(bad))
+
+
 def _ray_prepare(
-    batch: dict[str, np.ndarray], *, recipe: Recipe, clock: Any, epoch: int
+    batch: dict[str, np.ndarray], *, recipe: Recipe, clock: Any, epoch: int | None
 ) -> dict[str, np.ndarray]:
-    if clock is not None:
+    """Ray Data task: :func:`prepare_rows` at ``epoch`` (None: the clock's); skipped rows go to
+    the clock."""
+    if epoch is None:
         import ray
 
         epoch = ray.get(clock.get.remote())  # the epoch reaches Ray Data's tasks through the clock
-    return prepare_rows(batch, recipe, epoch)
+    bad: list[dict] = []
+    out = prepare_rows(batch, recipe, epoch, bad=bad)
+    _report_bad(bad, clock)
+    return out
+
+
+def _ray_full_length(batch: dict[str, np.ndarray], *, clock: Any) -> dict[str, np.ndarray]:
+    """Ray Data task: :func:`prepare_full_length`; skipped rows go to the clock (epoch 0)."""
+    bad: list[dict] = []
+    out = prepare_full_length(batch, bad=bad)
+    _report_bad(bad, clock)
+    return out
 
 
 def _epoch_clock_class():
@@ -166,10 +214,14 @@ def _epoch_clock_class():
 
     @ray.remote(num_cpus=0)
     class EpochClock:
-        """Holds the current epoch for the pipeline's tasks (set by the training loop)."""
+        """Holds the current epoch for the pipeline's tasks (set by the training loop), and the
+        rows those tasks skipped: per epoch, each row counted once (a retried task or a re-run
+        epoch does not count it again) and the first :data:`MAX_NAMED_BAD_ROWS` named."""
 
         def __init__(self) -> None:
             self.epoch = 0
+            self.named: dict[int, list[dict]] = {}
+            self.seen: dict[int, set[int]] = {}
 
         def set(self, epoch: int) -> int:
             self.epoch = int(epoch)
@@ -177,6 +229,26 @@ def _epoch_clock_class():
 
         def get(self) -> int:
             return self.epoch
+
+        def record(self, rows: list[dict]) -> int:
+            for row in rows:
+                epoch = int(row["epoch"])
+                seen = self.seen.setdefault(epoch, set())
+                key = hash((row["shard"], row["utt_id"]))
+                if key in seen:
+                    continue
+                seen.add(key)
+                named = self.named.setdefault(epoch, [])
+                if len(named) < MAX_NAMED_BAD_ROWS:
+                    named.append(dict(row))
+            return len(rows)
+
+        def bad_rows(self, epoch: int | None) -> list[dict]:
+            epochs = sorted(self.named) if epoch is None else [int(epoch)]
+            return [dict(r) for e in epochs for r in self.named.get(e, [])]
+
+        def bad_row_counts(self) -> dict[int, int]:
+            return {e: len(keys) for e, keys in sorted(self.seen.items())}
 
     return EpochClock
 
@@ -196,6 +268,27 @@ def set_epoch(clock: Any, epoch: int) -> None:
     import ray
 
     ray.get(clock.set.remote(epoch))
+
+
+def bad_rows(clock: Any, epoch: int | None = None) -> list[dict]:
+    """The rows the pipeline's tasks skipped (all epochs, or only ``epoch``), in a stable order.
+
+    Each is ``{"utt_id", "shard" (its Parquet file), "reason", "detail", "epoch"}``; ``reason`` is
+    one of :data:`~spoofdet.data.transforms.SKIP_REASONS`. A row is named once per epoch it was
+    drawn in; at most :data:`MAX_NAMED_BAD_ROWS` per epoch are kept (:func:`bad_row_counts` counts
+    them all).
+    """
+    import ray
+
+    rows = ray.get(clock.bad_rows.remote(epoch))
+    return sorted(rows, key=lambda r: (r["epoch"], r["shard"], r["utt_id"]))
+
+
+def bad_row_counts(clock: Any) -> dict[int, int]:
+    """Per epoch that skipped any, the number of distinct rows skipped: ``{epoch: count}``."""
+    import ray
+
+    return {int(e): int(n) for e, n in ray.get(clock.bad_row_counts.remote()).items()}
 
 
 @dataclass
@@ -271,23 +364,22 @@ def _train_pipeline(
     from ray.data import FileShuffleConfig
 
     columns = feature_cache.FEATURE_COLUMNS if features else READ_COLUMNS
-    every_row_once = recipe.factors is None  # otherwise rows carry their file (-> their source)
     clock = _start_clock()
 
     def read(files: list[str]) -> Any:
         ds = ray.data.read_parquet(
             files,
-            include_paths=not every_row_once,
+            include_paths=True,  # a row's file: its source when mixing, and names a skipped row
             # file order reshuffled on every execution (epoch); rows keep their seeded draws
             shuffle=FileShuffleConfig(seed=recipe.seed, reseed_after_execution=True),
         )
-        ds = ds.select_columns(columns + ([] if every_row_once else ["path"]))
+        ds = ds.select_columns(columns + ["path"])
         return ds.map_batches(
             _ray_prepare,
             batch_size=batch_rows,
             batch_format="numpy",
             num_cpus=num_cpus,
-            fn_kwargs={"recipe": recipe, "clock": clock, "epoch": 0},
+            fn_kwargs={"recipe": recipe, "clock": clock, "epoch": None},
         )
 
     common = {"clock": clock, "recipe": recipe, "sources": sources, "factors": factors}
@@ -369,11 +461,14 @@ def build_eval_dataset(
     seed: int = 1234,
     batch_rows: int = 16,
     num_cpus: float = 1.0,
+    clock: Any = None,
 ) -> Any:
     """A scoring pipeline: every row once, first ``num_samples`` (or whole clips if None), no augmentation.
 
     Augmentation happens only when ``rawboost_algo`` is given (e.g. the seeds' augmented dev loss);
     its draws then use ``seed`` and epoch 0, so an augmented dev set is the same every epoch.
+    Rows that cannot be used are skipped: recorded on ``clock`` (an epoch clock, e.g.
+    ``_start_clock()``; read them with :func:`bad_rows` ``(clock, 0)``), else logged as warnings.
     """
     import ray
 
@@ -382,14 +477,19 @@ def build_eval_dataset(
             f"{source.label}: holds cached features, not audio; score the audio shards it was made from "
             f"({feature_cache.read_info(source.path).get('source', 'see its features.json')})"
         )
-    ds = ray.data.read_parquet(shard_files(source)).select_columns(READ_COLUMNS)
+    ds = ray.data.read_parquet(shard_files(source), include_paths=True)
+    ds = ds.select_columns(READ_COLUMNS + ["path"])
     if num_samples is None:
         if rawboost_algo:
             raise DataError(
                 "full-length evaluation with RawBoost is not supported; use a fixed num_samples"
             )
         return ds.map_batches(
-            prepare_full_length, batch_size=batch_rows, batch_format="numpy", num_cpus=num_cpus
+            _ray_full_length,
+            batch_size=batch_rows,
+            batch_format="numpy",
+            num_cpus=num_cpus,
+            fn_kwargs={"clock": clock},
         )
     recipe = Recipe(
         num_samples=num_samples,
@@ -404,7 +504,7 @@ def build_eval_dataset(
         batch_size=batch_rows,
         batch_format="numpy",
         num_cpus=num_cpus,
-        fn_kwargs={"recipe": recipe, "clock": None, "epoch": 0},
+        fn_kwargs={"recipe": recipe, "clock": clock, "epoch": 0},
     )
 
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from spoofdet.data import DataError
 from spoofdet.data.schema import BONAFIDE, SPOOF
-from spoofdet.data.shards import METADATA_FILE
+from spoofdet.data.shards import METADATA_FILE, checked_shard_files
 
 if TYPE_CHECKING:
     from spoofdet.data.pipeline import Source
@@ -45,6 +45,7 @@ def read_metadata(
             f"{source.label}: {path} is missing; the shard job writes it when it finishes. "
             f"Re-run `spoofdet prepare` for this corpus with the same --out to complete it."
         )
+    checked_shard_files(source.path)  # metadata.parquet's size is in the folder's file list too
     table = pq.read_table(path, columns=list(columns))
     return {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
 
@@ -148,19 +149,28 @@ def copies(h: int, factor: float) -> int:
 def realised_mix(
     sources: Sequence[Source], factors: Sequence[dict[int, float]], *, seed: int, epoch: int
 ) -> dict[str, Any]:
-    """The exact rows per source and class that epoch ``epoch`` will draw (for logging)."""
+    """The exact rows per source and class that epoch ``epoch`` will draw (for logging).
+
+    Rows whose metadata label is null or not 0/1 are never drawn (the readers skip them); each
+    source's ``unlabelled`` says how many there are.
+    """
     out: dict[str, Any] = {"epoch": epoch, "sources": {}, "total": 0}
     for source, fac in zip(sources, factors):
         meta = read_metadata(source)
         drawn = {"bonafide": 0, "spoof": 0}
         available = {"bonafide": 0, "spoof": 0}
+        unlabelled = 0
         for utt, corpus, lab in zip(meta["utt_id"], meta["corpus"], meta["label"]):
+            if lab is None or lab != lab or lab not in fac:  # null (None or NaN) or not 0/1
+                unlabelled += 1
+                continue
             name = _LABEL_NAMES[int(lab)]
             available[name] += 1
             drawn[name] += copies(row_hash(seed, epoch, corpus, utt), fac[int(lab)])
         out["sources"][source.label] = {
             "drawn": drawn,
             "available": available,
+            "unlabelled": unlabelled,
             "factor": {_LABEL_NAMES[k]: v for k, v in fac.items()},
         }
         out["total"] += sum(drawn.values())

@@ -2,13 +2,16 @@
 
 :func:`make_plan` writes the input manifest with one row group per shard plus the plan (a
 fingerprint of the manifest, the settings, rows per shard, shard count), or checks a saved plan
-against the given input and settings, so a re-run resumes the same job or is refused.
+against the given input and settings, so a re-run resumes the same job or is refused. Source
+paths are normalised (absolute, no ``.``/``..``) before hashing and before the input manifest is
+saved, so the same corpus given as ``./corpus``, ``../x/corpus`` or ``/abs/corpus`` is one input.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -29,11 +32,44 @@ from spoofdet.data.shards import (
     write_bytes_atomic,
 )
 
-PLAN_VERSION = 1
+#: 2: the fingerprint hashes normalised values (1: raw Arrow buffers; still resumable).
+PLAN_VERSION = 2
+
+
+def _normal_path(path: str | None) -> str | None:
+    if path is None or "://" in path:
+        return path
+    return os.path.normpath(os.path.abspath(os.path.expanduser(path)))
+
+
+def normalise_source_paths(table: pa.Table) -> pa.Table:
+    """``table`` with every local ``source_path`` absolute and normalised (URIs kept): the same
+    file has one spelling whatever the working directory or the spelling of ``--root`` was."""
+    column = table.column("source_path")
+    paths = column.to_pylist()
+    normal = [_normal_path(p) for p in paths]
+    if normal == paths:
+        return table
+    index = table.schema.get_field_index("source_path")
+    return table.set_column(index, table.schema.field(index), pa.array(normal, column.type))
 
 
 def fingerprint(table: pa.Table) -> str:
-    """Identity of an input manifest: a hash of its ids, paths and labels, in order."""
+    """Identity of an input manifest: a hash of its ids, normalised source paths and labels, in
+    order (value by value, so neither chunking nor the spelling of the root changes it)."""
+    h = hashlib.sha256()
+    table = normalise_source_paths(table)
+    for name in ("utt_id", "source_path", "label"):
+        h.update(name.encode())
+        for value in table.column(name).to_pylist():
+            item = b"\x00" if value is None else b"\x01" + str(value).encode()
+            h.update(len(item).to_bytes(8, "little") + item)
+    h.update(str(table.num_rows).encode())
+    return h.hexdigest()
+
+
+def _legacy_fingerprint(table: pa.Table) -> str:
+    """The fingerprint of plans with version 1 (raw Arrow buffers), to resume those jobs."""
     h = hashlib.sha256()
     for name in ("utt_id", "source_path", "label"):
         for chunk in table.column(name).chunks:
@@ -42,6 +78,13 @@ def fingerprint(table: pa.Table) -> str:
                     h.update(buf)
     h.update(str(table.num_rows).encode())
     return h.hexdigest()
+
+
+def same_input(plan: dict[str, Any], table: pa.Table) -> bool:
+    """Whether ``table`` is the input manifest ``plan`` was made for."""
+    if plan["fingerprint"] == fingerprint(table):
+        return True
+    return plan.get("version", 1) < 2 and plan["fingerprint"] == _legacy_fingerprint(table)
 
 
 def estimate_rows_per_shard(
@@ -73,10 +116,10 @@ def balanced_rows_per_shard(n_rows: int, size_rows: int, parallelism: int) -> in
 
 
 def _check_saved_plan(
-    plan: dict[str, Any], base: str, fp: str, settings: dict[str, Any]
+    plan: dict[str, Any], base: str, table: pa.Table, settings: dict[str, Any]
 ) -> dict[str, Any]:
     """``plan`` if it was made for the same input and settings, else a ShardError."""
-    if plan["fingerprint"] != fp:
+    if not same_input(plan, table):
         raise ShardError(
             f"{base} already holds shards of a different input manifest "
             f"({plan['rows_in']} rows of {plan['corpus']}); "
@@ -91,6 +134,14 @@ def _check_saved_plan(
             "re-run with the saved settings or use a new --out"
         )
     return plan
+
+
+def write_input(fs: pafs.FileSystem, base: str, table: pa.Table, rows_per_shard: int) -> None:
+    """Save the (normalised) input manifest with one row group per shard, so that
+    ``write_shard`` reads exactly its rows."""
+    tmp = tmp_name(f"{base}/{INPUT_FILE}")
+    pq.write_table(normalise_source_paths(table), tmp, filesystem=fs, row_group_size=rows_per_shard)
+    fs.move(tmp, f"{base}/{INPUT_FILE}")
 
 
 def make_plan(
@@ -114,7 +165,6 @@ def make_plan(
         ShardError: ``base`` holds a plan for different input or different settings.
     """
     plan_path = f"{base}/{PLAN_FILE}"
-    fp = fingerprint(table)
     settings = {
         "corpus": corpus,
         "shard_mb": shard_mb,
@@ -122,7 +172,8 @@ def make_plan(
         "min_seconds": min_seconds,
     }
     if exists(fs, plan_path):
-        return _check_saved_plan(read_json(fs, plan_path), base, fp, settings)
+        return _check_saved_plan(read_json(fs, plan_path), base, table, settings)
+    table = normalise_source_paths(table)
     rows_per_shard = shard_rows or balanced_rows_per_shard(
         table.num_rows,
         estimate_rows_per_shard(table, shard_mb, min_seconds=min_seconds),
@@ -130,13 +181,10 @@ def make_plan(
     )
     fs.create_dir(f"{base}/{QUARANTINE_PARTS_DIR}", recursive=True)
     fs.create_dir(f"{base}/{SHARDS_DIR}", recursive=True)
-    # one row group per shard: write_shard reads exactly its rows
-    tmp = tmp_name(f"{base}/{INPUT_FILE}")
-    pq.write_table(table, tmp, filesystem=fs, row_group_size=rows_per_shard)
-    fs.move(tmp, f"{base}/{INPUT_FILE}")
+    write_input(fs, base, table, rows_per_shard)
     plan = {
         "version": PLAN_VERSION,
-        "fingerprint": fp,
+        "fingerprint": fingerprint(table),
         "corpus": corpus,
         "rows_in": table.num_rows,
         "rows_per_shard": rows_per_shard,

@@ -85,7 +85,10 @@ def waveform_detector(
         "head_kwargs": dict(head_kwargs or {}),
     }
     model = build_model(**kwargs).eval()
-    state = {f"frontend.{k}": v for k, v in torch.load(weights, map_location="cpu").items()}
+    state = {
+        f"frontend.{k}": v
+        for k, v in torch.load(weights, map_location="cpu", weights_only=True).items()
+    }
     state.update({k: v for k, v in head_state.items() if k.startswith("head.")})
     load_state_dict_strict(model, state)
     return model, kwargs, state

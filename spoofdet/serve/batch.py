@@ -11,7 +11,10 @@ Pipeline (one per eval set; ``spoofdet.serve.score_sets`` runs it for ``ray_jobs
       -> driver: mean of the window scores of each clip (ClipScores)
 
 A clip that cannot be decoded becomes one row with an ``error`` (never dropped): the scorer
-skips it and :class:`ClipScores` lists it. Needs Ray; everything it calls is importable without.
+skips it and :class:`ClipScores` lists it. For shard rows the error is ``<reason>: <detail>
+(shard <file>)`` with the reasons of the training readers (``decode_error``, ``empty_audio``:
+:data:`spoofdet.data.transforms.SKIP_REASONS`). Needs Ray; everything it calls is importable
+without.
 """
 
 from __future__ import annotations
@@ -49,16 +52,23 @@ def _add(
 def decode_shard_rows(
     batch: dict[str, np.ndarray], *, length: str, window: int = WINDOW, hop: int = DEFAULT_HOP
 ) -> dict[str, np.ndarray]:
-    """Shard rows (``utt_id``, ``audio`` FLAC bytes) -> window rows ``utt_id, wave[window], error``."""
-    from spoofdet.data.pipeline import decode_window
+    """Shard rows (``utt_id``, ``audio`` FLAC bytes, ``path`` if read) -> window rows
+    ``utt_id, wave[window], error``; a row that cannot be decoded is decoded as the training
+    readers do (:func:`~spoofdet.data.transforms.decode_clip`) and gets their reason."""
+    from spoofdet.data.transforms import decode_clip, one_line
 
     out: tuple[list, list, list] = ([], [], [])
-    for utt, data in zip(batch["utt_id"], batch["audio"]):
+    paths = batch["path"] if "path" in batch else [None] * len(batch["utt_id"])
+    for utt, data, path in zip(batch["utt_id"], batch["audio"], paths):
+        where = f" (shard {path})" if path is not None else ""
+        wave, reason, detail = decode_clip(data, 0, window if length == "4s" else None)
+        if wave is None:
+            _add(out, str(utt), None, f"{reason}: {detail}{where}", window)
+            continue
         try:
-            wave = decode_window(data, 0, window if length == "4s" else None)
             _add(out, str(utt), clip_windows(wave, length, window=window, hop=hop), "", window)
-        except Exception as exc:  # noqa: BLE001 - any decode failure is reported per clip, not fatal
-            _add(out, str(utt), None, f"decode_error: {exc}", window)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported per clip, not fatal
+            _add(out, str(utt), None, f"decode_error: {one_line(exc)}{where}", window)
     return _rows(*out, window)
 
 
@@ -114,12 +124,14 @@ class ClipScores:
 
 
 def shard_dataset(path: str) -> Any:
-    """The rows of a shard folder written by ``spoofdet prepare`` (only ``utt_id`` and ``audio``)."""
+    """The rows of a shard folder written by ``spoofdet prepare``: ``utt_id``, ``audio`` and
+    ``path`` (the row's shard file, which names a row that cannot be decoded)."""
     import ray
 
     from spoofdet.data.pipeline import Source, shard_files
 
-    return ray.data.read_parquet(shard_files(Source(path))).select_columns(["utt_id", "audio"])
+    ds = ray.data.read_parquet(shard_files(Source(path)), include_paths=True)
+    return ds.select_columns(["utt_id", "audio", "path"])
 
 
 def folder_dataset(table: Any) -> Any:

@@ -2,7 +2,11 @@
 returns scores (higher = more bona fide; calibrated LLRs when the run stored a calibration).
 
 Weights, the model config and the calibration are artifacts; the spoofdet source travels with the
-model (``code_paths``), so ``mlflow models serve`` works without a spoofdet install.
+model (``code_paths``), so ``mlflow models serve`` works without a spoofdet install. That code path
+(``mlflow.pyfunc.load_model``, which imports the model's code) is for ``mlflow models serve``
+only, a user's explicit choice; spoofdet itself never takes it: ``spoofdet score``/``predict``/
+``promote`` rebuild the detector from the artifacts with the installed code
+(:func:`spoofdet.serve.registry.load_detector`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from typing import Any
 
 import mlflow.pyfunc
 
+from spoofdet.serve.registry import frontend_for_rebuild
 from spoofdet.tracking import using_tracking_uri
+
+__all__ = ["DetectorModel", "PACKAGE", "frontend_for_rebuild", "log_detector"]
 
 #: The spoofdet package folder: shipped with every logged model (``code_paths``).
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -24,26 +31,21 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
 
     ``load_context`` rebuilds the detector from ``model_config.json`` (the recipe's ``model``
     section with a random-init front-end of the same shape, so no hub download is needed) and
-    loads ``model.pt`` strictly; ``calibration.json``, when present, maps raw scores to LLRs.
+    loads ``model.pt`` strictly with ``torch.load(weights_only=True)`` (tensors only: no code from
+    the file runs); ``calibration.json``, when present, maps raw scores to LLRs. It is the same
+    rebuild as spoofdet's own (:func:`spoofdet.serve.registry.build_detector`).
     """
 
     def load_context(self, context: Any) -> None:
-        import torch
+        from spoofdet.serve.registry import build_detector
 
-        from spoofdet.models import build_model
-        from spoofdet.models.checkpoints import load_state_dict_strict
-
-        cfg = json.loads(Path(context.artifacts["model_config"]).read_text())
-        self.model = build_model(**cfg).eval()
-        load_state_dict_strict(
-            self.model, torch.load(context.artifacts["weights"], map_location="cpu")
-        )
-        self.calibration = None
         path = context.artifacts.get("calibration")
-        if path and Path(path).is_file():
-            from spoofdet.evaluation.calibration import Calibration
-
-            self.calibration = Calibration.from_dict(json.loads(Path(path).read_text()))
+        self.model, self.calibration = build_detector(
+            context.artifacts["model_config"],
+            context.artifacts["weights"],
+            path if path and Path(path).is_file() else None,
+            where="MLflow model",
+        )
 
     def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow reads type hints as a schema
         import numpy as np
@@ -57,14 +59,6 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
         if self.calibration is not None:
             scores = self.calibration.apply(scores)
         return scores.astype(np.float32)
-
-
-def frontend_for_rebuild(frontend: Any) -> Any:
-    """The front-end name a registered model is rebuilt with: same shape, random init, no download
-    (a config dict, as ``spoofdet import`` writes, is already that)."""
-    if not isinstance(frontend, str):
-        return frontend
-    return {"xlsr_300m": "xlsr_300m_random"}.get(frontend, frontend)
 
 
 def log_detector(

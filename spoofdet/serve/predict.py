@@ -7,7 +7,13 @@ resampling to 16 kHz) and scored under ``--length`` (:mod:`spoofdet.evaluation.p
 default (the mean over 64,600-sample windows covering the whole file, so a long recording is
 judged on all of it), or ``4s`` (the first 64,600 samples, as papers).
 
-Output: CSV with one row per file, ``path,score,llr,decision,error``:
+A file the model cannot judge gets no score (checks of :func:`spoofdet.data.audio.check_wave`):
+``too_short`` under the shortest length judged, the model's receptive field or 0.1 s
+(:data:`MIN_SECONDS`), whichever is longer (400 samples = 25 ms for the XLS-R and log-spectrogram
+front-ends, so 0.1 s; raw AASIST needs 2,315 samples, about 0.145 s); ``silent`` when its RMS level
+is below the silence limit (-60 dBFS). A clipped file is scored, with a ``warning``.
+
+Output: CSV with one row per file, ``path,score,llr,decision,error,warning``:
 
 * ``score``: the raw detector score, higher = more bona fide;
 * ``llr``: the calibrated log-likelihood ratio (bona fide vs spoof), empty when the model stores no
@@ -16,8 +22,10 @@ Output: CSV with one row per file, ``path,score,llr,decision,error``:
   Bayes threshold ``-ln(beta) ~= -0.642`` of the ASVspoof 5 costs (Pspoof 0.05, Cmiss 1, Cfa 10),
   ``--threshold`` sets another; empty without calibration (a raw score has no meaningful threshold);
 * ``error``: why a file could not be scored (``decode_error: ...``, ``empty_file``, ``missing_file``,
-  ``non_finite``), empty otherwise. Such files keep their row (score empty) and are also listed on
-  stderr with a count per reason: nothing disappears silently.
+  ``non_finite``, ``too_short``, ``silent``, ...), empty otherwise. Such files keep their row
+  (score empty) and are also listed on stderr with a count per reason: nothing disappears silently;
+* ``warning``: a scored file whose score may mislead: ``clipped: ...`` when more than 0.1 % of its
+  samples sit at full scale (distortion the detector may take for an artefact); empty otherwise.
 
 Exit codes: 0 when at least one file was scored (even if others failed: they are in the CSV and
 on stderr); 2 when nothing could be scored, or for a bad option or model reference; 1 unexpected.
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import re
 import sys
@@ -50,8 +59,14 @@ EPILOG = (
     "  spoofdet predict --model models:/spoofdet-demo@champion --show-model   "
     "# metadata, calibration, eval tags"
 )
-COLUMNS = ("path", "score", "llr", "decision", "error")
+COLUMNS = ("path", "score", "llr", "decision", "error", "warning")
 EXIT_OK, EXIT_NOTHING_SCORED = 0, 2
+#: Shortest audio predict judges (seconds), unless the model's receptive field is longer: a
+#: shorter clip repeat-padded to a window is a few samples over and over, not speech.
+MIN_SECONDS = 0.1
+#: Receptive field assumed for front-ends that declare none (samples at 16 kHz): one frame of
+#: XLS-R's conv feature encoder and of the log-spectrogram front-end, 400 samples = 25 ms.
+DEFAULT_RECEPTIVE_FIELD = 400
 
 
 @dataclass
@@ -65,6 +80,37 @@ class Prediction:
     error: str = ""
     n_windows: int = 0
     orig_sample_rate: int | None = None
+    warning: str = ""
+
+
+def receptive_field(model: Any) -> int:
+    """Samples one output frame of ``model`` sees: the largest of :data:`DEFAULT_RECEPTIVE_FIELD`,
+    any sub-module's ``min_samples()`` (raw AASIST: 2,315) and the conv feature encoder of a
+    wav2vec 2.0 / WavLM front-end (its config's ``conv_kernel`` / ``conv_stride``)."""
+    sizes = [DEFAULT_RECEPTIVE_FIELD]
+    for module in model.modules():
+        declared = getattr(module, "min_samples", None)
+        if callable(declared):
+            sizes.append(int(declared()))
+        config = getattr(module, "config", None)
+        kernels, strides = (
+            getattr(config, "conv_kernel", None),
+            getattr(config, "conv_stride", None),
+        )
+        if kernels and strides:
+            field, jump = 1, 1
+            for k, st in zip(kernels, strides):
+                field, jump = field + (int(k) - 1) * jump, jump * int(st)
+            sizes.append(field)
+    return max(sizes)
+
+
+def min_seconds(model: Any) -> float:
+    """Shortest audio ``predict`` scores with ``model``: its :func:`receptive_field` or
+    :data:`MIN_SECONDS`, whichever is longer."""
+    from spoofdet.data.schema import SAMPLE_RATE
+
+    return max(MIN_SECONDS, receptive_field(model) / SAMPLE_RATE)
 
 
 def collect_files(paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[Prediction]]:
@@ -124,7 +170,9 @@ def predict_files(
         progress: tqdm bar on stderr (None: only on a terminal).
 
     Returns:
-        One :class:`Prediction` per file, in order; undecodable files carry ``error``.
+        One :class:`Prediction` per file, in order; files that cannot be decoded or judged
+        (too short for the model, silent: see the module docstring) carry ``error``, scored
+        files that may mislead (clipped) a ``warning``.
     """
     from tqdm import tqdm
 
@@ -138,8 +186,10 @@ def predict_files(
         file=sys.stderr,
         disable=None if progress is None else not progress,
     )
+    min_secs = min_seconds(detector.model)
     return [
-        _predict_file(detector, path, length, hop, window, batch_size, threshold) for path in bar
+        _predict_file(detector, path, length, hop, window, batch_size, threshold, min_secs)
+        for path in bar
     ]
 
 
@@ -151,24 +201,60 @@ def _predict_file(
     window: int | None,
     batch_size: int,
     threshold: float,
+    min_secs: float,
 ) -> Prediction:
-    """One file's row (arguments as :func:`predict_files`'s, ``threshold`` resolved)."""
-    from spoofdet.data.audio import AudioError, load_16k
+    """One file's row (arguments as :func:`predict_files`'s, ``threshold`` resolved,
+    ``min_secs`` the model's :func:`min_seconds`)."""
     from spoofdet.evaluation.protocols import WINDOW, clip_windows, score_waves
 
-    try:
-        wave, sr = load_16k(path)
-    except AudioError as exc:
-        return Prediction(path, error=f"{exc.reason}: {exc.detail}")
+    loaded = load_checked(path, min_secs)
+    if isinstance(loaded, Prediction):
+        return loaded
+    wave, sr, warning = loaded
     win = window or WINDOW
     windows = clip_windows(wave, length, window=win, hop=hop or win // 2)
     score = float(
         score_waves(detector.model, windows, device=detector.device, batch_size=batch_size).mean()
     )
+    if not math.isfinite(score):
+        return Prediction(path, error="non_finite: the model gave a NaN/Inf score", warning=warning)
     cal = detector.calibration
     llr = float(cal.apply(score)) if cal is not None else None
     decision = None if llr is None else decide(llr, threshold)
-    return Prediction(path, score, llr, decision, "", len(windows), sr)
+    return Prediction(path, score, llr, decision, "", len(windows), sr, warning)
+
+
+def load_checked(path: str, min_secs: float) -> tuple[Any, int, str] | Prediction:
+    """``(wave at 16 kHz, original rate, warning)`` of a file fit to score, or a
+    :class:`Prediction` carrying why not (see the module docstring).
+
+    The checks are :func:`spoofdet.data.audio.load_16k`'s (``check_wave``), with ``min_secs``;
+    a file refused only for clipping is decoded anyway and scored with a ``clipped`` warning, as
+    is one whose clipped share is over ``CLIPPED_WARN_SHARE`` but under the refusal limit.
+    """
+    from spoofdet.data import audio
+
+    try:
+        wave, sr = audio.load_16k(path, min_seconds=min_secs)
+    except audio.AudioError as exc:
+        if exc.reason != "clipped":
+            return Prediction(path, error=f"{exc.reason}: {exc.detail}")
+        import soundfile as sf
+
+        raw, sr = sf.read(path, dtype="float32", always_2d=True)  # every other check passed
+        warning = (
+            f"clipped: {audio.clipped_share(raw):.2%} of the samples at full scale (over "
+            f"{audio.CLIPPED_MAX_SHARE:.0%}: heavy distortion, the score may mislead)"
+        )
+        return audio.resample(audio.to_mono(raw), sr), sr, warning
+    share = audio.clipped_share(wave)
+    warning = ""
+    if share > audio.CLIPPED_WARN_SHARE:
+        warning = (
+            f"clipped: {share:.2%} of the samples at full scale (warned above "
+            f"{audio.CLIPPED_WARN_SHARE:.1%}): distortion may move the score"
+        )
+    return wave, sr, warning
 
 
 def _value(v: Any) -> str:
@@ -217,6 +303,23 @@ def failure_report(predictions: Sequence[Prediction], limit: int = 50) -> str:
     return "\n".join(lines)
 
 
+def warning_report(predictions: Sequence[Prediction], limit: int = 20) -> str:
+    """The files scored with a warning: a count per kind, then each file with its warning."""
+    warned = [p for p in predictions if p.warning and not p.error]
+    if not warned:
+        return ""
+    kinds = Counter(p.warning.split(":", 1)[0] for p in warned)
+    lines = [
+        f"{len(warned)} scored file(s) have a warning ("
+        + ", ".join(f"{k} {v}" for k, v in kinds.most_common())
+        + "); their rows have a warning column:"
+    ]
+    lines += [f"  {p.path}: {p.warning}" for p in warned[:limit]]
+    if len(warned) > limit:
+        lines.append(f"  ... and {len(warned) - limit} more (see the CSV)")
+    return "\n".join(lines)
+
+
 def model_card(detector: Any) -> dict[str, Any]:
     """What the model is: reference, score definition, calibration, threshold, metadata, version tags."""
     card = detector.describe()
@@ -236,8 +339,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         required=True,
-        help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
-        "or a train run's final/ folder",
+        help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, a train run's "
+        "final/ folder or a downloaded spoofdet MLflow model folder (rebuilt from its files: "
+        "no code from the model runs)",
     )
     parser.add_argument(
         "--out", default=None, metavar="FILE.csv", help="write the CSV here (default: stdout)"
@@ -326,9 +430,9 @@ def run(args: Any) -> int:
         )
         + problems
     )
-    report = failure_report(preds)
-    if report:
-        print(f"spoofdet predict: {report}", file=sys.stderr)
+    for report in (failure_report(preds), warning_report(preds)):
+        if report:
+            print(f"spoofdet predict: {report}", file=sys.stderr)
     if args.out:
         write_csv(preds, args.out)
     elif not args.json:
@@ -359,6 +463,9 @@ def _json_summary(
         "n_scored": len(scored),
         "n_failed": len(preds) - len(scored),
         "failed": [{"path": p.path, "error": p.error} for p in preds if p.error],
+        "min_seconds": min_seconds(detector.model),
+        "n_warnings": sum(bool(p.warning) for p in scored),
+        "warnings": [{"path": p.path, "warning": p.warning} for p in scored if p.warning],
         "out": args.out,
         "decisions": dict(Counter(p.decision for p in scored if p.decision)),
     }

@@ -11,8 +11,11 @@ The library half of ``spoofdet score`` (``ray_jobs/score.py``) and ``spoofdet pr
   file, failures included), ``metrics.json`` and ``hist.png``.
 
 Scores are calibrated LLRs when the model stores a calibration, else raw scores (``score_type``
-says which). ``OUT/<length>/cross_dataset.{md,json}`` has one row per set and
-``OUT/<length>/summary.json`` what ``--json`` prints. Needs a running Ray to score.
+says which). ``OUT/<length>/cross_dataset.{md,json}`` has one row per set, saying how many of the
+rows evaluated were scored (``scored 198 of 200 (2 failed to decode)``), and
+``OUT/<length>/summary.json`` what ``--json`` prints. Every set's ids are checked to be writable
+before anything is scored (:func:`spoofdet.evaluation.sets.check_ids`). Needs a running Ray to
+score.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from spoofdet.data.corpora import prepare_folder
+from spoofdet.errors import SpoofdetError
 from spoofdet.evaluation import sets as eval_sets
 from spoofdet.evaluation.plots import plot_det, plot_histogram
 from spoofdet.evaluation.protocols import (
@@ -74,7 +78,7 @@ def score_shard_set(
     unknown = sorted(set(clips.raw) - set(ids))
     missing = [u for u, s in zip(ids, scores) if not np.isfinite(s) and u not in clips.errors]
     if unknown or missing:
-        raise RuntimeError(
+        raise SpoofdetError(
             f"{es.name}: {len(missing)} metadata row(s) got no score (e.g. {missing[:3]}) and "
             f"{len(unknown)} score(s) match no row (e.g. {unknown[:3]}); the shards and "
             f"{es.path}/metadata.parquet disagree: re-run `spoofdet prepare` for this set"
@@ -83,6 +87,12 @@ def score_shard_set(
     write_scores(out / "scores.txt", [u for u, k in zip(ids, ok) if k], scores[ok])
     mask, result["selection"] = eval_sets.select_rows(meta, phase)
     metrics = eval_sets.set_metrics(meta, scores, mask, calibrated=calibrated)
+    failed = np.asarray([u in clips.errors for u in ids], dtype=bool)
+    result.update(
+        n_evaluated_rows=int(mask.sum()),
+        n_evaluated_scored=int((mask & ok).sum()),
+        n_evaluated_failed=int((mask & failed).sum()),
+    )
     result.update(
         scores=str(out / "scores.txt"),
         quarantined_in_shards=eval_sets.quarantined(es),
@@ -127,7 +137,14 @@ def score_folder_set(
         ],
         out / "scores.csv",
     )
-    result.update(selection="all files", scores=str(out / "scores.csv"), metrics=None)
+    result.update(
+        selection="all files",
+        scores=str(out / "scores.csv"),
+        metrics=None,
+        n_evaluated_rows=len(ids),
+        n_evaluated_scored=len(clips.raw),
+        n_evaluated_failed=len(clips.errors),
+    )
     return hist_scores, None
 
 
@@ -218,10 +235,16 @@ def run_evaluation(
     experiment: str | None = None,
 ) -> dict[str, Any]:
     """Score every set with a resolved model, write the cross-dataset table and log to MLflow;
-    returns the summary that ``--json`` prints (also OUT/<length>/summary.json)."""
-    calibration = read_calibration(
-        ref
-    )  # the driver reads only the calibration; the actors load the model
+    returns the summary that ``--json`` prints (also OUT/<length>/summary.json).
+
+    Raises:
+        SpoofdetError: before anything is scored, a set whose ids cannot be written
+            (:func:`spoofdet.evaluation.sets.check_ids`); after scoring, shards that disagree
+            with their metadata.
+    """
+    eval_sets.check_ids(sets)
+    # the driver reads only the calibration; the actors load the model
+    calibration = read_calibration(ref)
     out = Path(out) / length
     results = [
         evaluate_set(

@@ -7,7 +7,9 @@ audio at the corpus' sample rates). The clips come from :mod:`spoofdet.testing._
 fide and spoof differ by how they are produced, never by a trivial cue). A few broken files
 (missing, empty, corrupt, too short, NaN samples) go in every corpus, so that quarantine and
 error paths are exercised; each corpus root gets a ``SYNTHETIC.json`` listing them with their
-reason.
+reason. Clean clips stay far from the audio checks' limits (RMS about -35 to -20 dBFS, peak at
+most 0.95: never ``silent`` or ``clipped``). :func:`write_damaged` writes single damaged files
+(clipped, truncated, silent, too short, a FIFO) for the tests of those checks.
 """
 
 from __future__ import annotations
@@ -342,6 +344,55 @@ def write_csv(
         writer.writerow(["path", "label", "attack", "subset", "speaker"])
         writer.writerows(rows)
     return w.finish("csv")
+
+
+# ----------------------------------------------------------------------------- damaged files
+
+#: What each :func:`write_damaged` kind is, and the ``load_16k`` reason it must raise.
+DAMAGED: dict[str, str] = {
+    "clipped": "clipped",  # float WAV of speech 18 dB above full scale
+    "truncated": "truncated",  # 16-bit WAV cut at half its data; the header keeps the full size
+    "silent": "silent",  # 2 s of digital silence
+    "hiss": "silent",  # 2 s of noise at -80 dBFS (under the -60 dBFS silence limit)
+    "one_sample": "too_short",  # a single sample of speech level (with min_seconds > 0)
+    "ten_ms": "too_short",  # 10 ms of speech (with min_seconds above 0.01)
+    "fifo": "not_regular_file",  # a named pipe called *.wav
+    "folder": "not_regular_file",  # a folder called *.wav
+}
+
+
+def write_damaged(path: str | Path, kind: str, *, seed: int = 0, sr: int = 16000) -> Path:
+    """Write a damaged "audio file" of ``kind`` (a key of :data:`DAMAGED`) at ``path``.
+
+    These are the files that used to pass the shard job without a word: each must be refused by
+    ``load_16k`` with the reason :data:`DAMAGED` names. ``fifo`` needs ``os.mkfifo`` (POSIX).
+    """
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    if kind == "clipped":
+        path.write_bytes(_float_wav(8.0 * bonafide_clip(rng, sr, 2.0) / 0.95, sr))
+    elif kind == "truncated":
+        sf.write(path, bonafide_clip(rng, sr, 2.0), sr, subtype="PCM_16")
+        data = path.read_bytes()
+        path.write_bytes(data[: 44 + (len(data) - 44) // 2])  # 44-byte header, half the samples
+    elif kind == "silent":
+        sf.write(path, np.zeros(2 * sr, np.float32), sr, subtype="PCM_16")
+    elif kind == "hiss":
+        sf.write(path, (1e-4 * rng.standard_normal(2 * sr)).astype(np.float32), sr)
+    elif kind == "one_sample":
+        sf.write(path, np.array([0.1], np.float32), sr, subtype="PCM_16")
+    elif kind == "ten_ms":
+        sf.write(path, bonafide_clip(rng, sr, 0.01), sr, subtype="PCM_16")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        raise ValueError(f"unknown damaged kind {kind!r}: expected one of {list(DAMAGED)}")
+    return path
 
 
 LAYOUTS: dict[str, Callable[..., dict[str, Any]]] = {

@@ -2,7 +2,8 @@
 
 Contract: :func:`dev_set` is the recipe's dev shards and how their clips are cut (None without
 ``data.dev``); :func:`evaluate_dev` returns the same ``dev_loss`` / ``dev_eer`` / ``dev_min_dcf`` /
-``dev_threshold`` / ``dev_n`` on every rank; :func:`dev_metrics` is shared with the driver's final
+``dev_threshold`` / ``dev_n`` / ``dev_bad_rows`` on every rank, and hands every rank the dev rows
+that could not be decoded on any rank; :func:`dev_metrics` is shared with the driver's final
 scoring (``spoofdet.training.final``).
 """
 
@@ -12,13 +13,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from spoofdet.config import TrainJobConfig
 from spoofdet.data import pipeline as data
 from spoofdet.evaluation.metrics import compute_eer, min_dcf
 from spoofdet.models import score_from_logits
-from spoofdet.training.steps import uses_bf16, weighted_loss
+from spoofdet.training.steps import (
+    RunFailed,
+    check_bad_rows,
+    gather,
+    uses_bf16,
+    weighted_loss,
+)
 
 
 def dev_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -30,15 +36,6 @@ def dev_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         "threshold": float(threshold),
         "n": int(len(scores)),
     }
-
-
-def gather(obj: Any, world: int) -> list[Any]:
-    """``obj`` of every rank, in rank order."""
-    if world == 1 or not dist.is_initialized():
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def dev_set(cfg: TrainJobConfig) -> tuple[data.Source, data.Recipe] | None:
@@ -62,13 +59,15 @@ def evaluate_dev(
     rank: int,
     world: int,
     device: Any,
+    bad: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Dev loss and metrics: each rank scores its part of ``dev`` (source, recipe); all ranks
-    gather the parts and compute the same numbers."""
+    gather the parts and compute the same numbers. The rows skipped as undecodable on any rank
+    are counted (``dev_bad_rows``) and, with ``bad`` a list, appended to it in rank order."""
     source, recipe = dev
     bf16 = uses_bf16(cfg)
     net.eval()
-    scores, labels, num, den = [], [], 0.0, 0.0
+    scores, labels, num, den, skipped = [], [], 0.0, 0.0, []
     with torch.no_grad():
         for batch in data.iter_eval_part(
             source,
@@ -77,6 +76,7 @@ def evaluate_dev(
             batch_size=cfg.train.dev_batch_size,
             recipe=recipe,
             max_batches=cfg.train.max_dev_batches,
+            bad=skipped,
         ):
             wave, label = data.model_input(batch).to(device), batch["label"].to(device)
             logits = net(wave.to(torch.bfloat16) if bf16 else wave)
@@ -85,8 +85,32 @@ def evaluate_dev(
             scores += score_from_logits(logits.float()).cpu().tolist()
             labels += label.cpu().tolist()
     net.train()
-    parts = gather((scores, labels, num, den), world)
+    parts = gather((scores, labels, num, den, skipped), world)
     s = np.concatenate([np.asarray(p[0], dtype=np.float64) for p in parts])
     y = np.concatenate([np.asarray(p[1], dtype=np.int64) for p in parts])
     loss = sum(p[2] for p in parts) / max(sum(p[3] for p in parts), 1e-12)
-    return {"dev_loss": loss, **{f"dev_{k}": v for k, v in dev_metrics(s, y).items()}}
+    every_bad = [row for p in parts for row in p[4]]
+    if bad is not None:
+        bad.extend(every_bad)
+    return {
+        "dev_loss": loss,
+        **{f"dev_{k}": v for k, v in dev_metrics(s, y).items()},
+        "dev_bad_rows": len(every_bad),
+    }
+
+
+def score_dev(
+    cfg: TrainJobConfig, net: Any, dev: Any, class_w: Any, metrics: dict, bad: dict, **ranks: Any
+) -> RunFailed | None:
+    """Score the dev set into ``metrics`` and its undecodable rows into ``bad["dev"]``; the
+    failure when there were too many."""
+    rows: list[dict] = []
+    metrics.update(evaluate_dev(cfg, net, dev, class_w, bad=rows, **ranks))
+    bad["dev"] = {"count": len(rows), "rows": rows}
+    epoch, n = metrics["epoch"], metrics["dev_n"]
+    try:
+        what = f"dev rows scored in epoch {epoch}"
+        check_bad_rows(cfg, what, len(rows), n, rows, f"data/bad_rows_epoch{epoch}.json")
+    except RunFailed as failed:
+        return failed
+    return None

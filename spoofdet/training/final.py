@@ -4,6 +4,13 @@ Contract: :func:`finish` averages the best ``train.average_best`` reported check
 ``<storage>/<name>/final/model.pt``, scores the dev set with the average (metrics and, where the
 scores allow, ``calibration.json``), logs the final metrics and the MLflow model to the run,
 registers it as ``mlflow.register_as`` and writes ``summary.json``; it returns that summary.
+
+A model that learned nothing is never logged or registered: :func:`finish` raises
+:class:`~spoofdet.training.steps.RunFailed` (after logging the final metrics) when the averaged
+weights are not finite, when the final dev EER is at least ``train.max_final_dev_eer`` (50 % is
+chance), or when more than ``data.max_bad_rows`` of the dev rows could not be decoded (they are
+logged as ``data/bad_rows_final.json``). Checkpoints are read with ``weights_only=True``.
+:func:`mark_failed` ends a run's MLflow run FAILED with its reason (tag ``spoofdet.failure``).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
+from mlflow.tracking import MlflowClient
 
 from spoofdet.config import TrainJobConfig
 from spoofdet.data import pipeline as data
@@ -27,7 +35,10 @@ from spoofdet.models.cached import waveform_detector
 from spoofdet.models.checkpoints import average_state_dicts, load_state_dict_strict
 from spoofdet.tracking import using_tracking_uri
 from spoofdet.training.dev import dev_metrics
-from spoofdet.training.steps import model_kwargs
+from spoofdet.training.steps import RunFailed, check_bad_rows, model_kwargs
+
+#: The MLflow run tags that say why a run failed (``spoofdet.failure``: a short reason).
+FAILURE_TAG, FAILURE_MESSAGE_TAG = "spoofdet.failure", "spoofdet.failure_message"
 
 
 def average_best(result: Any, cfg: TrainJobConfig, out: Path) -> tuple[list[int], dict]:
@@ -46,18 +57,21 @@ def average_best(result: Any, cfg: TrainJobConfig, out: Path) -> tuple[list[int]
     states = []
     for ckpt, _ in chosen:
         with ckpt.as_directory() as d:
-            states.append(torch.load(Path(d) / "model.pt", map_location="cpu"))
+            states.append(torch.load(Path(d) / "model.pt", map_location="cpu", weights_only=True))
     averaged = average_state_dicts(states)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(averaged, out / "model.pt")
     return [m["epoch"] for _, m in chosen], averaged
 
 
-def calibrate_on_dev(cfg: TrainJobConfig, model: Any, out: Path) -> dict[str, Any]:
+def calibrate_on_dev(
+    cfg: TrainJobConfig, model: Any, out: Path, bad: list[dict] | None = None
+) -> dict[str, Any]:
     """The final model's dev metrics and, where the scores allow one, a calibration (raw scores ->
-    LLRs) fitted on them and stored beside the model (``out/calibration.json``)."""
+    LLRs) fitted on them and stored beside the model (``out/calibration.json``). Dev rows that
+    could not be decoded are counted (``final_dev_bad_rows``) and appended to ``bad``."""
     recipe = data.Recipe(num_samples=cfg.data.num_samples, seed=cfg.seed)
-    scores, labels = [], []
+    scores, labels, skipped = [], [], []
     with torch.no_grad():
         for batch in data.iter_eval_part(
             data.Source(cfg.data.dev.shards),
@@ -66,11 +80,15 @@ def calibrate_on_dev(cfg: TrainJobConfig, model: Any, out: Path) -> dict[str, An
             batch_size=cfg.train.dev_batch_size,
             recipe=recipe,
             max_batches=cfg.train.max_dev_batches,
+            bad=skipped,
         ):
             scores += model.score(data.model_input(batch)).tolist()
             labels += batch["label"].tolist()
+    if bad is not None:
+        bad.extend(skipped)
     s, y = np.asarray(scores), np.asarray(labels)
     found = {f"final_dev_{k}": v for k, v in dev_metrics(s, y).items()}
+    found["final_dev_bad_rows"] = len(skipped)
     try:  # raw scores -> LLRs, fitted on the dev scores of the final model, stored with it
         cal = fit_calibration(s[y == 1], s[y == 0])
         cal.save(out / "calibration.json")
@@ -110,12 +128,6 @@ def log_and_register(
     from spoofdet.serve.model import frontend_for_rebuild, log_detector
 
     with using_tracking_uri(uri):  # restores MLFLOW_TRACKING_URI afterwards (see spoofdet.tracking)
-        with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("final_dev")})
-            epochs = ",".join(str(e) for e in summary["averaged_epochs"])
-            mlflow.set_tag(
-                "final.averaged_epochs", epochs
-            )  # a tag: a resumed run may average others
         rebuild = dict(model_kwargs(cfg), frontend=frontend_for_rebuild(cfg.model.frontend))
         weights, extra = out / "model.pt", {}
         if cfg.model.frontend == "cached":  # register the waveform model, not the head alone
@@ -143,10 +155,49 @@ def log_and_register(
             }
 
 
+def log_final(summary: dict, bad: list[dict], *, run_id: str, uri: str) -> None:
+    """The final dev metrics, the averaged epochs (a tag: a resumed run may average others) and
+    the undecodable dev rows (``data/bad_rows_final.json``), logged whether or not the model
+    passes :func:`check_final`."""
+    with using_tracking_uri(uri), mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics({k: v for k, v in summary.items() if k.startswith("final_dev")})
+        mlflow.set_tag("final.averaged_epochs", ",".join(map(str, summary["averaged_epochs"])))
+        if bad:
+            mlflow.log_dict({"count": len(bad), "rows": bad}, "data/bad_rows_final.json")
+
+
+def check_final(cfg: TrainJobConfig, summary: dict, averaged: dict, bad: list[dict]) -> None:
+    """Raise :class:`RunFailed` for a final model that must not be logged: non-finite weights,
+    too many undecodable dev rows, or a dev EER no better than ``train.max_final_dev_eer``."""
+    broken = [
+        k for k, v in averaged.items() if v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if broken:
+        raise RunFailed(
+            "nonfinite_weights",
+            f"run {cfg.name}: the averaged model of epochs {summary['averaged_epochs']} has "
+            f"non-finite weights ({', '.join(broken[:3])}); training diverged. Lower optim.lr or "
+            "set optim.grad_clip, and train again.",
+        )
+    if "final_dev_n" in summary:
+        n, where = summary["final_dev_n"], "dev rows of the final scoring"
+        check_bad_rows(cfg, where, len(bad), n, bad, "data/bad_rows_final.json")
+    limit, eer = cfg.train.max_final_dev_eer, summary.get("final_dev_eer")
+    if limit is not None and eer is not None and not eer < limit:  # a NaN EER fails too
+        raise RunFailed(
+            "chance_eer",
+            f"run {cfg.name}: the final model's dev EER is {eer:.2f}% over "
+            f"{summary['final_dev_n']} clips, not below train.max_final_dev_eer={limit} (50 = "
+            "chance): it learned nothing usable. Check the labels (1 = bona fide), optim.lr and "
+            "train.epochs; or set train.max_final_dev_eer=null to keep such a model.",
+        )
+
+
 def finish(
     result: Any, cfg: TrainJobConfig, *, run_id: str, uri: str, storage: str
 ) -> dict[str, Any]:
-    """Average the best K checkpoints, score the dev set with the average, log and register it."""
+    """Average the best K checkpoints, score the dev set with the average, check it
+    (:func:`check_final`), log and register it."""
     out = Path(storage) / cfg.name / "final"
     epochs, averaged = average_best(result, cfg, out)
     summary: dict[str, Any] = {
@@ -159,8 +210,45 @@ def finish(
     }
     model = build_model(**model_kwargs(cfg)).eval()
     load_state_dict_strict(model, averaged)
+    bad: list[dict] = []
     if cfg.data.dev is not None:
-        summary.update(calibrate_on_dev(cfg, model, out))
+        summary.update(calibrate_on_dev(cfg, model, out, bad))
+    log_final(summary, bad, run_id=run_id, uri=uri)
+    check_final(cfg, summary, averaged, bad)
     log_and_register(cfg, summary, averaged, out, run_id=run_id, uri=uri)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def mark_failed(uri: str, run_id: str, reason: str, message: str) -> None:
+    """The MLflow run FAILED, with ``spoofdet.failure`` (the reason) and the message as tags."""
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        client.set_tag(run_id, FAILURE_TAG, reason)
+        client.set_tag(run_id, FAILURE_MESSAGE_TAG, message[:5000])
+        client.set_terminated(run_id, "FAILED")
+    except Exception as exc:  # the store is gone too: say so, keep the run's own error
+        print(f"train: could not mark MLflow run {run_id} FAILED: {exc}", file=sys.stderr)
+
+
+def clear_failure(uri: str, run_id: str) -> None:
+    """A resubmitted run that now succeeded no longer carries an earlier failure's tags."""
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        tags = client.get_run(run_id).data.tags
+        for key in (FAILURE_TAG, FAILURE_MESSAGE_TAG):
+            if key in tags:
+                client.delete_tag(run_id, key)
+    except Exception as exc:  # the model is registered; a stale tag is no reason to fail now
+        print(f"train: could not clear run {run_id}'s earlier failure tags: {exc}", file=sys.stderr)
+
+
+def failure_summary(cfg: TrainJobConfig, failed: RunFailed, *, run_id: str, uri: str) -> dict:
+    """What ``--json`` prints for a failed run."""
+    return {
+        "name": cfg.name,
+        "mlflow_run_id": run_id,
+        "tracking_uri": uri,
+        "failure": failed.reason,
+        "error": str(failed),
+    }

@@ -3,30 +3,61 @@
 Contract: :func:`setup_model_and_optimizer` builds the recipe's model (seeded, so identical on every
 rank, optionally initialised from ``model.init_from``) with torch Adam at :func:`effective_lr`, wrapped
 in a DeepSpeed engine or Ray Train's DDP; :func:`make_step` picks SAM, DeepSpeed or plain once and
-returns ``step(wave, label) -> loss``; :func:`train_epoch` runs one epoch of steps, rank 0 logging
-to the active MLflow run; :func:`early_stop` tracks the selection metric (lower is better).
+returns ``step(wave, label) -> (loss, skipped)``; :func:`train_epoch` runs one epoch of steps, rank 0
+logging to the active MLflow run, and counts them; :func:`early_stop` tracks the selection metric
+(lower is better).
+
+Nothing silently wrong: a step whose gradients are not finite is skipped (DeepSpeed's overflow
+check, or ours where DeepSpeed has none) and counted; :func:`check_training` ends a run
+(:class:`RunFailed`) that trained no step or too many non-finite ones, :func:`check_bad_rows` one
+that could not decode too many rows. Checkpoints are read by :func:`restore_checkpoint` without
+unpickling code (:func:`load_weights_only`; DeepSpeed's loads go through it too).
+
+Fault injection (tests only, read here only): with ``SPOOFDET_FAULT_NONFINITE_LOSS=1`` in the
+workers' environment every training loss is NaN, as a diverged run's would be.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import pickle
+import re
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from spoofdet.config import TrainJobConfig
 from spoofdet.data import pipeline as data
 from spoofdet.data.features import read_info
+from spoofdet.errors import SpoofdetError
 from spoofdet.models import build_model
 from spoofdet.models.checkpoints import load_state_dict_strict
 from spoofdet.optim import sam_step
 from spoofdet.serve.init_from import init_state_dict
 
-Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``step(wave, label) -> (loss, skipped)``: ``skipped`` when the update was skipped because the
+#: gradients were not finite.
+Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, bool]]
+#: The fault-injection switch (see the module docstring).
+FAULT_NONFINITE_LOSS = "SPOOFDET_FAULT_NONFINITE_LOSS"
+
+
+class RunFailed(RuntimeError):
+    """A run that must end without a model: ``reason`` is a short tag (``no_steps``,
+    ``nonfinite``, ``bad_rows``, ``nonfinite_weights``, ``chance_eer``), the message one line
+    saying why and what to do."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def effective_lr(cfg: TrainJobConfig) -> tuple[float, int]:
@@ -93,7 +124,78 @@ def deepspeed_engine(cfg: TrainJobConfig, model: Any, optimizer: Any, device: An
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=ds_config, dist_init_required=False
     )
+    guard_deepspeed_loads(engine)
     return engine, optimizer
+
+
+def deepspeed_safe_globals() -> list[type]:
+    """The classes DeepSpeed pickles into its checkpoint files besides tensors and containers.
+
+    Found with ``torch.serialization.get_unsafe_globals_in_checkpoint`` on checkpoints our engine
+    settings saved (CPU, fp32 and bf16, ZeRO 0, 1 and 2): the ZeRO 1/2 optimizer files hold the
+    first three, the model files none. ``DynamicLossScaler`` is fp16's loss scaler (GPU only, so
+    not observable here; DeepSpeed's ZeRO ``state_dict`` stores it where bf16/fp32 store
+    ``LossScaler``).
+    """
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [ZeroStageEnum, LossScaler, fragment_address, DynamicLossScaler]
+
+
+def load_weights_only(path: str | os.PathLike, map_location: Any = None, allowed=()) -> Any:
+    """``torch.load`` that never runs code: tensors, containers and the ``allowed`` classes only.
+
+    Raises:
+        SpoofdetError: naming the file, when it asks to unpickle anything else (a tampered or
+            foreign file).
+    """
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"(?:GLOBAL|function) `?([\w.]+)", str(exc))
+        what = found.group(1) if found else str(exc).splitlines()[0]
+        raise SpoofdetError(
+            f"{path}: refused to load: it asks to unpickle {what}, which could run code; a "
+            "spoofdet checkpoint holds only tensors, numbers and DeepSpeed's own records. Delete "
+            "this checkpoint (the run resumes from an earlier one) or restore it from a trusted "
+            "copy."
+        ) from None
+
+
+def guard_deepspeed_loads(engine: Any) -> None:
+    """Make ``engine`` read its checkpoint files with ``weights_only=True`` and only
+    :func:`deepspeed_safe_globals` allowed: its checkpoint engine's ``load`` is replaced on this
+    instance (DeepSpeed's own calls ``torch.load(weights_only=False)``)."""
+    allowed = deepspeed_safe_globals()
+
+    def load(path: str, map_location: Any = None) -> Any:
+        return load_weights_only(path, map_location, allowed)
+
+    engine.checkpoint_engine.load = load
+
+
+def restore_checkpoint(
+    folder: str | os.PathLike,
+    cfg: TrainJobConfig,
+    net: Any,
+    model: Any,
+    optimizer: Any,
+    device: Any,
+) -> dict[str, Any]:
+    """Load a checkpoint folder written by the train job into net/model/optimizer; returns its
+    ``state.json``. No file in it can run code (see :func:`load_weights_only`)."""
+    folder = Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    if cfg.deepspeed.enabled:
+        guard_deepspeed_loads(net)  # set up already; again, so that no resume can skip it
+        net.load_checkpoint(str(folder), tag="ds", load_module_strict=True)
+    else:
+        model.load_state_dict(load_weights_only(folder / "model.pt", device))
+        optimizer.load_state_dict(load_weights_only(folder / "optimizer.pt", device))
+    return state
 
 
 def setup_model_and_optimizer(cfg: TrainJobConfig, device: Any) -> tuple[Any, Any, Any]:
@@ -127,43 +229,65 @@ def setup_model_and_optimizer(cfg: TrainJobConfig, device: Any) -> tuple[Any, An
 
 
 def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w: Any) -> Step:
-    """The training step, chosen once: SAM, DeepSpeed or plain; ``step(wave, label)`` -> loss."""
+    """The training step, chosen once: SAM, DeepSpeed or plain; ``step(wave, label)`` ->
+    ``(loss, skipped)``. A step with non-finite gradients leaves the weights alone: DeepSpeed's
+    ZeRO 1/2 and mixed-precision optimizers skip it themselves (``engine.skipped_steps``); on its
+    plain fp32 optimizer (ZeRO 0) and without DeepSpeed we skip it. The gradients are checked
+    after their all-reduce, so every rank decides alike. SAM (``spoofdet.optim.sam_step``) cannot
+    be skipped from here: its non-finite losses are counted all the same."""
+    nan = os.environ.get(FAULT_NONFINITE_LOSS) == "1"
 
     def loss_of(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return weighted_loss(net(wave), label, class_w)
+        loss = weighted_loss(net(wave), label, class_w)
+        return loss * float("nan") if nan else loss
 
     if cfg.optim.sam_rho > 0:  # Codecfake's CSAM with data.proportional_batches: ascend, descend
 
-        def step(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-            return sam_step(
+        def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
+            loss = sam_step(
                 model,
                 lambda: loss_of(wave, label),
                 optimizer,
                 rho=cfg.optim.sam_rho,
                 grad_clip=cfg.optim.grad_clip,
             )
+            return loss, False
 
     elif cfg.deepspeed.enabled:
         bf16 = uses_bf16(cfg)
+        guard = isinstance(optimizer, torch.optim.Optimizer)  # DeepSpeed's ZeRO 0 fp32: no check
 
-        def step(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
             loss = loss_of(wave.to(torch.bfloat16) if bf16 else wave, label)
             net.backward(loss)
+            if guard and not grads_finite(model):  # no update, as DeepSpeed's own skip
+                optimizer.zero_grad(set_to_none=True)  # (its step would clip and apply them)
+                return loss.detach(), True
+            before = net.skipped_steps
             net.step()
-            return loss
+            return loss.detach(), net.skipped_steps > before
 
     else:
 
-        def step(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
             loss = loss_of(wave, label)
             optimizer.zero_grad()
             loss.backward()
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            if not grads_finite(model):
+                optimizer.zero_grad()
+                return loss.detach(), True
             optimizer.step()
-            return loss
+            return loss.detach(), False
 
     return step
+
+
+def grads_finite(model: Any) -> bool:
+    """Every gradient of ``model`` is finite (one norm over them all)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))
 
 
 def train_epoch(
@@ -176,22 +300,30 @@ def train_epoch(
     rank: int,
     world: int,
     device: Any,
-) -> float:
+) -> dict[str, float]:
     """One epoch of steps (counted in ``state``); rank 0 logs loss, lr and clips/s every
-    ``train.log_every`` steps. Returns the epoch's mean loss."""
+    ``train.log_every`` steps. Returns this rank's counts: ``steps``, ``rows``, ``nonfinite``
+    (steps with a non-finite loss or skipped update), ``skipped``, ``loss_sum`` and ``finite``
+    (over the steps with a finite loss)."""
     t_window, n_window = time.perf_counter(), 0
-    loss_sum, n_steps = 0.0, 0
+    counts = dict.fromkeys(("steps", "rows", "nonfinite", "skipped", "loss_sum", "finite"), 0)
     for i, batch in enumerate(batches):
         wave, label = data.model_input(batch).to(device), batch["label"].to(device)
-        loss = step(wave, label)
+        loss, skipped = step(wave, label)
+        value = loss.item()
         state["step"] += 1
-        loss_sum += loss.item()
-        n_steps += 1
+        counts["steps"] += 1
+        counts["rows"] += len(label)
+        counts["skipped"] += int(skipped)
+        counts["nonfinite"] += int(skipped or not math.isfinite(value))
+        if math.isfinite(value):
+            counts["loss_sum"] += value
+            counts["finite"] += 1
         n_window += len(label)
         if rank == 0 and state["step"] % cfg.train.log_every == 0:
             elapsed = time.perf_counter() - t_window
             window = {
-                "train_loss": loss.item(),
+                "train_loss": value,
                 "lr": optimizer.param_groups[0]["lr"],
                 "clips_per_s": n_window * world / max(elapsed, 1e-9),
             }
@@ -199,7 +331,111 @@ def train_epoch(
             t_window, n_window = time.perf_counter(), 0
         if cfg.train.max_steps_per_epoch and i + 1 >= cfg.train.max_steps_per_epoch:
             break
-    return loss_sum / max(n_steps, 1)
+    return counts
+
+
+def gather(obj: Any, world: int) -> list[Any]:
+    """``obj`` of every rank, in rank order."""
+    if world == 1 or not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def epoch_totals(parts: list[dict[str, float]], state: dict[str, Any]) -> dict[str, Any]:
+    """Every rank's :func:`train_epoch` counts as the epoch's metrics, and the run's running totals
+    in ``state`` (``rank_steps``, ``nonfinite_steps``: summed over ranks, so their ratio is the
+    share of non-finite steps). ``nonfinite_steps``/``skipped_steps`` are the most any rank saw
+    (ranks step together, so usually every rank sees the same ones)."""
+    steps = sum(p["steps"] for p in parts)
+    state["rank_steps"] = state.get("rank_steps", 0) + steps
+    state["nonfinite_steps"] = state.get("nonfinite_steps", 0) + sum(p["nonfinite"] for p in parts)
+    finite = sum(p["finite"] for p in parts)
+    return {
+        "train_loss_epoch": sum(p["loss_sum"] for p in parts) / finite if finite else math.nan,
+        "nonfinite_steps": max(p["nonfinite"] for p in parts),
+        "skipped_steps": max(p["skipped"] for p in parts),
+        "rank_steps": steps,
+        "rows": sum(p["rows"] for p in parts),
+    }
+
+
+def check_training(cfg: TrainJobConfig, state: dict[str, Any], totals: dict, epoch: int) -> None:
+    """Raise :class:`RunFailed` when no rank trained a step this epoch, or when more than
+    ``train.max_nonfinite_share`` of the run's steps so far were non-finite."""
+    if totals["rank_steps"] == 0:
+        raise RunFailed(
+            "no_steps",
+            f"run {cfg.name} trained no step in epoch {epoch}: no worker got a full batch of "
+            f"train.batch_size={cfg.train.batch_size} rows (a last partial batch is dropped). "
+            "Lower train.batch_size or scaling.num_workers, or train on more rows.",
+        )
+    bad, steps = state["nonfinite_steps"], state["rank_steps"]
+    if bad / steps > cfg.train.max_nonfinite_share:
+        raise RunFailed(
+            "nonfinite",
+            f"run {cfg.name}: {bad} of {steps} training steps so far ({bad / steps:.1%}, counted "
+            f"on every worker) had a non-finite loss or gradients, more than "
+            f"train.max_nonfinite_share={cfg.train.max_nonfinite_share}; stopped after epoch "
+            f"{epoch}. Lower optim.lr, set optim.grad_clip, or look for non-finite samples.",
+        )
+
+
+def check_bad_rows(
+    cfg: TrainJobConfig, what: str, bad: int, used: int, named: list[dict], artifact: str
+) -> None:
+    """Raise :class:`RunFailed` when more than ``data.max_bad_rows`` of the rows read (``used`` +
+    ``bad``) could not be decoded; the message names the first few and the ``artifact`` listing
+    them. ``what`` says which rows (``train rows read in epoch 3``)."""
+    read = used + bad
+    if bad == 0 or bad / max(read, 1) <= cfg.data.max_bad_rows:
+        return
+    first = "; ".join(f"{r['utt_id']} in {r['shard']} ({r['reason']})" for r in named[:3])
+    raise RunFailed(
+        "bad_rows",
+        f"run {cfg.name}: {bad} of {read} {what} ({bad / max(read, 1):.2%}) could not be "
+        f"decoded, more than data.max_bad_rows={cfg.data.max_bad_rows}: e.g. "
+        f"{first or '(not named)'}; all in the run's artifact {artifact}. Rewrite those shards "
+        "with `spoofdet prepare`, or raise data.max_bad_rows.",
+    )
+
+
+def epoch_outcome(
+    cfg: TrainJobConfig, clock: Any, counts: dict, state: dict, epoch: int, *, rank: int, world: int
+) -> tuple[dict[str, Any], dict[str, Any], RunFailed | None]:
+    """After an epoch's steps, on every rank alike: (the epoch's metrics, its undecodable train
+    rows as rank 0 read them from the pipeline's clock, the failure if the epoch failed)."""
+    totals = epoch_totals(gather(counts, world), state)  # also waits for every rank's last batch
+    info = (
+        (data.bad_row_counts(clock).get(epoch, 0), data.bad_rows(clock, epoch))
+        if rank == 0
+        else None
+    )
+    n_bad, named = gather(info, world)[0]
+    metrics = {
+        "epoch": epoch,
+        "train_loss_epoch": totals["train_loss_epoch"],
+        "steps": state["step"],
+        "nonfinite_steps": totals["nonfinite_steps"],
+        "skipped_steps": totals["skipped_steps"],
+        "bad_rows": n_bad,
+    }
+    bad = {"epoch": epoch, "train": {"count": n_bad, "rows": named}}
+    try:  # undecodable rows first: they may be why no step could be trained
+        what = f"train rows read in epoch {epoch}"
+        check_bad_rows(cfg, what, n_bad, totals["rows"], named, f"data/bad_rows_epoch{epoch}.json")
+        check_training(cfg, state, totals, epoch)
+    except RunFailed as failed:
+        return metrics, bad, failed
+    return metrics, bad, None
+
+
+def log_epoch(metrics: dict, bad: dict, epoch: int) -> None:
+    """Rank 0: the epoch's metrics, and its undecodable rows as an artifact when there are any."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    if bad["train"]["count"] or bad.get("dev", {}).get("count"):
+        mlflow.log_dict(bad, f"data/bad_rows_epoch{epoch}.json")
 
 
 def early_stop(state: dict[str, Any], value: float, patience: int) -> bool:

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from data_prep import shard
-from data_prep.features import ExtractFeatures
+from data_prep.features import ExtractFeatures, finish_folder
 from spoofdet.config import ConfigError, load_train_config
 from spoofdet.data import features as feature_cache
 from spoofdet.data import pipeline as data
@@ -59,6 +59,12 @@ def shard_folder(root: Path, name: str, seed: int) -> Path:
     return out
 
 
+def feature_shards_checked(folder: Path) -> list[str]:
+    from spoofdet.data.shards import checked_shard_files
+
+    return checked_shard_files(folder)
+
+
 def write_features_locally(shards: Path, out: Path, layer: int = 2) -> dict:
     """data_prep.features without Ray: the same actor class over each row group."""
     torch.manual_seed(0)
@@ -76,7 +82,6 @@ def write_features_locally(shards: Path, out: Path, layer: int = 2) -> dict:
             pa.table({k: list(v) if v.dtype == object else v for k, v in rows.items()}),
             out / "shards" / f"part-{i:05d}.parquet",
         )
-    shutil.copyfile(shards / "metadata.parquet", out / "metadata.parquet")
     info = {
         "frontend": "tiny",
         "layer": layer,
@@ -85,8 +90,8 @@ def write_features_locally(shards: Path, out: Path, layer: int = 2) -> dict:
         "dim": fe.out_dim,
         "frames": num_frames(N),
     }
-    (out / feature_cache.FEATURES_FILE).write_text(json.dumps(info))
-    return info
+    # as data_prep.features ends: metadata, row count, files.json, then features.json
+    return finish_folder(str(shards), str(out), info)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +116,9 @@ def test_feature_rows_match_the_front_end_and_collate_to_feats(folders):
     assert data.model_input(batches[0]) is batches[0]["feats"]
     # the same clip through the recorded front-end, from the waveform shards
     fe = load_frontend("tiny", layer=2, freeze="all")
-    fe.load_state_dict(torch.load(folders["feats"] / feature_cache.FRONTEND_WEIGHTS))
+    fe.load_state_dict(
+        torch.load(folders["feats"] / feature_cache.FRONTEND_WEIGHTS, weights_only=True)
+    )
     wav = next(
         data.iter_eval_part(
             data.Source(str(folders["wav"])), 0, 1, batch_size=4, recipe=data.Recipe(num_samples=N)
@@ -121,6 +128,55 @@ def test_feature_rows_match_the_front_end_and_collate_to_feats(folders):
     with torch.no_grad():
         ref = fe(wav["wave"])
     assert torch.allclose(batches[0]["feats"], ref, atol=2e-2, rtol=1e-2)  # float16 storage
+
+
+def test_feature_folders_carry_a_checked_file_list(folders, tmp_path, capsys):
+    """A feature folder lists its shards and metadata.parquet (files.json, before features.json);
+    readers check it like a shard folder, `prepare --verify` checks every feature row, and a
+    damaged one is refused, naming the file (it is extracted again, never repaired)."""
+    from spoofdet.cli import main
+    from spoofdet.data import shards
+
+    feats = folders["feats"]
+    listing = json.loads((feats / shards.FILES_FILE).read_text())
+    names = [e["name"] for e in listing["files"]]
+    assert names == ["metadata.parquet", "shards/part-00000.parquet"]  # 8 rows, 8 per shard
+    assert shards.checked_shard_files(feats) == [str(feats / n) for n in names[1:]]
+    assert main(["prepare", "--verify", "--out", str(feats), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["rows"] == pq.read_metadata(feats / "metadata.parquet").num_rows
+
+    copy = tmp_path / "feats"
+    shutil.copytree(feats, copy)
+    shard_file = copy / "shards" / "part-00000.parquet"
+    rows = pq.read_table(shard_file).to_pylist()
+    rows[0]["feats"] = rows[0]["feats"][:-2]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(shard_file)), shard_file)
+    with pytest.raises(shards.ShardError) as err:
+        shards.checked_shard_files(copy)
+    assert "shards/part-00000.parquet" in str(err.value)
+    assert "spoofdet features --shards SOURCE --out NEW_DIR" in str(err.value)
+    assert main(["prepare", "--verify", "--out", str(copy), "--json"]) == 2
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert {"file": "shards/part-00000.parquet", "utt_id": rows[0]["utt_id"]}.items() <= next(
+        p for p in problems if p.get("utt_id")
+    ).items()
+    assert main(["prepare", "--repair", "--out", str(copy), "--executor", "local"]) == 2
+    assert "cannot be repaired" in capsys.readouterr().err
+
+
+def test_features_refuse_a_damaged_source_folder(folders, tmp_path):
+    from data_prep import features
+    from spoofdet.data import shards
+
+    source = tmp_path / "wav"
+    shutil.copytree(folders["wav"], source)
+    (source / "shards" / "part-00000.parquet").unlink()
+    with pytest.raises(shards.ShardError) as err:
+        features.run(str(source), str(tmp_path / "f"), frontend="tiny", layer=2, num_samples=N)
+    assert str(err.value).startswith("--shards: ")
+    assert "shards/part-00000.parquet: missing" in str(err.value)
+    assert not (tmp_path / "f").exists()
 
 
 def test_feature_recipe_refuses_random_crops_and_rawboost():
@@ -253,6 +309,9 @@ def test_extract_features_then_train_the_head_with_csam_and_register(tmp_path, m
             )
         assert info["a"]["dim"] == 64 and info["a"]["frames"] == 49
         assert info["a"]["rows"] == pq.read_metadata(a / "metadata.parquet").num_rows
+        # the real job lists its files too: readers accept the folder
+        listed = data.shard_files(data.Source(str(tmp_path / "feats" / "a")))
+        assert feature_shards_checked(tmp_path / "feats" / "a") == sorted(listed)
         with pytest.raises(ValueError, match="already holds features"):
             features.run(
                 str(a), str(tmp_path / "feats" / "a"), frontend="tiny", layer=2, num_samples=N
@@ -280,6 +339,8 @@ def test_extract_features_then_train_the_head_with_csam_and_register(tmp_path, m
         recipe["train"].update(
             {"epochs": 2, "average_best": 2, "batch_size": 4, "dev_batch_size": 8, "log_every": 1}
         )
+        # plumbing, not quality: 2 epochs on 8 dev clips may well end at chance
+        recipe["train"]["max_final_dev_eer"] = None
         recipe["mlflow"]["register_as"] = "cached-head"
         cfg_path = tmp_path / "cached.yaml"
         cfg_path.write_text(yaml.safe_dump(recipe))

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 
 from spoofdet.cli import main as cli_main
+from spoofdet.data.shards import ShardError, resolve_out, write_file_list
 from spoofdet.evaluation import protocols as scoring
 from spoofdet.evaluation import sets as eval_sets
 from spoofdet.serve.predict import Prediction, collect_files, failure_report
@@ -74,6 +75,10 @@ def test_eval_set_names_and_errors(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"utt_id": ["x"]}), shards / "metadata.parquet")
+    with pytest.raises(ShardError, match="no files.json"):  # a folder is checked before it is used
+        eval_sets.parse_eval_set(str(shards))
+    fs, base = resolve_out(str(shards))
+    write_file_list(fs, base, ["metadata.parquet"])
     es = eval_sets.parse_eval_set(str(shards))
     assert (es.name, es.kind) == ("asvspoof2019-la-eval", "shards")
     assert eval_sets.parse_eval_set(f"la19={shards}").name == "la19"
@@ -122,9 +127,37 @@ def test_cross_dataset_table_states_the_protocol():
         {"eval_set": "folder", "selection": "all files", "n_scored": 2, "metrics": None},
     ]
     md, table = eval_sets.cross_dataset_table(results, scoring.describe_protocol("4s"), "m v1")
-    assert "Protocol: 4s" in md and "| a | all rows | 3 | 4 | 12.50 |" in md and "| folder |" in md
+    assert "Protocol: 4s" in md and "| a | all rows | scored 7 of 7 | 3 | 4 | 12.50 |" in md
+    assert "| folder | all files | scored 2 of 2 |" in md and "Not every row" not in md
     assert table["mean_over_sets"]["eer"] == 10.0 and table["mean_over_sets"]["act_dcf"] is None
-    assert table["protocol"]["length"] == "4s"
+    assert table["protocol"]["length"] == "4s" and table["complete"]
+
+
+def test_cross_dataset_table_states_rows_that_failed_to_decode():
+    """2 of 200 clips failed to decode: the table says so, in markdown and JSON, never 'all rows'
+    alone."""
+    metrics = {"eer": 5.0, "min_dcf": 0.1, "act_dcf": None, "cllr": None}
+    results = [
+        {
+            "eval_set": "itw",
+            "selection": "all rows",
+            "n_scored": 198,
+            "n_failed": 2,
+            "n_evaluated_rows": 200,
+            "n_evaluated_scored": 198,
+            "n_evaluated_failed": 2,
+            "metrics": dict(metrics, n_bonafide=98, n_spoof=100),
+        },
+        {"eval_set": "clips", "selection": "all files", "n_scored": 1, "n_failed": 1},
+    ]
+    md, table = eval_sets.cross_dataset_table(results, scoring.describe_protocol("4s"), "m v1")
+    assert "| itw | all rows | scored 198 of 200 (2 failed to decode) | 98 | 100 | 5.00 |" in md
+    assert "| clips | all files | scored 1 of 2 (1 failed to decode) |" in md
+    assert "Not every row was scored: itw: scored 198 of 200 (2 failed to decode)" in md
+    itw = table["sets"][0]
+    assert (itw["n_rows"], itw["n_scored"], itw["n_failed"]) == (200, 198, 2)
+    assert itw["scored"] == "scored 198 of 200 (2 failed to decode)" and not table["complete"]
+    assert eval_sets.coverage(1_000, 1_000, 0) == "scored 1,000 of 1,000"
 
 
 def test_collect_files_walks_folders_and_reports_empty_ones(tmp_path):

@@ -193,11 +193,21 @@ def test_score_shards_and_a_folder_4s(world, local_ray, tmp_path, capsys):
     # the folder: unlabelled, scored per file, the broken file kept with its reason
     assert clips["metrics"] is None and clips["n_scored"] == 1 and clips["n_failed"] == 1
     rows = Path(clips["scores"]).read_text().splitlines()
-    assert rows[0] == "path,score,llr,decision,error" and len(rows) == 3
+    assert rows[0] == "path,score,llr,decision,error,warning" and len(rows) == 3
     assert any(r.startswith("broken.flac,,,,decode_error") for r in rows)
 
+    # the table says how many rows were scored, in markdown and JSON: the failed clip is counted
     table = (out / "4s" / "cross_dataset.md").read_text()
-    assert "Protocol: 4s" in table and "| tones | all rows | 6 | 6 |" in table
+    assert "Protocol: 4s" in table and "| tones | all rows | scored 12 of 12 | 6 | 6 |" in table
+    assert "| clips | all files | scored 1 of 2 (1 failed to decode) |" in table
+    assert "Not every row was scored: clips: scored 1 of 2 (1 failed to decode)" in table
+    cross = json.loads((out / "4s" / "cross_dataset.json").read_text())
+    assert [(r["eval_set"], r["n_rows"], r["n_scored"], r["n_failed"]) for r in cross["sets"]] == [
+        ("tones", 12, 12, 0),
+        ("clips", 2, 1, 1),
+    ]
+    assert cross["sets"][1]["scored"] == "scored 1 of 2 (1 failed to decode)"
+    assert not cross["complete"]
 
     # MLflow: an evaluation run nested under the model's run, metrics linked, a version tag
     client = mlflow.tracking.MlflowClient(tracking_uri=world["uri"])

@@ -404,6 +404,9 @@ def train_entrypoint(shards: dict[str, Path], storage: Path, name: str, **extra:
         "train.log_every": 1,
         "train.epochs": 3,
         "train.average_best": 2,
+        # these tests are about submission, resume and registration; a 3-epoch model of 16 dev
+        # clips is at chance (the chance check has its own tests in test_train_outcomes.py)
+        "train.max_final_dev_eer": "null",
     }
     o.update(extra)
     return [

@@ -77,6 +77,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
         str(DEMO),
         "--storage",
         str(storage),
+        "--json",
         *overrides(shards, **{"train.epochs": 3, "train.average_best": 2, "run.max_failures": 2}),
     ]
     env = {**os.environ, **ENV}
@@ -116,6 +117,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
         json.loads((storage / "demo" / "final" / "summary.json").read_text())["mlflow_run_id"]
         == run_id
     )
+    # --json: stdout is the summary alone, one line, though a worker died loudly on the way
+    (line,) = done.stdout.splitlines()
+    assert json.loads(line)["mlflow_run_id"] == run_id and json.loads(line)["registered"]
 
 
 def test_training_starts_from_a_published_seed_checkpoint(shards, tmp_path):
@@ -151,6 +155,8 @@ def test_training_starts_from_a_published_seed_checkpoint(shards, tmp_path):
                 "optim.lr": 1e-12,
                 "train.select": "dev_loss",
                 "model.init_from": ckpt,
+                # the weights stay the file's random ones: no model of chance EER to refuse here
+                "train.max_final_dev_eer": "null",
             },
         ),
     ]

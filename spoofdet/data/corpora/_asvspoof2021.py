@@ -11,6 +11,7 @@ from spoofdet.data.corpora._common import (
     ManifestError,
     ProblemLog,
     check_id,
+    corpus_root,
     read_fields,
 )
 from spoofdet.data.schema import BONAFIDE_ATTACK
@@ -26,7 +27,7 @@ def find_key(root: Path, track: str, key_file: str | Path | None) -> Path:
     ``ROOT/<TRACK>-keys-stage-1/keys/...``. ``key_file`` overrides the search.
     """
     if key_file is not None:
-        path = Path(key_file).expanduser().absolute()
+        path = corpus_root(key_file)
         if not path.is_file():
             raise ManifestError([f"ASVspoof 2021 {track} key not found at {path}"])
         return path

@@ -24,6 +24,7 @@ from spoofdet.data.corpora._common import (
     Manifest,
     ProblemLog,
     check_id,
+    corpus_root,
     finish,
     read_fields,
     require_file,
@@ -73,12 +74,12 @@ def prepare_asvspoof2019_la(
             each with file and line).
         ValueError: an unknown split, or a ``protocol_file`` whose split cannot be told.
     """
-    root = Path(root).expanduser().absolute()
+    root = corpus_root(root)
     splits = SPLITS if split is None else (split,)
     if any(s not in SPLITS for s in splits):
         raise ValueError(f"unknown split {split!r} for {CORPUS}: expected one of {list(SPLITS)}")
     if protocol_file is not None:
-        protocol_file = Path(protocol_file).expanduser().absolute()
+        protocol_file = corpus_root(protocol_file)
         if split is None:
             split = next(
                 (s for s, name in PROTOCOL_FILES.items() if protocol_file.name == name), None

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spoofdet.data.corpora._asvspoof2021 import check_phases, find_key, key_rows
-from spoofdet.data.corpora._common import Manifest, ProblemLog, finish
+from spoofdet.data.corpora._common import Manifest, ProblemLog, corpus_root, finish
 from spoofdet.data.schema import BONAFIDE, BONAFIDE_ATTACK, SPOOF, TableBuilder
 
 CORPUS = "asvspoof2021-la"
@@ -57,7 +57,7 @@ def prepare_asvspoof2021_la(
         ManifestError: key missing or malformed (wrong column count, unknown label or phase,
             unknown codec, duplicate trial), with file and line.
     """
-    root = Path(root).expanduser().absolute()
+    root = corpus_root(root)
     check_phases(phase)
     key = find_key(root, "LA", key_file)
     flac_dir = str(audio_path(root, "x").parent)

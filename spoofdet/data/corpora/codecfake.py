@@ -17,6 +17,7 @@ the wrong rate is what made one subset score 0 % detection in Codecfake issue #1
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from spoofdet.data.corpora._common import (
@@ -25,6 +26,8 @@ from spoofdet.data.corpora._common import (
     ManifestError,
     ProblemLog,
     check_id,
+    check_text,
+    corpus_root,
     finish,
     read_fields,
 )
@@ -45,8 +48,24 @@ def audio_dir(root: Path, subset: str) -> Path:
 
 
 def label_files(root: Path) -> dict[str, Path]:
-    """Subset name -> label file, train and dev first then test sets in name order."""
-    files = {p.stem: p for p in sorted((root / "label").glob("*.txt"))}
+    """Subset name -> label file, train and dev first then test sets in name order.
+
+    Raises:
+        ManifestError: ``root/label`` exists but cannot be listed (its label files would be
+            silently missing).
+    """
+    folder = root / "label"
+    try:
+        with os.scandir(folder) as it:
+            names = sorted(e.name for e in it if e.name.endswith(".txt") and e.is_file())
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    except OSError as exc:
+        raise ManifestError(
+            [f"cannot list the label folder {folder}: {exc.strerror or exc}"],
+            hint="Make it readable (e.g. chmod -R a+rX FOLDER) and run again.",
+        ) from None
+    files = {n[: -len(".txt")]: folder / n for n in names}
     order = [s for s in TRAIN_DEV if s in files] + [s for s in files if s not in TRAIN_DEV]
     return {s: files[s] for s in order}
 
@@ -72,9 +91,9 @@ def prepare_codecfake(
         ManifestError: no ``label/`` folder, a requested subset without label file, a line
             without 3 columns, an unknown label, a duplicate wav name within a subset.
     """
-    root = Path(root).expanduser().absolute()
+    root = corpus_root(root)
     if label_file is not None:
-        label_file = Path(label_file).expanduser().absolute()
+        label_file = corpus_root(label_file)
         if not label_file.is_file():
             raise ManifestError([f"Codecfake label file not found at {label_file}"])
         if split == "test":
@@ -119,6 +138,8 @@ def prepare_codecfake(
                 log.add(path, lineno, f"unknown label {label!r}: expected 'real' or 'fake'")
                 continue
             if not check_id(name, path, lineno, log) or not dups.check(name, path, lineno):
+                continue
+            if not check_text(f"{subset}/{name}", f"{folder}/{name}", path, lineno, log):
                 continue
             builder.append(
                 utt_id=f"{subset}/{name}",

@@ -2,9 +2,11 @@
 
 The file (``--root FILE.csv``, or a folder holding ``manifest.csv``) has a header with at least
 ``path``; paths are relative to the CSV's folder and may not leave it. Known optional columns:
-``label`` (``bonafide``/``bona-fide``/``real``/``1`` or ``spoof``/``fake``/``0``; empty or absent =
-unlabelled), ``utt_id`` (default: the path), ``subset`` (default ``all``), ``attack``,
-``speaker``, ``codec``, ``transmission``, ``vocoder``, ``phase``. Any other column goes into ``extra``.
+``label`` (``bonafide``/``bona-fide``/``real``/``1`` or ``spoof``/``fake``/``0``; empty or
+absent = unlabelled), ``utt_id`` (default: the path; never whitespace, since score files are
+whitespace-separated: give an ``utt_id`` column when paths hold spaces), ``subset`` (default
+``all``), ``attack``, ``speaker``, ``codec``, ``transmission``, ``vocoder``, ``phase``. Any other
+column goes into ``extra``. Paths may hold spaces, not control characters (newline, tab).
 Example::
 
     path,label,attack,subset
@@ -22,7 +24,10 @@ from spoofdet.data.corpora._common import (
     Manifest,
     ManifestError,
     ProblemLog,
+    check_text,
+    corpus_root,
     finish,
+    open_text,
     safe_join,
 )
 from spoofdet.data.schema import BONAFIDE, BONAFIDE_ATTACK, SPOOF, TableBuilder
@@ -73,14 +78,15 @@ def prepare_csv(
 
     Raises:
         ManifestError: no ``path`` column, a row with the wrong number of fields, an unknown
-            label, a path outside the CSV's folder, a duplicate ``utt_id``; each with line.
+            label, a path outside the CSV's folder or with control characters, an ``utt_id``
+            with whitespace or control characters, a duplicate ``utt_id``; each with line.
     """
-    csv_path = resolve_csv(Path(root).expanduser().absolute())
+    csv_path = resolve_csv(corpus_root(root))
     base = csv_path.parent
     builder = TableBuilder()
     log = ProblemLog()
     dups = DuplicateTracker(log)
-    with open(csv_path, encoding="utf-8-sig", newline="") as fh:
+    with open_text(csv_path) as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
         if "path" not in header:
@@ -116,6 +122,8 @@ def prepare_csv(
                     )
                     continue
             utt_id = rec.pop("utt_id", "") or rel.replace("\\", "/")
+            if not check_text(utt_id, str(path), csv_path, lineno, log):
+                continue
             if not dups.check(utt_id, csv_path, lineno):
                 continue
             subset = rec.pop("subset", "") or "all"

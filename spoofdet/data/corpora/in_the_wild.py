@@ -20,7 +20,9 @@ from spoofdet.data.corpora._common import (
     ManifestError,
     ProblemLog,
     check_id,
+    corpus_root,
     finish,
+    open_text,
     require_file,
 )
 from spoofdet.data.schema import BONAFIDE, BONAFIDE_ATTACK, SPOOF, TableBuilder
@@ -48,10 +50,10 @@ def prepare_in_the_wild(
         ManifestError: missing ``meta.csv``, wrong header or column count, unknown label,
             duplicate file name; each with file and line.
     """
-    root = Path(root).expanduser().absolute()
+    root = corpus_root(root)
     if split not in (None, "eval"):
         raise ValueError(f"{CORPUS} has a single split 'eval', not {split!r}")
-    meta_path = root / "meta.csv" if meta_file is None else Path(meta_file).expanduser().absolute()
+    meta_path = root / "meta.csv" if meta_file is None else corpus_root(meta_file)
     meta = require_file(
         meta_path,
         "In-the-Wild meta.csv",
@@ -60,7 +62,7 @@ def prepare_in_the_wild(
     builder = TableBuilder()
     log = ProblemLog()
     dups = DuplicateTracker(log)
-    with open(meta, encoding="utf-8-sig", newline="") as fh:
+    with open_text(meta) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != HEADER:
