@@ -354,8 +354,12 @@ def train_and_finish(cfg: TrainJobConfig, pipeline: Any, **where: str) -> dict[s
     """Train (Ray Train), then average, check, log and register the final model: its summary.
     Raises :class:`RunFailed` when an epoch failed or the final model must not be logged."""
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    outcome = Queue(actor_options={"num_cpus": 0})  # rank 0 puts a failed epoch here
+    # rank 0 puts a failed epoch here; pinned to the driver's node like the epoch clock, so that
+    # losing a worker node (which Ray Train survives) cannot take the queue along
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    outcome = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     result = fit(make_trainer(cfg, pipeline, outcome, **where), cfg, **where)
     if not outcome.empty():
         failed = outcome.get_nowait()
