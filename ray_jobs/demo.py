@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--num-cpus", type=int, default=None, help="CPUs for the in-process Ray (default: all)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON summary at the end")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="training shows Ray's own logs and progress bars too (default: one line per epoch)",
+    )
     return parser.parse_args(argv)
 
 
@@ -131,6 +136,7 @@ def train_demo(args: argparse.Namespace, out: Path) -> dict | None:
         f"data.dev.shards={shard_root / 'dev'}",
     ]
     argv = ["--config", args.config, "--storage", str(out / "train"), *overrides]
+    argv += ["--verbose"] if args.verbose else []  # default: one `epoch N/M ...` line per epoch
     print(f"[demo] training: python -m ray_jobs.train {' '.join(argv)}", file=sys.stderr)
     # --json: one object on stdout
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):

@@ -20,13 +20,20 @@ What happens, top to bottom:
    -> epochs of weighted cross-entropy -> dev scoring split across all ranks, gathered, dev loss /
    EER / minDCF computed once -> every rank saves its part of the checkpoint and reports it.
    Early stopping on the selection metric; a restarted worker resumes from the last checkpoint.
-4. The driver averages the best K checkpoints' weights (BatchNorm statistics included), scores
-   the dev set with the average, logs it as the run's final model and registers it.
+4. A Ray task with one training worker's resources (its GPU on a GPU cluster) averages the best K
+   checkpoints' weights (BatchNorm statistics included), scores the dev set with the average and
+   fits the calibration; the driver only logs the final model and registers it
+   (``spoofdet.training.final.finish_remote``): nothing heavy runs on the head node.
 
 A run that learned nothing (no step, too many non-finite steps or undecodable rows, a final model
 no better than chance: ``spoofdet.training``) ends non-zero, registers nothing and leaves its
 MLflow run FAILED with the tag ``spoofdet.failure``, as any error does. ``--json``: stdout holds
 one line, the JSON summary.
+
+Console: one ``epoch N/M`` line per epoch (rank 0 puts each finished epoch on a queue pinned to
+the driver's node, a driver thread prints it) and a final block; Ray's own logs and Ray Data's
+progress bars only with ``--verbose``. Lineage: every shard folder is a dataset input of the MLflow
+run (digest: its files.json fingerprint), the recipe an artifact, the git commit a tag.
 
 Storage: ``--storage``, else ``$SPOOFDET_STORAGE``, else ``run.storage_path``, else ``./runs/train``.
 Tracking: ``mlflow.tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else ``<storage>/mlflow.db``.
@@ -37,10 +44,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import tempfile
+import threading
+import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,20 +63,35 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 from mlflow.tracking import MlflowClient
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import (
+    CheckpointConfig,
+    DataConfig,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 from ray.train.torch import TorchTrainer
 
 from spoofdet.config import ConfigError, TrainJobConfig, flatten, load_train_config, to_dict
 from spoofdet.data import pipeline as data
 from spoofdet.data.rawboost import rawboost_params
 from spoofdet.data.shards import is_readable
-from spoofdet.tracking import attach_run, bounded_http, log_params, tracking_uri
+from spoofdet.tracking import (
+    attach_run,
+    bounded_http,
+    git_tags,
+    log_datasets,
+    log_params,
+    shard_dataset,
+    tracking_uri,
+)
 from spoofdet.training.dev import dev_set, score_dev
-from spoofdet.training.final import clear_failure, failure_summary, finish, mark_failed
+from spoofdet.training.final import clear_failure, failure_summary, finish_remote, mark_failed
 from spoofdet.training.steps import (
     RunFailed,
+    derived_params,
     early_stop,
-    effective_lr,
     epoch_outcome,
     log_epoch,
     make_step,
@@ -140,10 +166,44 @@ def start_epoch(clock: Any, epoch: int, step: int, *, rank: int, world: int) -> 
         dist.barrier()  # every rank starts reading only once the clock shows this epoch
 
 
+def quiet_worker(cfg: TrainJobConfig, verbose: bool) -> None:
+    """Unless ``verbose``: silence, in this worker process, the messages a user cannot act on
+    (MLflow's system-metrics INFO lines, DeepSpeed's accelerator notice and INFO logs, torch's
+    deprecation of a collective DeepSpeed calls). Warnings and errors of our own still show."""
+    if verbose:
+        return
+    if not cfg.scaling.use_gpu:  # DeepSpeed then says it picked the CPU without being told
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    # Ray Train's per-report INFO lines ("Reporting training result ...", "Checkpoint successfully
+    # created ...", per report and rank) come from module loggers named by file path, children
+    # of the root logger Ray Train sets to INFO in workers: raise those two loggers' level
+    import importlib
+
+    for module in ("execution.context", "execution.storage"):
+        with contextlib.suppress(ImportError, AttributeError):  # moved in another Ray version
+            mod = importlib.import_module(f"ray.train.v2._internal.{module}")
+            mod.logger.setLevel(logging.WARNING)
+    warnings.filterwarnings(
+        "ignore", message=".*all_gather_into_tensor.* is deprecated", category=FutureWarning
+    )
+
+
+def tell_progress(queue: Any, message: dict[str, Any]) -> None:
+    """Rank 0: hand an epoch's line data to the driver; a lost queue costs the line, not the run."""
+    try:
+        queue.put(message, timeout=30)
+    except Exception as exc:  # noqa: BLE001 - the console line is not worth failing training
+        print(f"train: epoch {message['epoch']} not shown on the console: {exc}", file=sys.stderr)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Per worker: set up, resume, then per epoch train, score dev, log, checkpoint and report;
-    a failed epoch (see the module docstring) is logged, told to the driver, and ends the loop."""
+    """Per worker: set up, resume, then per epoch train, score dev, log, checkpoint and report
+    (rank 0 also puts the epoch's line data on the driver's progress queue); a failed epoch (see
+    the module docstring) is logged, told to the driver, and ends the loop."""
     cfg: TrainJobConfig = config["cfg"]
+    quiet_worker(cfg, config.get("verbose", False))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -159,12 +219,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     dev = dev_set(cfg)
     shards = {name: ray.train.get_dataset_shard(name) for name in config["datasets"]}
     for epoch in range(state["epoch"], cfg.train.epochs):
+        started = time.perf_counter()
         start_epoch(config["clock"], epoch, state["step"], rank=rank, world=world)
         net.train()
         batches = data.iter_train_batches(
             shards,
             shares=config["shares"],
             batch_size=cfg.train.batch_size,
+            batch_seconds=cfg.data.batch_seconds,
             shuffle_buffer=cfg.data.shuffle_buffer,
             shuffle_seed=cfg.seed + 1000 * epoch + rank,
         )
@@ -189,6 +251,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 config["outcome"].put({"reason": failed.reason, "message": str(failed)})
             break
         save_checkpoint(cfg, net, model, optimizer, state, metrics, rank)
+        if rank == 0 and config.get("progress") is not None:
+            seconds = time.perf_counter() - started
+            line = {"epoch": epoch, "metrics": dict(metrics), "seconds": seconds, "stop": stop}
+            tell_progress(config["progress"], line | {"clips": counts.get("rows", 0) * world})
         if stop:
             break
     if rank == 0:
@@ -215,29 +281,144 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--validate", action="store_true", help="only load and validate the config, print it, exit"
     )
-    ap.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    ap.add_argument(
+        "--json",
+        action="store_true",
+        help="print the final summary as JSON: stdout holds that line only (the rest on stderr)",
+    )
+    ap.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (sets mlflow.tracking_uri; default $MLFLOW_TRACKING_URI, "
+        "else <storage>/mlflow.db)",
+    )
+    ap.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show Ray's own logs (each report, checkpoint paths) and Ray Data's progress "
+        "bars; by default the console shows one line per epoch and a final block",
+    )
     return ap.parse_args(argv)
 
 
-def start_ray() -> bool:
+def quiet_driver(verbose: bool) -> None:
+    """Unless ``verbose``, silence at their source what a person watching a run cannot act on:
+    Ray Data's progress bars and execution-start logs (the DataContext travels with the
+    datasets), MLflow's INFO logs (database set-up, model validation), its artifact-download
+    progress bars and its pyfunc warnings about our own model class (type hints, input
+    example). Ray Train's own logs are set to WARNING in :func:`make_trainer`; workers quiet
+    themselves (:func:`quiet_worker`)."""
+    if verbose:
+        return
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow colours these messages, hence the leading ".*"
+    for message in (
+        "Add type hints to the `predict` method",
+        "An input example was not provided when logging the model",
+    ):
+        warnings.filterwarnings("ignore", message=f".*{message}", category=UserWarning)
+
+
+def clock(seconds: float) -> str:
+    """``H:MM:SS`` of a duration."""
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def epoch_line(cfg: TrainJobConfig, msg: dict[str, Any], seen: dict[int, dict], t0: float) -> str:
+    """The console line of one epoch (``seen``: the epochs shown so far, this one included, by
+    epoch; ``t0``: when training started): losses, dev EER/minDCF, clips/s, elapsed, estimated
+    time left (mean epoch time x epochs to go) and whether Ray keeps its checkpoint."""
+    m, n = msg["metrics"], cfg.train.epochs
+    parts = [f"epoch {msg['epoch'] + 1}/{n}", f"train loss {m['train_loss_epoch']:.4f}"]
+    if "dev_eer" in m:
+        parts += [
+            f"dev loss {m['dev_loss']:.4f}",
+            f"EER {m['dev_eer']:.2f}%",
+            f"minDCF {m['dev_min_dcf']:.4f}",
+        ]
+    parts.append(f"{msg['clips'] / max(msg['seconds'], 1e-9):.1f} clips/s")
+    mean = sum(e["seconds"] for e in seen.values()) / len(seen)
+    left = 0.0 if msg["stop"] else mean * (n - 1 - msg["epoch"])
+    parts += [f"elapsed {clock(time.monotonic() - t0)}", f"left ~{clock(left)}"]
+    key, k = cfg.train.select, cfg.run.checkpoints_to_keep
+    if "dev_eer" in m and key in m:
+        better = sum(1 for e in seen.values() if e["metrics"][key] < m[key])
+        parts.append(
+            f"checkpoint kept (best {key})"
+            if better == 0
+            else f"checkpoint kept (top {k} by {key})"
+            if better < k
+            else f"checkpoint not kept (not in the top {k} by {key})"
+        )
+    else:
+        parts.append("checkpoint kept (latest)")
+    if msg["stop"]:
+        parts.append(f"stopping early: no better {key} in {cfg.train.patience} epochs")
+    return "  ".join(parts)
+
+
+@contextlib.contextmanager
+def epoch_lines(cfg: TrainJobConfig, progress: Any) -> Iterator[None]:
+    """While the block runs, a thread prints one :func:`epoch_line` per message rank 0 puts on
+    ``progress`` (to ``sys.stdout``: stderr under ``--json``); a redone epoch after a worker
+    restart prints again. Whatever is left when the block ends is printed then."""
+    stop, seen, t0 = threading.Event(), {}, time.monotonic()
+
+    def show(msg: dict[str, Any]) -> None:
+        seen[msg["epoch"]] = msg
+        print(epoch_line(cfg, msg, seen, t0), flush=True)
+
+    def reader() -> None:
+        from ray.util.queue import Empty
+
+        while not stop.is_set():
+            try:
+                show(progress.get(timeout=0.5))
+            except Empty:
+                pass
+            except Exception:  # noqa: BLE001 - the queue's actor is gone: no more lines
+                stop.wait(0.5)
+
+    thread = threading.Thread(target=reader, name="epoch-lines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            while not progress.empty():
+                show(progress.get_nowait())
+
+
+def start_ray(verbose: bool = False) -> bool:
     """Start Ray in-process unless it is up (True: started here); its workers get our RAY_TRAIN_*
-    and SPOOFDET_* vars."""
+    and SPOOFDET_* vars. Ray's own INFO lines (the local instance started) only with ``verbose``."""
     if ray.is_initialized():
         return False
     # under `ray job submit` the job's runtime_env already reaches every worker,
     # and Ray refuses to set its env keys a second time
     in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
     env = {k: v for k, v in os.environ.items() if k.startswith(("RAY_TRAIN_", "SPOOFDET_"))}
-    ray.init(runtime_env=None if in_job else {"env_vars": env})
+    level = logging.INFO if verbose else logging.WARNING
+    ray.init(runtime_env=None if in_job else {"env_vars": env}, logging_level=level)
     return True
 
 
 def build_pipeline(cfg: TrainJobConfig) -> Any:
+    """The streaming training pipeline of the recipe's ``data`` section."""
     d = cfg.data
     return data.build_train_dataset(
         [data.Source(s.shards, name=s.name, weight=s.weight) for s in d.train],
         num_samples=d.num_samples,
         crop=d.crop,
+        max_seconds=d.max_seconds,
         rawboost_algo=d.rawboost.algo,
         rawboost_p=d.rawboost.p,
         rawboost=d.rawboost.params,
@@ -252,18 +433,11 @@ def build_pipeline(cfg: TrainJobConfig) -> Any:
 
 def run_params(cfg: TrainJobConfig, storage: str) -> dict[str, Any]:
     """The run's MLflow params: the resolved config, RawBoost's resolved parameters, derived values."""
-    lr, global_batch = effective_lr(cfg)
     params = flatten(to_dict(cfg))
     resolved = to_dict(rawboost_params(**cfg.data.rawboost.params))
     params.update({f"data.rawboost.resolved.{k}": v for k, v in resolved.items()})
-    params.update(
-        {
-            "derived.world_size": cfg.scaling.num_workers,
-            "derived.global_batch_size": global_batch,
-            "derived.effective_lr": lr,
-            "derived.storage": storage,
-        }
-    )
+    params.update(derived_params(cfg))  # workers, accumulation, global batch, lr, schedule
+    params["derived.storage"] = storage
     return params
 
 
@@ -283,6 +457,7 @@ def track_run(cfg: TrainJobConfig, config: str, pipeline: Any, *, storage: str, 
         )
     mix = pipeline.mix(0)
     client.log_dict(run_id, mix, "data/mix_epoch0.json")
+    log_lineage(client, run_id, cfg, config)
     drawn = ", ".join(
         f"{k} {sum(v['drawn'].values())} ({100 * v['share']:.1f}%)"
         for k, v in mix["sources"].items()
@@ -291,9 +466,35 @@ def track_run(cfg: TrainJobConfig, config: str, pipeline: Any, *, storage: str, 
     return run_id
 
 
+def log_lineage(client: Any, run_id: str, cfg: TrainJobConfig, config: str) -> None:
+    """What the run was made from: every training source and the dev set as dataset inputs
+    (``spoofdet.tracking.shard_dataset``: digest = the folder's files.json fingerprint), the
+    recipe YAML as the artifact ``recipe/<file>``, the git commit and dirty flag of the code as
+    tags (none outside a git checkout). A resubmission adds no second copy of an input."""
+    sets = [
+        (shard_dataset(s.shards, s.name or Path(s.shards).name), "training") for s in cfg.data.train
+    ]
+    if cfg.data.dev:
+        dev = cfg.data.dev
+        sets.append((shard_dataset(dev.shards, dev.name or Path(dev.shards).name), "validation"))
+    log_datasets(client, run_id, sets)
+    client.log_artifact(run_id, str(config), "recipe")
+    for key, value in git_tags(Path(__file__).resolve().parent).items():
+        client.set_tag(run_id, key, value)
+
+
 def make_trainer(
-    cfg: TrainJobConfig, pipeline: Any, outcome: Any, *, run_id: str, uri: str, storage: str
+    cfg: TrainJobConfig,
+    pipeline: Any,
+    outcome: Any,
+    progress: Any = None,
+    *,
+    run_id: str,
+    uri: str,
+    storage: str,
+    verbose: bool = False,
 ) -> TorchTrainer:
+    """The ``TorchTrainer`` of the run; Ray Train's own logs at INFO only with ``verbose``."""
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
         resources["GPU"] = cfg.scaling.gpus_per_worker
@@ -302,6 +503,8 @@ def make_trainer(
         "cfg": cfg,
         "clock": pipeline.clock,
         "outcome": outcome,  # {"reason", "message"} of a failed epoch
+        "progress": progress,  # each finished epoch's line data, for the driver's console
+        "verbose": verbose,
         "run_id": run_id,
         "tracking_uri": uri,
         "datasets": list(pipeline.datasets),
@@ -324,13 +527,14 @@ def make_trainer(
                 checkpoint_score_order=SELECT_MODE[cfg.train.select] if dev else "max",
             ),
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
         ),
         datasets=pipeline.datasets,
         dataset_config=DataConfig(datasets_to_split=list(pipeline.datasets)),
     )
 
 
-def fit(trainer: TorchTrainer, cfg: TrainJobConfig, *, storage: str, run_id: str, **_: str) -> Any:
+def fit(trainer: TorchTrainer, cfg: TrainJobConfig, *, storage: str, run_id: str, **_: Any) -> Any:
     """``trainer.fit()``; :class:`RunFailed` (after Ray's account) when the run stopped on
     unreadable shards."""
     try:
@@ -350,7 +554,9 @@ def fit(trainer: TorchTrainer, cfg: TrainJobConfig, *, storage: str, run_id: str
         ) from None
 
 
-def train_and_finish(cfg: TrainJobConfig, pipeline: Any, **where: str) -> dict[str, Any]:
+def train_and_finish(
+    cfg: TrainJobConfig, pipeline: Any, *, verbose: bool = False, **where: str
+) -> dict[str, Any]:
     """Train (Ray Train), then average, check, log and register the final model: its summary.
     Raises :class:`RunFailed` when an epoch failed or the final model must not be logged."""
     from ray.util.queue import Queue
@@ -360,11 +566,15 @@ def train_and_finish(cfg: TrainJobConfig, pipeline: Any, **where: str) -> dict[s
     # losing a worker node (which Ray Train survives) cannot take the queue along
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     outcome = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-    result = fit(make_trainer(cfg, pipeline, outcome, **where), cfg, **where)
+    # rank 0 puts each finished epoch here, pinned alike; the driver prints it while fit() runs
+    progress = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    trainer = make_trainer(cfg, pipeline, outcome, progress, verbose=verbose, **where)
+    with epoch_lines(cfg, progress):
+        result = fit(trainer, cfg, **where)
     if not outcome.empty():
         failed = outcome.get_nowait()
         raise RunFailed(failed["reason"], failed["message"])
-    return finish(result, cfg, **where)
+    return finish_remote(result, cfg, **where)
 
 
 @contextlib.contextmanager
@@ -393,19 +603,24 @@ def json_stdout(enabled: bool) -> Iterator[Callable[[str], None]]:
 
 
 def print_summary(s: dict[str, Any], *, run_id: str, uri: str) -> None:
-    print(f"final model (average of epochs {s['averaged_epochs']}): {s['final_model']}")
+    """The final block: averaged epochs, final dev metrics, where the model, run and version are."""
+    epochs = ", ".join(str(e + 1) for e in s["averaged_epochs"])
+    print(f"done: final model = average of epochs {epochs}")
     if "final_dev_eer" in s:
         eer, dcf, n = s["final_dev_eer"], s["final_dev_min_dcf"], s["final_dev_n"]
-        print(f"dev EER {eer:.2f}%  minDCF {dcf:.4f}  ({n} clips)")
+        print(f"  final dev   EER {eer:.2f}%  minDCF {dcf:.4f}  ({n} clips)")
+    print(f"  model file  {s['final_model']}")
+    print(f"  MLflow run  {run_id} at {uri}")
+    print(f"  model       {s['model_uri']}")
     reg = s.get("registered")
-    registered = f"; registered {reg['name']} v{reg['version']}" if reg else ""
-    print(f"MLflow: run {run_id} at {uri}; model {s['model_uri']}{registered}")
+    print(f"  registered  models:/{reg['name']}/{reg['version']}" if reg else "  registered  no")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_train_config(args.config, args.overrides)
+        uri = [f"mlflow.tracking_uri={args.tracking_uri}"] if args.tracking_uri else []
+        cfg = load_train_config(args.config, [*args.overrides, *uri])
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -421,12 +636,15 @@ def run(cfg: TrainJobConfig, args: argparse.Namespace, emit: Callable[[str], Non
     storage = storage_root(args.storage, cfg)
     uri = tracking_uri(cfg.mlflow.tracking_uri, storage)
     bounded_http()  # tracking calls time out instead of hanging (a user's MLFLOW_HTTP_* wins)
-    started = start_ray()
+    quiet_driver(args.verbose)
+    started = start_ray(args.verbose)
     try:
         pipeline = build_pipeline(cfg)
         run_id = track_run(cfg, args.config, pipeline, storage=storage, uri=uri)
         try:
-            summary = train_and_finish(cfg, pipeline, run_id=run_id, uri=uri, storage=storage)
+            summary = train_and_finish(
+                cfg, pipeline, verbose=args.verbose, run_id=run_id, uri=uri, storage=storage
+            )
         except RunFailed as failed:
             mark_failed(uri, run_id, failed.reason, str(failed))
             print(f"train: error: {failed}", file=sys.stderr)

@@ -338,3 +338,128 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module("spoofdet.serve.model"), name)
     raise AttributeError(f"module 'spoofdet.tracking' has no attribute {name!r}")
+
+
+# ----------------------------------------------------------------------------- lineage
+
+#: How many hex digits of the folder fingerprint a dataset's MLflow digest keeps (MLflow stores
+#: at most 36 characters; the full sha256 is in the dataset's profile as ``files_sha256``).
+DIGEST_CHARS = 32
+
+
+def shard_fingerprint(listing: dict[str, Any]) -> str:
+    """The identity of a shard folder's data: sha256 over the ``name<TAB>sha256`` lines of its
+    ``files.json`` entries, sorted by name. The same files give the same value wherever the folder
+    lives and however ``files.json`` is formatted; any changed, added or removed shard changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for entry in sorted(listing.get("files", []), key=lambda e: e["name"]):
+        h.update(f"{entry['name']}\t{entry['sha256']}\n".encode())
+    return h.hexdigest()
+
+
+def shard_dataset(folder: str, name: str) -> dict[str, Any]:
+    """``name``, ``digest``, ``source`` and ``profile`` of a shard folder as an MLflow dataset.
+
+    digest: the first :data:`DIGEST_CHARS` hex digits of :func:`shard_fingerprint`; profile:
+    ``rows``, ``hours``, ``bonafide``, ``spoof`` (from ``metadata.parquet``), ``quarantined``
+    (``summary.json``), ``files_sha256`` (the full fingerprint) and ``input_fingerprint`` (the
+    manifest's, ``_work/plan.json``) where the folder has them.
+
+    Raises:
+        FileNotFoundError: the folder has no ``files.json`` (not a finished shard folder); the
+            message names it.
+    """
+    import pyarrow.parquet as pq
+
+    from spoofdet.data import shards
+
+    fs, base = shards.resolve_out(str(folder))
+    listing_path = f"{base}/{shards.FILES_FILE}"
+    if not shards.exists(fs, listing_path):
+        raise FileNotFoundError(
+            f"{folder}: no {shards.FILES_FILE}, so it is not a finished shard folder; run "
+            "'spoofdet prepare' on it (or point the recipe at the finished folder)"
+        )
+    full = shard_fingerprint(shards.read_json(fs, listing_path))
+    profile: dict[str, Any] = {"files_sha256": full}
+    meta_path = f"{base}/{shards.METADATA_FILE}"
+    if shards.exists(fs, meta_path):
+        with fs.open_input_file(meta_path) as fh:
+            cols = [c for c in ("label", "duration") if c in pq.read_schema(fh).names]
+        with fs.open_input_file(meta_path) as fh:
+            meta = pq.read_table(fh, columns=cols)
+        labels = meta["label"].to_pylist() if "label" in cols else []
+        profile["rows"] = meta.num_rows
+        if "duration" in cols:
+            profile["hours"] = round(sum(d or 0.0 for d in meta["duration"].to_pylist()) / 3600, 4)
+        profile["bonafide"] = sum(1 for v in labels if v == 1)
+        profile["spoof"] = sum(1 for v in labels if v == 0)
+    for file, key, field in (
+        (shards.SUMMARY_FILE, "quarantined", "quarantined"),
+        (shards.PLAN_FILE, "input_fingerprint", "fingerprint"),
+    ):
+        path = f"{base}/{file}"
+        if shards.exists(fs, path):
+            value = shards.read_json(fs, path).get(field)
+            if value is not None:
+                profile[key] = value
+    return {"name": name, "digest": full[:DIGEST_CHARS], "source": str(folder), "profile": profile}
+
+
+def log_datasets(client: Any, run_id: str, datasets: list[tuple[dict[str, Any], str]]) -> int:
+    """Log ``(shard_dataset(...), context)`` pairs as the run's dataset inputs (context tag
+    ``training``/``validation``); a pair the run already has (same name, digest and context: a
+    resubmission) is skipped. Returns how many were logged."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    had = {
+        (i.dataset.name, i.dataset.digest, {t.key: t.value for t in i.tags}.get(CONTEXT_TAG))
+        for i in client.get_run(run_id).inputs.dataset_inputs
+    }
+    todo = []
+    for ds, context in datasets:
+        if (ds["name"], ds["digest"], context) in had:
+            continue
+        scheme = ds["source"].split("://", 1)[0] if "://" in ds["source"] else "local"
+        entity = Dataset(
+            name=ds["name"],
+            digest=ds["digest"],
+            source_type=scheme,
+            source=json.dumps({"uri": ds["source"]}),
+            profile=json.dumps(ds["profile"]),
+        )
+        todo.append(DatasetInput(entity, tags=[InputTag(CONTEXT_TAG, context)]))
+    if todo:
+        client.log_inputs(run_id, datasets=todo)
+    return len(todo)
+
+
+#: MLflow's tag for a dataset input's role (``training``, ``validation``).
+CONTEXT_TAG = "mlflow.data.context"
+
+
+def git_tags(where: str | os.PathLike) -> dict[str, str]:
+    """``mlflow.source.git.commit`` and ``spoofdet.git.dirty`` (``true``/``false``: uncommitted
+    changes to tracked files) of the git checkout holding ``where``; ``{}`` when it is not in a
+    checkout or git is missing (a cluster's working-dir copy has no ``.git``): never an error."""
+    import subprocess
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return {}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    tags = {"mlflow.source.git.commit": commit}
+    if status is not None:
+        tags["spoofdet.git.dirty"] = "true" if status else "false"
+    return tags

@@ -221,3 +221,35 @@ def test_a_damaged_shard_folder_is_refused_before_ray(shards, capsys):
     assert "data.dev.shards" in err and "metadata.parquet" in err
     assert "data.train[0].shards" in err and "part-00000 copy.parquet" in err
     assert "--verify" in err
+
+
+def test_accumulation_schedule_and_length_numbers_are_refused_naming_their_field(shards, capsys):
+    """The fields of gradient accumulation, the lr schedules and variable-length training:
+    non-finite or out of range, each refused once, naming its field, before Ray starts."""
+    code, err = validate(
+        shards,
+        "optim.schedule=step",
+        "train.grad_accum_steps=0",
+        "optim.warmup_steps=-1",
+        "optim.step_size=0",
+        "optim.step_gamma=.nan",
+        "optim.min_lr=.inf",
+        "optim.total_steps=-5",
+        "data.max_seconds=.nan",
+        "data.batch_seconds=-1",
+        capsys=capsys,
+    )
+    assert code == 2
+    problems = [line[4:] for line in err.splitlines() if line.startswith("  - ")]
+    assert sorted(problems) == sorted(
+        [
+            "train.grad_accum_steps: at least 1 (1 = no accumulation), got 0",
+            "optim.warmup_steps: must be >= 0 (0 = no warm-up), got -1",
+            "optim.step_size: must be positive (optimizer steps), got 0",
+            "optim.step_gamma: must be a finite number, got nan",
+            "optim.min_lr: must be a finite number, got inf",
+            "optim.total_steps: must be positive or null (derived), got -5",
+            "data.max_seconds: must be a finite number, got nan",
+            "data.batch_seconds: must be positive (seconds) or null, got -1.0",
+        ]
+    )

@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spoofdet.config import (
+    CROPS,
     ConfigError,
     flatten,
     head_names,
@@ -171,13 +172,15 @@ def test_fixed_value_fields_are_checked_once_by_their_type():
                 "model.freeze=1",
                 "optim.lr_scaling=cube",
                 "deepspeed.precision=true",
+                "optim.schedule=warm",
             ],
             check_paths=False,
         )
     assert info.value.problems == [
-        "data.crop: 'mid' is not one of first, random",
+        f"data.crop: 'mid' is not one of {', '.join(CROPS)}",
         "model.freeze: 1 is not one of none, feature_encoder, all",
         "optim.lr_scaling: 'cube' is not one of none, linear, sqrt",
+        "optim.schedule: 'warm' is not one of constant, cosine, step",
         "deepspeed.precision: True is not one of auto, fp32, bf16, fp16",
     ]
 
@@ -223,3 +226,109 @@ def test_yaml_errors_name_the_line(tmp_path):
         load_train_config(write(tmp_path, "name: x\ndata:\n  train: [a, b\n"))
     with pytest.raises(ConfigError, match="no such file"):
         load_train_config(tmp_path / "missing.yaml")
+
+
+def test_recipes_state_the_seeds_lr_schedules():
+    """Raw AASIST anneals per step on a cosine to 5e-6 over 100 epochs of 25,380 // 24 steps
+    (clovaai/aasist: drop_last); Codecfake halves its lr every 2 epochs (740,747 // 128 steps
+    each); the XLS-R seeds keep a constant lr."""
+    by_name = {p.stem: load_train_config(p, check_paths=False) for p in CONFIGS}
+    for name in RAW_AASIST:
+        o = by_name[name].optim
+        assert (o.schedule, o.total_steps, o.min_lr, o.warmup_steps) == ("cosine", 105_700, 5e-6, 0)
+    for name in ("codecfake_mel_lcnn", "codecfake_w2v2_lcnn"):
+        o = by_name[name].optim
+        assert (o.schedule, o.step_size, o.step_gamma) == ("step", 2 * (740_747 // 128), 0.5)
+    for name in SEED_RECIPES:
+        assert by_name[name].optim.schedule == "constant"
+        assert by_name[name].train.grad_accum_steps == 1
+
+
+def demo_problems(*overrides):
+    demo = CONFIGS[[p.stem for p in CONFIGS].index("demo")]
+    with pytest.raises(ConfigError) as info:
+        load_train_config(demo, list(overrides), check_paths=False)
+    return info.value.problems
+
+
+def test_schedule_and_accumulation_rules_across_sections():
+    assert demo_problems("optim.schedule=cosine") == [
+        "optim.total_steps: schedule cosine needs the run's length in optimizer steps; set "
+        "optim.total_steps (epochs x rows per epoch / global batch), or data.epoch_size or "
+        "train.max_steps_per_epoch to derive it"
+    ]
+    assert demo_problems(
+        "optim.schedule=cosine", "optim.warmup_steps=120", "train.max_steps_per_epoch=20"
+    ) == [  # the demo's 6 epochs x 20 steps
+        "optim.total_steps: the derived total steps (120) must exceed optim.warmup_steps (120): "
+        "the cosine runs after the warm-up"
+    ]
+    assert demo_problems("optim.step_size=10", "optim.min_lr=1e-9") == [
+        "optim.min_lr: only used by schedule cosine, not constant; leave it unset (0.0) or set "
+        "optim.schedule=cosine",
+        "optim.step_size: only used by schedule step, not constant; leave it unset (None) or set "
+        "optim.schedule=step",
+    ]
+    assert demo_problems(
+        "train.grad_accum_steps=2", "optim.sam_rho=0.05", "deepspeed.enabled=false"
+    ) == [
+        "train.grad_accum_steps: SAM/CSAM (optim.sam_rho > 0) takes two passes over each "
+        "step's whole batch; accumulation is not supported with it, set it to 1"
+    ]
+
+
+def test_cosine_length_is_derived_from_the_epoch_size_or_the_step_cap():
+    from spoofdet.config import lr_schedule_steps
+
+    demo = CONFIGS[[p.stem for p in CONFIGS].index("demo")]
+    base = ["optim.schedule=cosine", "train.epochs=3", "train.batch_size=8"]
+    cfg = load_train_config(
+        demo,
+        [*base, "data.epoch_size=1000", "scaling.num_workers=2", "train.grad_accum_steps=2"],
+        check_paths=False,
+    )
+    assert lr_schedule_steps(cfg) == 3 * (1000 // 16) // 2
+    cfg.train.max_steps_per_epoch = 10  # the cap wins when it is shorter
+    assert lr_schedule_steps(cfg) == 15
+    cfg.optim.total_steps = 7
+    assert lr_schedule_steps(cfg) == 7
+
+
+def test_variable_length_fields():
+    """crop none needs max_seconds; max_seconds only with it; batch_seconds holds the longest
+    clip and is refused with proportional batches and cached features."""
+    from spoofdet.config._checks import check_lengths
+    from spoofdet.config.train import DataConfig
+
+    problems = []
+    check_lengths(DataConfig(crop="none"), problems)
+    assert problems == [
+        "data.max_seconds: crop none trains on whole clips and needs the longest one allowed "
+        "(longer clips are cut at random to it), e.g. data.max_seconds=10"
+    ]
+    problems = []
+    check_lengths(DataConfig(crop="none", max_seconds=6.0, batch_seconds=5.0), problems)
+    assert problems == [
+        "data.batch_seconds: 5.0 cannot hold the longest clip (6 s, data.max_seconds); raise it "
+        "to at least that"
+    ]
+    problems = []
+    check_lengths(DataConfig(crop="none", max_seconds=6.0, batch_seconds=60.0), problems)
+    assert problems == []
+    assert demo_problems("data.max_seconds=4", "data.batch_seconds=1") == [
+        "data.max_seconds: only used with data.crop=none (crop random cuts every clip to "
+        "data.num_samples); set it to null or use crop none",
+        "data.batch_seconds: 1.0 cannot hold the longest clip (2 s, data.num_samples at 16000 "
+        "Hz); raise it to at least that",
+    ]
+    assert demo_problems("data.batch_seconds=60", "data.proportional_batches=true") == [
+        "data.batch_seconds: invalid with data.proportional_batches (CSAM fixes each batch's "
+        "rows per source); set one of them off"
+    ]
+    cached = demo_problems(
+        "data.batch_seconds=60", "model.frontend=cached", "data.crop=first", "data.num_samples=400"
+    )
+    assert (
+        "data.batch_seconds: invalid on cached-feature sources (model.frontend=cached: every "
+        "row is num_samples long); set it to null and use train.batch_size"
+    ) in cached

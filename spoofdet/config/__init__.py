@@ -28,6 +28,7 @@ from spoofdet.config.train import (
     Freeze,
     Head,
     LrScaling,
+    LrSchedule,
     MLflowConfig,
     ModelConfig,
     OptimConfig,
@@ -41,6 +42,8 @@ from spoofdet.config.train import (
     TrainJobConfig,
     head_names,
     load_train_config,
+    lr_schedule_steps,
+    steps_per_epoch,
 )
 from spoofdet.data.sampling import MIXES, Mix
 from spoofdet.data.transforms import CROPS, Crop
@@ -49,6 +52,7 @@ from spoofdet.data.transforms import CROPS, Crop
 FREEZE: tuple[str, ...] = get_args(Freeze)
 SELECT: tuple[str, ...] = get_args(Select)
 LR_SCALING: tuple[str, ...] = get_args(LrScaling)
+LR_SCHEDULES: tuple[str, ...] = get_args(LrSchedule)
 PRECISION: tuple[str, ...] = get_args(Precision)
 
 __all__ = [
@@ -71,11 +75,14 @@ __all__ = [
     "to_dict",
     "flatten",
     "head_names",
+    "lr_schedule_steps",
+    "steps_per_epoch",
     "MIXES",
     "CROPS",
     "FREEZE",
     "SELECT",
     "LR_SCALING",
+    "LR_SCHEDULES",
     "PRECISION",
     "Mix",
     "Crop",
@@ -83,5 +90,6 @@ __all__ = [
     "Freeze",
     "Select",
     "LrScaling",
+    "LrSchedule",
     "Precision",
 ]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from spoofdet.config._load import resolve_path
 from spoofdet.data import shards
+from spoofdet.data.schema import SAMPLE_RATE
 
 if TYPE_CHECKING:  # annotations only: train.py imports this module
     from spoofdet.config.train import (
@@ -86,6 +87,37 @@ def check_data(d: DataConfig, problems: list[str], check_paths: bool) -> None:
     if not 0 <= d.max_bad_rows <= 1:
         problems.append(
             f"data.max_bad_rows: a share of an epoch's rows, in [0, 1], got {d.max_bad_rows}"
+        )
+    check_lengths(d, problems)
+
+
+def check_lengths(d: DataConfig, problems: list[str]) -> None:
+    """``data.crop: none``, ``data.max_seconds`` and ``data.batch_seconds`` (variable length)."""
+    for name in ("max_seconds", "batch_seconds"):
+        value = getattr(d, name)
+        if value is not None and not value > 0:
+            problems.append(f"data.{name}: must be positive (seconds) or null, got {value}")
+    if d.crop == "none" and d.max_seconds is None:
+        problems.append(
+            "data.max_seconds: crop none trains on whole clips and needs the longest one allowed "
+            "(longer clips are cut at random to it), e.g. data.max_seconds=10"
+        )
+    elif d.crop != "none" and d.max_seconds is not None:
+        problems.append(
+            f"data.max_seconds: only used with data.crop=none (crop {d.crop} cuts every clip to "
+            "data.num_samples); set it to null or use crop none"
+        )
+    if d.batch_seconds is not None and d.proportional_batches:
+        problems.append(
+            "data.batch_seconds: invalid with data.proportional_batches (CSAM fixes each batch's "
+            "rows per source); set one of them off"
+        )
+    longest = d.max_seconds if d.crop == "none" else d.num_samples / SAMPLE_RATE
+    if d.batch_seconds is not None and longest is not None and 0 < d.batch_seconds < longest:
+        where = "data.max_seconds" if d.crop == "none" else f"data.num_samples at {SAMPLE_RATE} Hz"
+        problems.append(
+            f"data.batch_seconds: {d.batch_seconds} cannot hold the longest clip ({longest:g} s, "
+            f"{where}); raise it to at least that"
         )
 
 
@@ -179,6 +211,43 @@ def check_optim(o: OptimConfig, problems: list[str]) -> None:
         )
     if o.sam_rho < 0:
         problems.append(f"optim.sam_rho: must be >= 0 (0 = plain training), got {o.sam_rho}")
+    check_lr_schedule(o, problems)
+
+
+def check_lr_schedule(o: OptimConfig, problems: list[str]) -> None:
+    """The schedule's own fields, one message per field; its length (``optim.total_steps`` or one
+    derived from the data and ``train`` sections) is a cross-section rule in
+    :mod:`spoofdet.config.train`."""
+    if o.warmup_steps < 0:
+        problems.append(f"optim.warmup_steps: must be >= 0 (0 = no warm-up), got {o.warmup_steps}")
+    uses = {"total_steps": "cosine", "min_lr": "cosine", "step_size": "step"}
+    defaults = {"total_steps": None, "min_lr": 0.0, "step_size": None}
+    if o.total_steps is not None and o.total_steps <= 0:
+        problems.append(
+            f"optim.total_steps: must be positive or null (derived), got {o.total_steps}"
+        )
+    if o.min_lr < 0 or (math.isfinite(o.lr) and 0 < o.lr < o.min_lr):
+        problems.append(f"optim.min_lr: the end of the cosine, in [0, optim.lr], got {o.min_lr}")
+    if o.step_size is not None and o.step_size <= 0:
+        problems.append(f"optim.step_size: must be positive (optimizer steps), got {o.step_size}")
+    elif o.schedule == "step" and o.step_size is None:
+        problems.append(
+            "optim.step_size: schedule step needs the optimizer steps between decays, e.g. "
+            "2 epochs' worth (rows per epoch / global batch x 2)"
+        )
+    if not 0 < o.step_gamma <= 1:
+        problems.append(f"optim.step_gamma: the decay factor, in (0, 1], got {o.step_gamma}")
+    reported = {p.split(":", 1)[0] for p in problems}
+    for name, schedule in uses.items():
+        if (
+            o.schedule != schedule
+            and getattr(o, name) != defaults[name]
+            and f"optim.{name}" not in reported
+        ):
+            problems.append(
+                f"optim.{name}: only used by schedule {schedule}, not {o.schedule}; leave it "
+                f"unset ({defaults[name]}) or set optim.schedule={schedule}"
+            )
 
 
 def check_schedule(s: ScheduleConfig, problems: list[str]) -> None:
@@ -188,6 +257,10 @@ def check_schedule(s: ScheduleConfig, problems: list[str]) -> None:
     for name in ("max_steps_per_epoch", "max_dev_batches"):
         if getattr(s, name) is not None and getattr(s, name) <= 0:
             problems.append(f"train.{name}: must be positive or null, got {getattr(s, name)}")
+    if s.grad_accum_steps < 1:
+        problems.append(
+            f"train.grad_accum_steps: at least 1 (1 = no accumulation), got {s.grad_accum_steps}"
+        )
     if not 0 <= s.max_nonfinite_share <= 1:
         problems.append(
             f"train.max_nonfinite_share: a share of the steps, in [0, 1], got {s.max_nonfinite_share}"

@@ -48,6 +48,8 @@ Head = Literal["aasist", "xlsr_mamba", "fake_mamba", "nes2net_x", "sls", "aasist
 Freeze = Literal["none", "feature_encoder", "all"]
 Select = Literal["dev_loss", "dev_eer"]
 LrScaling = Literal["none", "linear", "sqrt"]
+#: ``optim.schedule``: the learning-rate schedule over optimizer steps (see :class:`OptimConfig`).
+LrSchedule = Literal["constant", "cosine", "step"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -83,6 +85,21 @@ class DataConfig:
     positive. ``max_bad_rows``: a share in [0, 1]; the run fails when more than this share of the
     rows read in an epoch could not be decoded (train rows read by the pipeline, dev rows scored,
     each counted on its own; the skipped rows are logged as ``data/bad_rows_epoch{N}.json``).
+
+    Variable-length training (the seeds crop every clip to ``num_samples``; whole clips keep what
+    a fixed crop throws away):
+
+    - ``crop``: ``first`` (the first ``num_samples``, repeat-padded), ``random`` (a random window
+      of ``num_samples``) or ``none``: whole clips, each cut at a random offset to
+      ``max_seconds`` when longer (so one long clip cannot exhaust a GPU's memory).
+    - ``max_seconds``: > 0, the longest clip trained on with ``crop: none`` (required there, and
+      only used there: fixed crops are ``num_samples`` long).
+    - ``batch_seconds``: > 0 or null. Set: training batches are formed by total audio duration
+      (clips added until their seconds would exceed it) instead of ``train.batch_size`` rows, so
+      that short clips make large batches and long ones small batches of about the same memory.
+      It must hold the longest clip (``max_seconds``, or ``num_samples`` at 16 kHz). Refused with
+      ``proportional_batches`` (CSAM fixes each batch's rows per source) and with cached-feature
+      sources (``model.frontend: cached``: every row is the same length).
     """
 
     train: list[SourceConfig] = field(default_factory=list)
@@ -99,6 +116,8 @@ class DataConfig:
     # every batch holds each source in proportion to its share (CSAM)
     proportional_batches: bool = False
     max_bad_rows: float = 0.001
+    max_seconds: float | None = None
+    batch_seconds: float | None = None
 
 
 @dataclass
@@ -125,7 +144,28 @@ class ModelConfig:
 class OptimConfig:
     """Adam: ``lr`` > 0, ``weight_decay`` >= 0, ``betas`` in [0, 1), ``class_weights`` [spoof,
     bona fide] >= 0 and not both 0, ``grad_clip`` > 0 or null, ``sam_rho`` >= 0 (0 = no SAM).
-    Every number must be finite."""
+    Every number must be finite.
+
+    ``lr`` is for one micro-batch of ``train.batch_size``; ``lr_scaling`` (linear, sqrt) scales it
+    by the global batch (batch size x workers x ``train.grad_accum_steps``) over that.
+
+    The schedule multiplies the scaled ``lr`` per optimizer step (a step after gradient
+    accumulation; a skipped, non-finite step does not count), as the seeds do:
+
+    - ``schedule``: ``constant`` (the default: the lr throughout), ``cosine`` (from the lr down to
+      ``min_lr`` over ``total_steps``, half a cosine: raw AASIST anneals 1e-4 to 5e-6 per step
+      over its 100 epochs) or ``step`` (times ``step_gamma`` every ``step_size`` steps:
+      Codecfake halves its lr every 2 epochs).
+    - ``warmup_steps``: >= 0; the first ones ramp the lr up linearly (step k of W uses
+      (k + 1) / W of it), then the schedule runs over the steps after them.
+    - ``total_steps``: > 0 or null, the run's length in optimizer steps for ``cosine`` (after
+      it: ``min_lr``). A streaming pipeline does not know its epoch's length, so it is given, or
+      null: derived as ``train.epochs`` x steps per epoch, where steps per epoch come from
+      ``data.epoch_size`` (rows per epoch over the global batch) or ``train.max_steps_per_epoch``
+      (the fewer of the two); with neither, ``cosine`` is refused.
+    - ``min_lr``: >= 0 and <= ``lr``, the end of ``cosine`` (scaled by ``lr_scaling`` as ``lr``).
+    - ``step_size``: > 0, steps between decays (required with ``step``); ``step_gamma`` in (0, 1].
+    """
 
     lr: float = 1e-6
     weight_decay: float = 1e-4
@@ -134,6 +174,12 @@ class OptimConfig:
     class_weights: list[float] = field(default_factory=lambda: [0.1, 0.9])
     grad_clip: float | None = None
     sam_rho: float = 0.0
+    schedule: LrSchedule = "constant"
+    warmup_steps: int = 0
+    total_steps: int | None = None
+    min_lr: float = 0.0
+    step_size: int | None = None
+    step_gamma: float = 0.5
 
 
 @dataclass
@@ -145,6 +191,13 @@ class ScheduleConfig:
     DeepSpeed's overflow skips included; checked after every epoch). An epoch in which no worker
     trained a step fails the run too. ``max_final_dev_eer``: the run fails when the final
     (averaged) model's dev EER, in %, is at least this (50 = chance); null skips the check.
+
+    ``grad_accum_steps``: >= 1; the optimizer steps once every this many micro-batches of
+    ``batch_size`` per worker (gradients summed, each loss scaled by 1/N), so a seed's global batch
+    (``batch_size`` x ``scaling.num_workers`` x ``grad_accum_steps``) fits fewer or smaller GPUs.
+    Step counts (``steps``, ``max_steps_per_epoch``, ``log_every``, the non-finite share) count
+    micro-batches; the lr schedule counts optimizer steps. A last partial cycle of an epoch
+    carries on into the next epoch's first step (as DeepSpeed's engine does); invalid with SAM.
     """
 
     epochs: int = 100
@@ -158,6 +211,7 @@ class ScheduleConfig:
     log_every: int = 10
     max_nonfinite_share: float = 0.05
     max_final_dev_eer: float | None = 50.0
+    grad_accum_steps: int = 1
 
 
 @dataclass
@@ -243,6 +297,7 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
             "not expose; set deepspeed.enabled=false for SAM/CSAM runs"
         )
     check_schedule(s, problems)
+    _check_accumulation_and_schedule(cfg, problems)
     if d.dev is None and (s.select == "dev_eer" or s.patience < s.epochs):
         problems.append(
             "data.dev: model selection and early stopping need a dev set (data.dev.shards)"
@@ -262,6 +317,57 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
     check_run(cfg.run, problems)
 
 
+def steps_per_epoch(cfg: TrainJobConfig) -> int | None:
+    """Micro-batches per worker in an epoch as far as the recipe tells: ``data.epoch_size`` rows
+    over ``train.batch_size`` x ``scaling.num_workers`` (a last partial batch is dropped; not with
+    ``data.batch_seconds``, whose batches vary), capped by ``train.max_steps_per_epoch``; None
+    when neither says (a streaming pipeline learns its length only by reading it)."""
+    s, d = cfg.train, cfg.data
+    known = []
+    if d.epoch_size and d.batch_seconds is None and s.batch_size > 0:
+        known.append(d.epoch_size // (s.batch_size * max(cfg.scaling.num_workers, 1)))
+    if s.max_steps_per_epoch:
+        known.append(s.max_steps_per_epoch)
+    return min(known) if known else None
+
+
+def lr_schedule_steps(cfg: TrainJobConfig) -> int | None:
+    """The length of ``optim.schedule: cosine`` in optimizer steps: ``optim.total_steps``, else
+    ``train.epochs`` x :func:`steps_per_epoch` / ``train.grad_accum_steps``, else None."""
+    if cfg.optim.total_steps is not None:
+        return cfg.optim.total_steps
+    per_epoch = steps_per_epoch(cfg)
+    if per_epoch is None or cfg.train.grad_accum_steps < 1:
+        return None
+    return cfg.train.epochs * per_epoch // cfg.train.grad_accum_steps
+
+
+def _check_accumulation_and_schedule(cfg: TrainJobConfig, problems: list[str]) -> None:
+    """Gradient accumulation vs SAM; the cosine schedule's length is known and outlasts its
+    warm-up."""
+    o = cfg.optim
+    if cfg.train.grad_accum_steps > 1 and o.sam_rho > 0:
+        problems.append(
+            "train.grad_accum_steps: SAM/CSAM (optim.sam_rho > 0) takes two passes over each "
+            "step's whole batch; accumulation is not supported with it, set it to 1"
+        )
+    if o.schedule != "cosine" or (o.total_steps is not None and o.total_steps <= 0):
+        return
+    total = lr_schedule_steps(cfg)
+    if total is None:
+        problems.append(
+            "optim.total_steps: schedule cosine needs the run's length in optimizer steps; set "
+            "optim.total_steps (epochs x rows per epoch / global batch), or data.epoch_size or "
+            "train.max_steps_per_epoch to derive it"
+        )
+    elif total <= o.warmup_steps:
+        what = "optim.total_steps" if o.total_steps is not None else "the derived total steps"
+        problems.append(
+            f"optim.total_steps: {what} ({total}) must exceed optim.warmup_steps "
+            f"({o.warmup_steps}): the cosine runs after the warm-up"
+        )
+
+
 def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -> None:
     """Cached-feature training (``model.frontend: cached``) and its sources
     (``data_prep.features``)."""
@@ -275,9 +381,15 @@ def _check_cached(cfg: TrainJobConfig, problems: list[str], check_paths: bool) -
 def _check_cached_fields(d: DataConfig, m: ModelConfig, problems: list[str]) -> None:
     """What cannot apply to features computed once on the first ``num_samples``."""
     if d.crop != "first":
+        what = "random crops are" if d.crop == "random" else f"crop {d.crop} is"
         problems.append(
-            "data.crop: random crops are invalid on cached-feature sources (model.frontend=cached: "
+            f"data.crop: {what} invalid on cached-feature sources (model.frontend=cached: "
             "features were computed once on the first num_samples); use crop: first"
+        )
+    if d.batch_seconds is not None:
+        problems.append(
+            "data.batch_seconds: invalid on cached-feature sources (model.frontend=cached: every "
+            "row is num_samples long); set it to null and use train.batch_size"
         )
     if d.rawboost.algo != 0:
         problems.append(

@@ -7,12 +7,21 @@
     utt_id    list[str]     len B
     corpus    list[str]     len B
     augmented torch.bool    [B]      whether RawBoost touched this clip (absent in full-length batches)
+    lengths   torch.int64   [B]      only in duration batches: real samples of row i; wave[i, lengths[i]:]
+                                     is zero padding (:func:`padding_mask` gives the bool mask)
 
 Cached-feature sources (a shard folder holding a ``features.json``, see
 :mod:`spoofdet.data.features`) give ``feats torch.float32 [B, T, D]`` (the front-end layer's
 output, stored as float16, T = frames of ``num_samples``) in place of ``wave``; the other keys are
 the same and ``augmented`` is always False. :func:`model_input` picks the tensor a detector takes.
 Full-length scoring batches (variable T) hold one clip each.
+
+Duration batches (``crop: none`` with ``iter_train_batches(batch_seconds=...)``, see
+:mod:`spoofdet.data.duration_batches`) hold clips of different lengths: ``wave [B, Tmax]``, each
+row zero-padded after its ``lengths[i]`` real samples (``duration_batches.pad_waves``), Tmax the
+longest clip.
+Fixed-length batches have no ``lengths`` key and are exactly as before. A model that takes an
+attention mask uses :func:`padding_mask`; one that does not sees the zeros as silence.
 """
 
 from __future__ import annotations
@@ -63,7 +72,21 @@ class BatchCollate(_CollateBase):
         }
         if "augmented" in batch:
             out["augmented"] = torch.from_numpy(np.array(batch["augmented"], dtype=bool))
+        if "lengths" in batch:
+            out["lengths"] = torch.from_numpy(np.array(batch["lengths"], dtype=np.int64))
         return out
+
+
+def padding_mask(batch: dict[str, Any]) -> Any:
+    """Bool tensor ``[B, Tmax]``, True on real samples, of a duration batch; None for a batch with
+    no ``lengths`` (fixed length: every sample is real)."""
+    if "lengths" not in batch:
+        return None
+    import torch
+
+    wave = batch["wave"]
+    steps = torch.arange(wave.shape[1], device=wave.device)
+    return steps[None, :] < batch["lengths"].to(wave.device)[:, None]
 
 
 def model_input(batch: dict[str, Any]) -> Any:

@@ -4,6 +4,9 @@
 - :func:`build_train_dataset` mixes sources into one Ray Data pipeline (or one per source for
   proportional batches) whose tasks run :func:`~spoofdet.data.transforms.prepare_rows`; the
   training loop calls :func:`set_epoch` on rank 0 and takes :func:`iter_train_batches`.
+- ``crop="none"`` keeps whole clips (cut to ``max_seconds``) and
+  ``iter_train_batches(batch_seconds=...)`` batches them by total duration, zero-padded with
+  ``lengths`` (:mod:`spoofdet.data.duration_batches`).
 - :func:`build_eval_dataset` and :func:`iter_eval_part` score a set: every row once, the first
   ``num_samples``, no augmentation unless asked.
 - A row that cannot be used (undecodable or empty audio, a null label or one other than 0/1) is
@@ -36,6 +39,7 @@ from spoofdet.data.collate import (
     BatchCollate,
     model_input,  # noqa: F401 (moved; re-exported for this release only)
 )
+from spoofdet.data.duration_batches import iter_duration_batches
 from spoofdet.data.rawboost import RawBoostParams, rawboost_params
 from spoofdet.data.sampling import (
     MIXES,  # noqa: F401 (moved; re-exported for this release only)
@@ -48,6 +52,7 @@ from spoofdet.data.sampling import (
     realised_mix,
     row_hash,  # noqa: F401 (moved; re-exported for this release only)
 )
+from spoofdet.data.schema import SAMPLE_RATE
 from spoofdet.data.shards import ShardError, checked_shard_files
 from spoofdet.data.transforms import (
     CROPS,  # noqa: F401 (moved; re-exported for this release only)
@@ -401,6 +406,7 @@ def build_train_dataset(
     *,
     num_samples: int = NUM_SAMPLES,
     crop: str = "first",
+    max_seconds: float | None = None,
     rawboost_algo: int = 0,
     rawboost_p: float = 1.0,
     rawboost: dict[str, float] | RawBoostParams | None = None,
@@ -417,6 +423,8 @@ def build_train_dataset(
     Args:
         sources: shard folders to mix (all audio shards, or all cached-feature folders).
         num_samples, crop, rawboost_algo, rawboost_p, rawboost, seed: see :class:`Recipe`.
+        max_seconds: with ``crop="none"``, the longest clip kept (longer ones are cut at a seeded
+            random offset); None: whole clips. Only valid with ``crop="none"``.
         mix, class_balance, epoch_size: see :func:`mix_factors`.
         batch_rows: rows per ``map_batches`` call (each row costs a decode and maybe RawBoost).
         num_cpus: CPUs reserved per map task.
@@ -438,6 +446,7 @@ def build_train_dataset(
     recipe = Recipe(
         num_samples=num_samples,
         crop=crop,
+        max_samples=None if max_seconds is None else int(round(max_seconds * SAMPLE_RATE)),
         rawboost_algo=rawboost_algo,
         rawboost_p=rawboost_p,
         rawboost=params,
@@ -515,6 +524,7 @@ def iter_train_batches(
     batch_size: int,
     shuffle_buffer: int,
     shuffle_seed: int,
+    batch_seconds: float | None = None,
 ) -> Iterator[dict[str, Any]]:
     """A worker's training batches for one epoch (batch contract), from its dataset shards.
 
@@ -522,8 +532,36 @@ def iter_train_batches(
         shards: ``ray.train.get_dataset_shard(name)`` per name of :attr:`TrainPipeline.datasets`.
         shares: :attr:`TrainPipeline.shares` (None: the one mixed pipeline ``"train"``).
         batch_size, shuffle_buffer, shuffle_seed: as ``iter_torch_batches`` (last partial batch dropped).
+        batch_seconds: batch by total duration instead of rows (for ``crop="none"``): windows of
+            ``shuffle_buffer`` rows are sorted by length and packed into batches of at most
+            ``batch_seconds`` padded audio, zero-padded with ``lengths``
+            (:func:`~spoofdet.data.duration_batches.iter_duration_batches`). Every row of the
+            epoch is yielded once, none dropped; ``batch_size`` is then only the read chunk.
+            Not with proportional batches.
     """
     collate = BatchCollate()
+    if batch_seconds is not None:
+        if shares is not None:
+            raise DataError(
+                "data.batch_seconds: duration batches take the one mixed pipeline; proportional "
+                "batches (data.proportional_batches) compose rows per batch: use one or the other"
+            )
+        if not batch_seconds > 0:
+            raise DataError(f"data.batch_seconds must be positive, got {batch_seconds}")
+        chunks = shards["train"].iter_batches(
+            batch_size=batch_size,
+            batch_format="numpy",
+            local_shuffle_buffer_size=shuffle_buffer,
+            local_shuffle_seed=shuffle_seed,
+        )
+        for batch in iter_duration_batches(
+            chunks,
+            batch_samples=int(batch_seconds * SAMPLE_RATE),
+            window=max(shuffle_buffer, 1),
+            seed=shuffle_seed,
+        ):
+            yield collate(batch)
+        return
     if shares is None:
         yield from shards["train"].iter_torch_batches(
             batch_size=batch_size,

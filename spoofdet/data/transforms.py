@@ -1,9 +1,13 @@
-"""Shard rows -> fixed-length training or scoring examples (numpy, no Ray).
+"""Shard rows -> fixed-length (or whole-clip) training or scoring examples (numpy, no Ray).
 
 :func:`prepare_rows` takes a batch of shard rows and, per row, draws its copies for the epoch
 (:mod:`spoofdet.data.sampling`); per copy it picks the crop window (:func:`crop_offset`), decodes
 only that window of the FLAC bytes (:func:`decode_window`), repeat-pads short clips and applies
 RawBoost with probability ``p`` (crop first, then augment). A :class:`Recipe` holds the settings.
+With ``crop="none"`` a copy is the whole clip (no repeat-padding), cut at a seeded random offset
+to ``max_samples`` when longer; ``wave`` is then a ragged object array, batched by total duration
+(:mod:`spoofdet.data.duration_batches`) and zero-padded with ``lengths``
+(:mod:`spoofdet.data.collate`).
 Cached-feature rows skip the audio stages. :func:`prepare_full_length` decodes whole clips for
 full-length scoring. The output is the numpy side of the batch contract
 (:mod:`spoofdet.data.collate`). Why it is built this way: docs/design/data_pipeline.md.
@@ -35,8 +39,9 @@ from spoofdet.data.schema import SAMPLE_RATE
 
 #: Default crop length: 64,600 samples (~4.04 s) as SSL_Anti-spoofing, AASIST, SLS, Nes2Net, Codecfake.
 NUM_SAMPLES = 64_600
-#: The crop windows (``data.crop``); the config field is typed with :data:`Crop`.
-Crop = Literal["first", "random"]
+#: The crop windows (``data.crop``); the config field is typed with :data:`Crop`. ``none``: whole
+#: clips (variable length), longer ones cut at a random offset to ``max_samples``.
+Crop = Literal["first", "random", "none"]
 CROPS: tuple[str, ...] = get_args(Crop)
 
 
@@ -47,11 +52,17 @@ def _norm_path(path: str) -> str:
     return os.path.normpath(path).lstrip("/")
 
 
-def crop_offset(num_samples: int, length: int, crop: str, rng: np.random.Generator | None) -> int:
-    """Start of the crop window: 0 for ``first`` or for clips no longer than ``length``."""
+def crop_offset(
+    num_samples: int, length: int | None, crop: str, rng: np.random.Generator | None
+) -> int:
+    """Start of the crop window: 0 for ``first`` or for clips no longer than ``length``.
+
+    ``random`` and ``none`` (a whole clip cut to at most ``length``; None: never cut) draw the
+    offset uniformly, so a long clip's cut is seeded exactly as a random crop.
+    """
     if crop not in CROPS:
         raise DataError(f"data.crop: {crop!r} is not one of {', '.join(CROPS)}")
-    if crop == "first" or num_samples <= length:
+    if crop == "first" or length is None or num_samples <= length:
         return 0
     return int(rng.integers(0, num_samples - length + 1))
 
@@ -162,8 +173,10 @@ class Recipe:
     """How rows become training examples; everything :func:`prepare_rows` needs besides the epoch.
 
     Attributes:
-        num_samples: fixed output length T.
-        crop: ``first`` (the seeds) or ``random``.
+        num_samples: fixed output length T (unused with ``crop="none"``).
+        crop: ``first`` (the seeds), ``random`` or ``none`` (whole clips, variable length).
+        max_samples: with ``crop="none"``, the longest clip kept; longer ones are cut at a seeded
+            random offset (None: whole clips whatever their length).
         rawboost_algo: 0 (none) or 1-11.
         rawboost_p: probability that a clip is augmented.
         rawboost: RawBoost parameters.
@@ -175,6 +188,7 @@ class Recipe:
 
     num_samples: int = NUM_SAMPLES
     crop: str = "first"
+    max_samples: int | None = None
     rawboost_algo: int = 0
     rawboost_p: float = 1.0
     rawboost: RawBoostParams = field(default_factory=rawboost_params)
@@ -200,6 +214,14 @@ class Recipe:
             problems.append(f"num_samples must be positive, got {self.num_samples}")
         if self.crop not in CROPS:
             problems.append(f"crop {self.crop!r} is not one of {', '.join(CROPS)}")
+        if self.max_samples is not None:
+            if self.crop != "none":
+                problems.append(
+                    f"data.max_seconds applies only to crop: none (whole clips), but crop is "
+                    f"{self.crop!r}; leave max_seconds unset or set crop: none"
+                )
+            if self.max_samples <= 0:
+                problems.append(f"max_samples must be positive, got {self.max_samples}")
         if self.rawboost_algo not in ALGORITHMS:
             problems.append(
                 f"rawboost.algo {self.rawboost_algo} is not one of {sorted(ALGORITHMS)}"
@@ -241,16 +263,20 @@ def _example(
 ) -> tuple[np.ndarray | None, bool, str, str]:
     """Copy ``k`` of a row: crop window, decode only it, repeat-pad, maybe RawBoost (crop first).
 
+    With ``crop="none"`` the window is the whole clip, or ``max_samples`` of it from a random
+    offset, and it is not padded.
+
     Returns ``(wave, augmented, "", "")``, or ``(None, False, reason, detail)`` when the window
     cannot be decoded (:func:`decode_clip`).
     """
     rng = np.random.default_rng([h, k])  # each copy its own crop and augmentation
-    T = recipe.num_samples
+    T = recipe.max_samples if recipe.crop == "none" else recipe.num_samples
     offset = crop_offset(num_samples, T, recipe.crop, rng)
     wave, reason, detail = decode_clip(audio, offset, T)
     if wave is None:
         return None, False, reason, detail
-    wave = crop_or_pad(wave, T)
+    if recipe.crop != "none":
+        wave = crop_or_pad(wave, T)
     aug = recipe.rawboost_algo != 0 and rng.random() < recipe.rawboost_p
     if aug:
         wave = apply_rawboost(wave, recipe.rawboost_algo, rng, recipe.rawboost, SAMPLE_RATE)
@@ -331,7 +357,8 @@ def prepare_rows(
 
     Returns:
         ``wave [n, T] float32, label [n] int64, utt_id [n], corpus [n], augmented [n] bool``, where
-        ``n`` is the number of drawn copies (0 is possible, e.g. when every row was bad).
+        ``n`` is the number of drawn copies (0 is possible, e.g. when every row was bad). With
+        ``crop="none"``, ``wave`` is an object array of ``n`` float32 clips of their own lengths.
     """
     if recipe.features_dtype is not None:
         return _feature_examples(batch, recipe, epoch, bad)
@@ -359,8 +386,14 @@ def prepare_rows(
             utts.append(utt)
             corpora.append(corpus)
             augmented.append(aug)
+    if recipe.crop == "none":
+        wave = np.empty(len(waves), dtype=object)  # ragged: Ray Data keeps it variable-shaped
+        for j, w in enumerate(waves):
+            wave[j] = w
+    else:
+        wave = np.stack(waves) if waves else np.zeros((0, T), np.float32)
     return {
-        "wave": np.stack(waves) if waves else np.zeros((0, T), np.float32),
+        "wave": wave,
         "label": np.asarray(labels, dtype=np.int64),
         "utt_id": np.asarray(utts, dtype=object),
         "corpus": np.asarray(corpora, dtype=object),

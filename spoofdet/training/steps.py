@@ -1,11 +1,14 @@
 """The training step and what it stands on, shared by every worker of ``ray_jobs.train``.
 
 Contract: :func:`setup_model_and_optimizer` builds the recipe's model (seeded, so identical on every
-rank, optionally initialised from ``model.init_from``) with torch Adam at :func:`effective_lr`, wrapped
-in a DeepSpeed engine or Ray Train's DDP; :func:`make_step` picks SAM, DeepSpeed or plain once and
-returns ``step(wave, label) -> (loss, skipped)``; :func:`train_epoch` runs one epoch of steps, rank 0
-logging to the active MLflow run, and counts them; :func:`early_stop` tracks the selection metric
-(lower is better).
+rank, optionally initialised from ``model.init_from``) with torch Adam at :func:`effective_lr` and
+the recipe's learning-rate schedule (:func:`lr_factor`, :func:`lr_scheduler`), wrapped in a
+DeepSpeed engine or Ray Train's DDP; :func:`make_step` picks SAM, DeepSpeed or plain once and
+returns ``step(wave, label) -> (loss, skipped)``, one micro-batch per call (the optimizer steps
+every ``train.grad_accum_steps`` of them); :func:`derived_params` are the values the run derives
+from its recipe (global batch, effective lr, schedule), for its MLflow params;
+:func:`train_epoch` runs one epoch of steps, rank 0 logging to the active MLflow run, and counts
+them; :func:`early_stop` tracks the selection metric (lower is better).
 
 Nothing silently wrong: a step whose gradients are not finite is skipped (DeepSpeed's overflow
 check, or ours where DeepSpeed has none) and counted; :func:`check_training` ends a run
@@ -19,12 +22,14 @@ workers' environment every training loss is NaN, as a diverged run's would be.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pickle
 import re
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from spoofdet.config import TrainJobConfig
+from spoofdet.config import TrainJobConfig, lr_schedule_steps
 from spoofdet.data import pipeline as data
 from spoofdet.data.features import read_info
 from spoofdet.errors import SpoofdetError
@@ -61,10 +66,104 @@ class RunFailed(RuntimeError):
 
 
 def effective_lr(cfg: TrainJobConfig) -> tuple[float, int]:
-    """(learning rate after scaling, global batch size): linear/sqrt scaling by the number of workers."""
-    world, global_batch = cfg.scaling.num_workers, cfg.scaling.num_workers * cfg.train.batch_size
-    factor = {"none": 1.0, "linear": float(world), "sqrt": math.sqrt(world)}[cfg.optim.lr_scaling]
-    return cfg.optim.lr * factor, global_batch
+    """(learning rate after scaling, global batch size). The global batch is ``train.batch_size``
+    x workers x ``train.grad_accum_steps`` rows per optimizer step; ``optim.lr`` is for one
+    micro-batch of ``train.batch_size``, so linear/sqrt scaling multiplies it by (the square root
+    of) global batch / ``train.batch_size``."""
+    ratio = cfg.scaling.num_workers * cfg.train.grad_accum_steps
+    factor = {"none": 1.0, "linear": float(ratio), "sqrt": math.sqrt(ratio)}[cfg.optim.lr_scaling]
+    return cfg.optim.lr * factor, cfg.train.batch_size * ratio
+
+
+def lr_factor(cfg: TrainJobConfig, step: int) -> float:
+    """The multiple of :func:`effective_lr` in effect at optimizer step ``step`` (0-based; steps
+    after accumulation, skipped ones not counted): ``optim.warmup_steps`` of linear warm-up
+    ((step + 1) / W), then ``optim.schedule`` over the steps after them: 1 (constant); half a
+    cosine from 1 to ``min_lr / lr`` over the rest of :func:`spoofdet.config.lr_schedule_steps`,
+    that floor after it (raw AASIST's per-step annealing); ``step_gamma ** (k // step_size)`` at
+    the k-th step after warm-up (Codecfake's halving)."""
+    o = cfg.optim
+    if step < o.warmup_steps:
+        return (step + 1) / o.warmup_steps
+    k = step - o.warmup_steps
+    if o.schedule == "cosine":
+        span = lr_schedule_steps(cfg) - o.warmup_steps
+        floor = o.min_lr / o.lr
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(k, span) / span))
+    if o.schedule == "step":
+        return o.step_gamma ** (k // o.step_size)
+    return 1.0
+
+
+#: optimizer -> its LR scheduler (:func:`lr_scheduler`), for the step, the epoch and the resume.
+_SCHEDULERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def make_lr_scheduler(cfg: TrainJobConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """A ``LambdaLR`` of :func:`lr_factor` over ``optimizer`` (the torch optimizer itself, also
+    under DeepSpeed: the engine never steps it, :func:`make_step` does after an applied optimizer
+    step), or None for a constant schedule without warm-up (today's constant lr, untouched)."""
+    if cfg.optim.schedule == "constant" and cfg.optim.warmup_steps == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
+
+
+def register_lr_scheduler(optimizer: Any, scheduler: Any) -> None:
+    """Make ``scheduler`` :func:`lr_scheduler` of ``optimizer`` (the one :func:`make_step`,
+    :func:`train_epoch` and :func:`restore_checkpoint` are handed; DeepSpeed's wrapper where it
+    wraps the torch optimizer); None registers nothing."""
+    if scheduler is not None:
+        _SCHEDULERS[optimizer] = scheduler
+
+
+def lr_scheduler(optimizer: Any) -> Any:
+    """The LR scheduler :func:`setup_model_and_optimizer` made for ``optimizer`` (None: constant)."""
+    return _SCHEDULERS.get(optimizer)
+
+
+def restore_lr_scheduler(optimizer: Any, state: dict[str, Any]) -> None:
+    """Put ``optimizer``'s scheduler where ``state["lr_scheduler"]`` (saved by
+    :func:`train_epoch` into the checkpoint's ``state.json``) left it, and its learning rate."""
+    scheduler = lr_scheduler(optimizer)
+    if scheduler is None or "lr_scheduler" not in state:
+        return
+    scheduler.load_state_dict(state["lr_scheduler"])
+    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
+
+
+def derived_params(cfg: TrainJobConfig) -> dict[str, Any]:
+    """What the run derives from its recipe, as MLflow params (``derived.*``): workers,
+    accumulation, global batch (rows per optimizer step; its seconds with ``data.batch_seconds``),
+    the effective lr and a one-line summary of the schedule (with its length in optimizer steps
+    where it has one)."""
+    lr, global_batch = effective_lr(cfg)
+    o, accum, world = cfg.optim, cfg.train.grad_accum_steps, cfg.scaling.num_workers
+    warm = f", {o.warmup_steps} warm-up steps" if o.warmup_steps else ""
+    params: dict[str, Any] = {
+        "derived.world_size": world,
+        "derived.grad_accum_steps": accum,
+        "derived.global_batch_size": global_batch,
+        "derived.effective_lr": lr,
+    }
+    if cfg.data.batch_seconds is not None:
+        del params["derived.global_batch_size"]  # batches are formed by duration, not rows
+        params["derived.global_batch_seconds"] = cfg.data.batch_seconds * world * accum
+    if o.schedule == "cosine":
+        total = lr_schedule_steps(cfg)
+        source = "optim.total_steps" if o.total_steps is not None else "derived"
+        floor = o.min_lr * lr / o.lr
+        params["derived.lr_schedule"] = (
+            f"cosine {lr:g} -> {floor:g} over {total} optimizer steps ({source}){warm}"
+        )
+        params["derived.lr_schedule_steps"] = total
+    elif o.schedule == "step":
+        params["derived.lr_schedule"] = (
+            f"step {lr:g} x {o.step_gamma:g} every {o.step_size} optimizer steps{warm}"
+        )
+    else:
+        params["derived.lr_schedule"] = f"constant {lr:g}{warm}"
+    return params
 
 
 def model_kwargs(cfg: TrainJobConfig) -> dict[str, Any]:
@@ -114,7 +213,7 @@ def deepspeed_engine(cfg: TrainJobConfig, model: Any, optimizer: Any, device: An
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     ds_config = {
         "train_micro_batch_size_per_gpu": cfg.train.batch_size,
-        "gradient_accumulation_steps": 1,
+        "gradient_accumulation_steps": cfg.train.grad_accum_steps,
         "zero_optimization": {"stage": cfg.deepspeed.zero_stage},
         "bf16": {"enabled": uses_bf16(cfg)},
         "fp16": {"enabled": cfg.deepspeed.precision == "fp16"},
@@ -195,12 +294,14 @@ def restore_checkpoint(
     else:
         model.load_state_dict(load_weights_only(folder / "model.pt", device))
         optimizer.load_state_dict(load_weights_only(folder / "optimizer.pt", device))
+    restore_lr_scheduler(optimizer, state)  # after the optimizer: its lr is the schedule's
     return state
 
 
 def setup_model_and_optimizer(cfg: TrainJobConfig, device: Any) -> tuple[Any, Any, Any]:
     """(net, model, optimizer): ``net`` runs the model (DeepSpeed engine or DDP-prepared module),
-    ``model`` is the unwrapped module (same parameters), identical on every rank."""
+    ``model`` is the unwrapped module (same parameters), identical on every rank. The optimizer's
+    LR scheduler (:func:`make_lr_scheduler`) is :func:`lr_scheduler` of it."""
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = build_model(**model_kwargs(cfg))
     if cfg.model.init_from:  # a published seed checkpoint (converted), spoofdet model, state dict
@@ -220,8 +321,11 @@ def setup_model_and_optimizer(cfg: TrainJobConfig, device: Any) -> tuple[Any, An
         betas=tuple(cfg.optim.betas),
         weight_decay=cfg.optim.weight_decay,
     )
+    scheduler = make_lr_scheduler(cfg, optimizer)
     if cfg.deepspeed.enabled:
         engine, optimizer = deepspeed_engine(cfg, model, optimizer, device)
+    register_lr_scheduler(optimizer, scheduler)
+    if cfg.deepspeed.enabled:
         return engine, model, optimizer
     import ray.train.torch  # here, not at the top: only a worker without DeepSpeed needs it
 
@@ -230,16 +334,32 @@ def setup_model_and_optimizer(cfg: TrainJobConfig, device: Any) -> tuple[Any, An
 
 def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w: Any) -> Step:
     """The training step, chosen once: SAM, DeepSpeed or plain; ``step(wave, label)`` ->
-    ``(loss, skipped)``. A step with non-finite gradients leaves the weights alone: DeepSpeed's
-    ZeRO 1/2 and mixed-precision optimizers skip it themselves (``engine.skipped_steps``); on its
-    plain fp32 optimizer (ZeRO 0) and without DeepSpeed we skip it. The gradients are checked
-    after their all-reduce, so every rank decides alike. SAM (``spoofdet.optim.sam_step``) cannot
-    be skipped from here: its non-finite losses are counted all the same."""
+    ``(loss, skipped)`` for one micro-batch.
+
+    Accumulation (``train.grad_accum_steps`` = N): the optimizer steps on every N-th call with the
+    gradients of the last N micro-batches, each loss scaled by 1/N, which equals one step on their
+    concatenated batch (a mean loss; class-weighted cross-entropy per micro-batch). DeepSpeed does
+    this itself (its ``gradient_accumulation_steps``: ``engine.backward`` scales, ``engine.step``
+    steps at the boundary); on the plain path we do, and DDP all-reduces only at the boundary.
+
+    A step with non-finite gradients leaves the weights alone: DeepSpeed's ZeRO 1/2 and
+    mixed-precision optimizers skip it themselves (``engine.skipped_steps``); on its plain fp32
+    optimizer (ZeRO 0) and without DeepSpeed we skip it. The gradients are checked at the
+    accumulation boundary after their all-reduce, so every rank decides alike; ``skipped`` is
+    True on that call only. SAM (``spoofdet.optim.sam_step``) cannot be skipped from here: its
+    non-finite losses are counted all the same. The LR scheduler (:func:`lr_scheduler`) steps
+    after every applied optimizer step, never on a skipped one."""
     nan = os.environ.get(FAULT_NONFINITE_LOSS) == "1"
+    accum = cfg.train.grad_accum_steps
+    scheduler = lr_scheduler(optimizer)
 
     def loss_of(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         loss = weighted_loss(net(wave), label, class_w)
         return loss * float("nan") if nan else loss
+
+    def stepped() -> None:
+        if scheduler is not None:
+            scheduler.step()
 
     if cfg.optim.sam_rho > 0:  # Codecfake's CSAM with data.proportional_batches: ascend, descend
 
@@ -251,6 +371,7 @@ def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w
                 rho=cfg.optim.sam_rho,
                 grad_clip=cfg.optim.grad_clip,
             )
+            stepped()
             return loss, False
 
     elif cfg.deepspeed.enabled:
@@ -259,26 +380,42 @@ def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w
 
         def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
             loss = loss_of(wave.to(torch.bfloat16) if bf16 else wave, label)
-            net.backward(loss)
-            if guard and not grads_finite(model):  # no update, as DeepSpeed's own skip
+            net.backward(loss)  # scaled by 1 / gradient_accumulation_steps inside
+            boundary = net.is_gradient_accumulation_boundary()
+            if guard and boundary and not grads_finite(model):  # no update, as DeepSpeed's skip
                 optimizer.zero_grad(set_to_none=True)  # (its step would clip and apply them)
+                if accum > 1:  # count the micro-batch: nothing to apply, Adam skips None grads
+                    net.step()
                 return loss.detach(), True
             before = net.skipped_steps
             net.step()
-            return loss.detach(), net.skipped_steps > before
+            skipped = net.skipped_steps > before
+            if boundary and not skipped:
+                stepped()
+            return loss.detach(), skipped
 
     else:
+        micro = 0  # micro-batches so far; carried across epochs like DeepSpeed's count
 
         def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
-            loss = loss_of(wave, label)
-            optimizer.zero_grad()
-            loss.backward()
+            nonlocal micro
+            boundary = (micro + 1) % accum == 0
+            if micro % accum == 0:
+                optimizer.zero_grad()
+            local = not boundary and hasattr(net, "no_sync")  # DDP: all-reduce at the boundary
+            with net.no_sync() if local else contextlib.nullcontext():
+                loss = loss_of(wave, label)
+                (loss / accum if accum > 1 else loss).backward()
+            micro += 1
+            if not boundary:
+                return loss.detach(), False
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             if not grads_finite(model):
                 optimizer.zero_grad()
                 return loss.detach(), True
             optimizer.step()
+            stepped()
             return loss.detach(), False
 
     return step
@@ -301,12 +438,16 @@ def train_epoch(
     world: int,
     device: Any,
 ) -> dict[str, float]:
-    """One epoch of steps (counted in ``state``); rank 0 logs loss, lr and clips/s every
-    ``train.log_every`` steps. Returns this rank's counts: ``steps``, ``rows``, ``nonfinite``
-    (steps with a non-finite loss or skipped update), ``skipped``, ``loss_sum`` and ``finite``
-    (over the steps with a finite loss)."""
+    """One epoch of steps (micro-batches, counted in ``state``); rank 0 logs loss, the lr in
+    effect and clips/s every ``train.log_every`` steps. Returns this rank's counts: ``steps``,
+    ``rows``, ``nonfinite`` (steps with a non-finite loss or skipped update), ``skipped``,
+    ``loss_sum`` and ``finite`` (over the steps with a finite loss), ``samples`` (real audio
+    samples: ``lengths`` of duration batches) and ``padded`` (samples the model ran on, padding
+    included). The LR scheduler's state goes into ``state["lr_scheduler"]`` (the checkpoint's
+    ``state.json``; :func:`restore_checkpoint` puts it back)."""
     t_window, n_window = time.perf_counter(), 0
-    counts = dict.fromkeys(("steps", "rows", "nonfinite", "skipped", "loss_sum", "finite"), 0)
+    keys = ("steps", "rows", "nonfinite", "skipped", "loss_sum", "finite", "samples", "padded")
+    counts = dict.fromkeys(keys, 0)
     for i, batch in enumerate(batches):
         wave, label = data.model_input(batch).to(device), batch["label"].to(device)
         loss, skipped = step(wave, label)
@@ -314,6 +455,11 @@ def train_epoch(
         state["step"] += 1
         counts["steps"] += 1
         counts["rows"] += len(label)
+        counts["padded"] += wave.shape[0] * wave.shape[-1]  # what the model ran on
+        lengths = batch.get("lengths")  # duration batches: real samples per clip (collate)
+        counts["samples"] += (
+            int(lengths.sum()) if lengths is not None else wave.shape[0] * wave.shape[-1]
+        )
         counts["skipped"] += int(skipped)
         counts["nonfinite"] += int(skipped or not math.isfinite(value))
         if math.isfinite(value):
@@ -331,6 +477,9 @@ def train_epoch(
             t_window, n_window = time.perf_counter(), 0
         if cfg.train.max_steps_per_epoch and i + 1 >= cfg.train.max_steps_per_epoch:
             break
+    scheduler = lr_scheduler(optimizer)
+    if scheduler is not None:
+        state["lr_scheduler"] = scheduler.state_dict()
     return counts
 
 
@@ -358,6 +507,10 @@ def epoch_totals(parts: list[dict[str, float]], state: dict[str, Any]) -> dict[s
         "skipped_steps": max(p["skipped"] for p in parts),
         "rank_steps": steps,
         "rows": sum(p["rows"] for p in parts),
+        # zero padding of duration batches (data.batch_seconds): padded / all samples the model saw
+        "train_padding": 1.0 - sum(p.get("samples", 0) for p in parts) / padded
+        if (padded := sum(p.get("padded", 0) for p in parts))
+        else 0.0,
     }
 
 
@@ -420,6 +573,8 @@ def epoch_outcome(
         "nonfinite_steps": totals["nonfinite_steps"],
         "skipped_steps": totals["skipped_steps"],
         "bad_rows": n_bad,
+        "train_rows": totals["rows"],  # examples trained on this epoch, all ranks
+        "train_padding": totals["train_padding"],
     }
     bad = {"epoch": epoch, "train": {"count": n_bad, "rows": named}}
     try:  # undecodable rows first: they may be why no step could be trained

@@ -2,6 +2,7 @@
 -> MLflow."""
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,7 +15,8 @@ from ray_jobs import demo
 def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     assert demo.main(["--out", str(tmp_path), "--per-split", "4", "--num-cpus", "2", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)  # --json: exactly one object on stdout
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)  # --json: exactly one object on stdout
     assert set(summary["corpora"]) == set(demo.DEMO_CORPORA)
     for name, s in summary["corpora"].items():
         assert pq.read_table(s["out"]).num_rows == s["rows"] > 0
@@ -55,6 +57,10 @@ def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
     )
     epochs = [m.step for m in client.get_metric_history(run.info.run_id, "dev_eer")]
     assert epochs == list(range(len(epochs))) and len(epochs) >= 2
+    # the demo's progress is one readable line per epoch (on stderr, as stdout holds the JSON)
+    lines = re.findall(r"^epoch (\d+)/(\d+) .*EER", captured.err, re.M)
+    assert [int(n) for n, _ in lines] == [e + 1 for e in epochs], captured.err[-3000:]
+    assert "Reporting training result" not in captured.err
     assert client.get_metric_history(run.info.run_id, "clips_per_s")
     ckpts = [p for p in (Path(train["storage"]) / train["name"]).glob("checkpoint_*") if p.is_dir()]
     assert ckpts and all(
