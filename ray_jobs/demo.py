@@ -27,6 +27,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -147,6 +148,15 @@ def train_demo(args: argparse.Namespace, out: Path) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from ray_jobs.train import json_stdout
+
+    # --json: stdout holds the one JSON object, whatever Ray prints meanwhile goes to stderr
+    with json_stdout(args.json) as emit:
+        return run(args, emit)
+
+
+def run(args: argparse.Namespace, emit: Callable[[str], None]) -> int:
+    """The demo's steps (see the module docstring); ``emit`` prints the --json object."""
     out = Path(args.out)
     t0 = time.perf_counter()
     corpora = write_corpora(args, out)
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         found = {"corpora": summaries, "shards": shards, "train": trained}
         found.update(evaluation=evaluation, promotion=promotion, seconds=round(elapsed, 2))
-        print(json.dumps(found))
+        emit(json.dumps(found))
     else:
         print(
             f"[demo] done in {elapsed:.1f} s; manifests in {out / 'manifests'}, "

@@ -99,12 +99,17 @@ class Detector(nn.Module):
         self.head = head
         self.score_rule = score_rule
 
-    def forward(self, wave: Tensor) -> Tensor:
+    def forward(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``lengths`` (B,): real samples per row of a zero-padded batch (duration batches). A
+        front-end that can use them (``takes_lengths``: the SSL front-ends, as an attention mask)
+        gets them; the others and the heads see the padding as silence."""
+        if lengths is not None and getattr(self.frontend, "takes_lengths", False):
+            return self.head(self.frontend(wave, lengths))
         return self.head(self.frontend(wave))
 
-    def score(self, wave: Tensor) -> Tensor:
+    def score(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B,) scores, higher = more bona fide (no ``no_grad`` here: wrap the call for inference)."""
-        return score_from_logits(self(wave), self.score_rule)
+        return score_from_logits(self(wave, lengths), self.score_rule)
 
 
 def _aasist() -> type[nn.Module]:

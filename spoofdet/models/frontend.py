@@ -254,20 +254,40 @@ class SSLFrontend(nn.Module):
             self.model.eval()
         return self
 
-    def forward(self, wave: Tensor) -> Tensor:
-        """wave (B, N) float at 16 kHz, N >= 400 -> feats (B, T, out_dim)."""
+    #: :class:`~spoofdet.models.Detector` passes ``lengths`` of zero-padded batches to this front-end.
+    takes_lengths = True
+
+    def forward(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """wave (B, N) float at 16 kHz, N >= 400 -> feats (B, T, out_dim).
+
+        ``lengths`` (B,): the real samples of each row of a zero-padded batch (duration batches,
+        ``data.batch_seconds``). The transformer then attends to real frames only
+        (``attention_mask``), and per-clip normalisation uses real samples only. Without
+        ``lengths`` (fixed-length batches, the seeds' protocol) nothing changes.
+        """
         if wave.dim() != 2 or wave.shape[1] < 400:
             raise ValueError(f"wave must be (batch, samples >= 400), got {tuple(wave.shape)}")
+        mask = None
+        if lengths is not None:
+            mask = torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None]
         if (
             self.normalize
         ):  # Wav2Vec2FeatureExtractor(do_normalize=True): per clip, population variance
-            wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(
-                wave.var(dim=1, keepdim=True, unbiased=False) + 1e-7
-            )
+            if mask is None:
+                wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(
+                    wave.var(dim=1, keepdim=True, unbiased=False) + 1e-7
+                )
+            else:  # over each clip's real samples, padding kept at zero (as the extractor does)
+                m = mask.to(wave.dtype)
+                n = m.sum(dim=1, keepdim=True).clamp(min=1)
+                mean = (wave * m).sum(dim=1, keepdim=True) / n
+                var = (((wave - mean) * m) ** 2).sum(dim=1, keepdim=True) / n
+                wave = (wave - mean) / torch.sqrt(var + 1e-7) * m
         weighted = self.layer == "weighted"
         grad = contextlib.nullcontext() if self.freeze != "all" else torch.no_grad()
+        extra = {} if mask is None else {"attention_mask": mask.long()}
         with grad:
-            out = self.model(wave, output_hidden_states=weighted or self.layer == "all")
+            out = self.model(wave, output_hidden_states=weighted or self.layer == "all", **extra)
         if (
             self.layer == "all"
         ):  # (B, L, T, D): the output of each transformer layer, before any final norm

@@ -50,7 +50,7 @@ from spoofdet.serve.init_from import init_state_dict
 
 #: ``step(wave, label) -> (loss, skipped)``: ``skipped`` when the update was skipped because the
 #: gradients were not finite.
-Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, bool]]
+Step = Callable[..., tuple[torch.Tensor, bool]]  # step(wave, label, lengths=None)
 #: The fault-injection switch (see the module docstring).
 FAULT_NONFINITE_LOSS = "SPOOFDET_FAULT_NONFINITE_LOSS"
 
@@ -353,8 +353,12 @@ def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w
     accum = cfg.train.grad_accum_steps
     scheduler = lr_scheduler(optimizer)
 
-    def loss_of(wave: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        loss = weighted_loss(net(wave), label, class_w)
+    def loss_of(
+        wave: torch.Tensor, label: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # lengths: duration batches only, so the seeds' fixed-length path calls net(wave) as before
+        logits = net(wave) if lengths is None else net(wave, lengths)
+        loss = weighted_loss(logits, label, class_w)
         return loss * float("nan") if nan else loss
 
     def stepped() -> None:
@@ -363,10 +367,12 @@ def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w
 
     if cfg.optim.sam_rho > 0:  # Codecfake's CSAM with data.proportional_batches: ascend, descend
 
-        def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        def step(
+            wave: torch.Tensor, label: torch.Tensor, lengths: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, bool]:
             loss = sam_step(
                 model,
-                lambda: loss_of(wave, label),
+                lambda: loss_of(wave, label, lengths),
                 optimizer,
                 rho=cfg.optim.sam_rho,
                 grad_clip=cfg.optim.grad_clip,
@@ -378,8 +384,10 @@ def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w
         bf16 = uses_bf16(cfg)
         guard = isinstance(optimizer, torch.optim.Optimizer)  # DeepSpeed's ZeRO 0 fp32: no check
 
-        def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
-            loss = loss_of(wave.to(torch.bfloat16) if bf16 else wave, label)
+        def step(
+            wave: torch.Tensor, label: torch.Tensor, lengths: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, bool]:
+            loss = loss_of(wave.to(torch.bfloat16) if bf16 else wave, label, lengths)
             net.backward(loss)  # scaled by 1 / gradient_accumulation_steps inside
             boundary = net.is_gradient_accumulation_boundary()
             if guard and boundary and not grads_finite(model):  # no update, as DeepSpeed's skip
@@ -397,14 +405,16 @@ def make_step(cfg: TrainJobConfig, net: Any, model: Any, optimizer: Any, class_w
     else:
         micro = 0  # micro-batches so far; carried across epochs like DeepSpeed's count
 
-        def step(wave: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        def step(
+            wave: torch.Tensor, label: torch.Tensor, lengths: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, bool]:
             nonlocal micro
             boundary = (micro + 1) % accum == 0
             if micro % accum == 0:
                 optimizer.zero_grad()
             local = not boundary and hasattr(net, "no_sync")  # DDP: all-reduce at the boundary
             with net.no_sync() if local else contextlib.nullcontext():
-                loss = loss_of(wave, label)
+                loss = loss_of(wave, label, lengths)
                 (loss / accum if accum > 1 else loss).backward()
             micro += 1
             if not boundary:
@@ -450,13 +460,13 @@ def train_epoch(
     counts = dict.fromkeys(keys, 0)
     for i, batch in enumerate(batches):
         wave, label = data.model_input(batch).to(device), batch["label"].to(device)
-        loss, skipped = step(wave, label)
+        lengths = batch.get("lengths")  # duration batches: real samples per clip (collate)
+        loss, skipped = step(wave, label, None if lengths is None else lengths.to(device))
         value = loss.item()
         state["step"] += 1
         counts["steps"] += 1
         counts["rows"] += len(label)
         counts["padded"] += wave.shape[0] * wave.shape[-1]  # what the model ran on
-        lengths = batch.get("lengths")  # duration batches: real samples per clip (collate)
         counts["samples"] += (
             int(lengths.sum()) if lengths is not None else wave.shape[0] * wave.shape[-1]
         )

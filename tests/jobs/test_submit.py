@@ -581,7 +581,10 @@ def test_train_job_succeeds_tracks_and_registers(lifecycle):
     assert state["registered"] == ["spoofdet-demo"]
     (run,) = state["runs"]
     assert run["id"] == summary["mlflow_run_id"] and "final_dev_eer" in run["metrics"]
-    assert [s for s, _ in run["hist"]["dev_eer"]] == [0, 1, 2] and run["logged_models"] == 1
+    # every epoch in the one MLflow run; an epoch whose checkpoint a stopped job never committed
+    # is redone on resubmission and logs its step again
+    assert sorted({s for s, _ in run["hist"]["dev_eer"]}) == [0, 1, 2]
+    assert run["logged_models"] == 1
 
 
 def test_killed_job_resubmitted_resumes_in_the_same_mlflow_run(lifecycle):
