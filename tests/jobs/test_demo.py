@@ -12,10 +12,10 @@ from ray_jobs import demo
 
 
 @pytest.mark.integration
-def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+def test_demo_runs_end_to_end(tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     assert demo.main(["--out", str(tmp_path), "--per-split", "4", "--num-cpus", "2", "--json"]) == 0
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()  # file-descriptor level: Ray's own output included
     summary = json.loads(captured.out)  # --json: exactly one object on stdout
     assert set(summary["corpora"]) == set(demo.DEMO_CORPORA)
     for name, s in summary["corpora"].items():
