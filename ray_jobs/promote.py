@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from spoofdet.errors import run_command
+from spoofdet.errors import json_stdout, run_command
 from spoofdet.evaluation.sets import LLR_METRICS, METRICS, check_ids, parse_eval_sets
 from spoofdet.serve.registry import (
     CHAMPION,
@@ -249,13 +250,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    with json_stdout(args.json) as stdout:  # --json: stdout holds the one object, nothing else
+        return _promote(args, stdout)
+
+
+def _promote(args: argparse.Namespace, stdout: Any) -> int:
     # 1. look up candidate and champion (before Ray is touched)
     opts, sets, uri, candidate, champion = look_up(args)
     out = Path(args.out or Path("runs/promote") / args.name)
     record = new_record(args, sets, candidate, champion)
     if champion is not None and champion.version == candidate.version:
         record.update(result="already champion", evaluations={})
-        return report(record, out, args.json)
+        return report(record, out, args.json, stdout)
 
     # 2. evaluate both on the same sets, same protocol (reusing recorded evaluations of these sets)
     started = False
@@ -291,16 +297,17 @@ def _run(argv: list[str] | None) -> int:
             ray.shutdown()
 
     record_decision(args, record, candidate, champion, uri)  # 4.
-    return report(record, out, args.json)
+    return report(record, out, args.json, stdout)
 
 
-def report(record: dict[str, Any], out: Path, as_json: bool) -> int:
-    """Write OUT/promotion.json, print the decision, return the exit code."""
+def report(record: dict[str, Any], out: Path, as_json: bool, stdout: Any = None) -> int:
+    """Write OUT/promotion.json, print the decision (``--json``: to ``stdout``), return the exit
+    code."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "promotion.json").write_text(json.dumps(record, indent=2, allow_nan=False))
     record["record"] = str(out / "promotion.json")
     if as_json:
-        print(json.dumps(record, allow_nan=False))
+        print(json.dumps(record, allow_nan=False), file=stdout or sys.stdout)
     else:
         name, cand, champ, m = (record[k] for k in ("name", "candidate", "champion", "metric"))
         scores = (

@@ -44,7 +44,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from spoofdet.errors import run_command
+from spoofdet.errors import json_stdout, run_command
 from spoofdet.evaluation.sets import check_ids, parse_eval_sets
 from spoofdet.serve.registry import default_tracking_uri, resolve_model
 from spoofdet.serve.score_sets import (
@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     args = parse_args(argv)
+    with json_stdout(args.json) as stdout:  # --json: stdout holds the one object, nothing else
+        return _score(args, stdout)
+
+
+def _score(args: argparse.Namespace, stdout: Any) -> int:
     # 1. check everything and resolve the model before Ray is touched
     opts = scoring_options(args)
     sets = parse_eval_sets(args.eval_set)
@@ -158,7 +163,7 @@ def _run(argv: list[str] | None) -> int:
         if started:
             ray.shutdown()
     if args.json:
-        print(json.dumps(summary, allow_nan=False))
+        print(json.dumps(summary, allow_nan=False), file=stdout)
     else:
         print_summary(summary)
     return 0

@@ -18,6 +18,7 @@ traceback itself is printed with ``spoofdet --verbose`` or ``SPOOFDET_DEBUG=1``)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -195,3 +196,16 @@ def run_command(command: str, func: Callable[..., int], *args: Any, **kwargs: An
         if is_bad_input(exc):
             return bad_input(command, exc)
         return unexpected(command, exc)
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool) -> Iterator[Any]:
+    """For a command's ``--json``: while the block runs, ``sys.stdout`` points at stderr, so that
+    what Ray's driver prints meanwhile (worker and raylet lines) cannot land in the JSON; the
+    yielded stream is the real stdout, for the one JSON object. Without ``enabled``: stdout."""
+    real = sys.stdout
+    if not enabled:
+        yield real
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield real

@@ -78,7 +78,16 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(shards, tmp_path):
         "--storage",
         str(storage),
         "--json",
-        *overrides(shards, **{"train.epochs": 3, "train.average_best": 2, "run.max_failures": 2}),
+        *overrides(
+            shards,
+            **{
+                "train.epochs": 3,
+                "train.average_best": 2,
+                "run.max_failures": 2,
+                # about resuming: a tiny 3-epoch model may be at chance (its check: test_train_outcomes)
+                "train.max_final_dev_eer": "null",
+            },
+        ),
     ]
     env = {**os.environ, **ENV}
     killed = []
