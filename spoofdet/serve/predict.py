@@ -286,38 +286,32 @@ def write_csv(predictions: Sequence[Prediction], dest: str | os.PathLike | TextI
         raise
 
 
+def _report(listed: list[tuple[str, str]], head: str, column: str, limit: int) -> str:
+    """``head`` with a count per kind (the text before ``:``), then each ``(path, text)``."""
+    if not listed:
+        return ""
+    kinds = Counter(text.split(":", 1)[0] for _, text in listed)
+    counts = ", ".join(f"{k} {v}" for k, v in kinds.most_common())
+    lines = [f"{head} ({counts}); their rows have {column}:"]
+    lines += [f"  {path}: {text}" for path, text in listed[:limit]]
+    if len(listed) > limit:
+        lines.append(f"  ... and {len(listed) - limit} more (see the CSV)")
+    return "\n".join(lines)
+
+
 def failure_report(predictions: Sequence[Prediction], limit: int = 50) -> str:
     """The files that could not be scored: a count per reason, then each file with its reason."""
-    failed = [p for p in predictions if p.error]
-    if not failed:
-        return ""
-    reasons = Counter(p.error.split(":", 1)[0] for p in failed)
-    lines = [
-        f"{len(failed)} of {len(predictions)} path(s) could not be scored ("
-        + ", ".join(f"{k} {v}" for k, v in reasons.most_common())
-        + "); their rows have an error column:"
-    ]
-    lines += [f"  {p.path}: {p.error}" for p in failed[:limit]]
-    if len(failed) > limit:
-        lines.append(f"  ... and {len(failed) - limit} more (see the CSV)")
-    return "\n".join(lines)
+    failed = [(p.path, p.error) for p in predictions if p.error]
+    head = f"{len(failed)} of {len(predictions)} path(s) could not be scored"
+    return _report(failed, head, "an error column", limit)
 
 
 def warning_report(predictions: Sequence[Prediction], limit: int = 20) -> str:
     """The files scored with a warning: a count per kind, then each file with its warning."""
-    warned = [p for p in predictions if p.warning and not p.error]
-    if not warned:
-        return ""
-    kinds = Counter(p.warning.split(":", 1)[0] for p in warned)
-    lines = [
-        f"{len(warned)} scored file(s) have a warning ("
-        + ", ".join(f"{k} {v}" for k, v in kinds.most_common())
-        + "); their rows have a warning column:"
-    ]
-    lines += [f"  {p.path}: {p.warning}" for p in warned[:limit]]
-    if len(warned) > limit:
-        lines.append(f"  ... and {len(warned) - limit} more (see the CSV)")
-    return "\n".join(lines)
+    warned = [(p.path, p.warning) for p in predictions if p.warning and not p.error]
+    return _report(
+        warned, f"{len(warned)} scored file(s) have a warning", "a warning column", limit
+    )
 
 
 def model_card(detector: Any) -> dict[str, Any]:

@@ -27,17 +27,7 @@ from spoofdet.data.corpora import (
 from spoofdet.data.corpora._common import corpus_root, finish
 from spoofdet.data.schema import TableBuilder
 from spoofdet.testing.synthetic import bonafide_clip, write_corpus, write_damaged
-
-
-def skip_unless_permissions_bite(path: Path) -> None:
-    """Skip when ``chmod 000`` does not deny access here (root, or CAP_DAC_OVERRIDE); the
-    monkeypatched twin of the test runs everywhere."""
-    try:
-        os.listdir(path) if path.is_dir() else path.read_bytes()
-    except PermissionError:
-        return
-    path.chmod(0o755)
-    pytest.skip("permissions are not enforced for this user (root?): chmod 000 still reads")
+from tests.data.test_audio_checks import skip_unless_permissions_bite
 
 
 def _wav(path: Path, seed: int = 0) -> Path:
