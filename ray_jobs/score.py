@@ -25,6 +25,10 @@ What happens, top to bottom:
    rows of phase ``eval`` where a set has phases), ``det.png`` and ``hist.png``. Scores are
    calibrated LLRs when the model stores a calibration, else raw scores (``score_type`` says which).
 4. ``OUT/<length>/cross_dataset.{md,json}``: one row per set, the protocol stated in both.
+   With several ``--model`` (a family's M1 M2 M3), steps 2-5 run per model into
+   ``OUT/<model>/`` and ``OUT/<length>/models.{md,json}`` compares them per labelled set, as AMSDF
+   reports: each model, best, mean +- std over models and a vote
+   (``spoofdet.serve.score_models``).
 5. MLflow: a new run "eval <model> <length>" (tag ``spoofdet.kind=evaluation``) in the experiment
    of the run that trained the model, nested under it (``mlflow.parentRunId``), with metrics
    ``<set>.<length>.<metric>`` (linked to the logged model) and every file above as artifacts;
@@ -47,6 +51,7 @@ from typing import Any
 from spoofdet.errors import json_stdout, run_command
 from spoofdet.evaluation.sets import check_ids, parse_eval_sets
 from spoofdet.serve.registry import default_tracking_uri, resolve_model
+from spoofdet.serve.score_models import compare_models
 from spoofdet.serve.score_sets import (
     add_scoring_arguments,
     evaluate_set,
@@ -81,8 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--model",
         required=True,
+        nargs="+",
+        action="extend",
+        metavar="MODEL",
         help="models:/NAME@champion, models:/NAME/VERSION, runs:/RUN/model, "
-        "or a train run's final/ folder",
+        "or a train run's final/ folder; several (e.g. a family's M1 M2 M3): each is scored "
+        "into OUT/<model>/ and OUT/<length>/models.{md,json} compares them per set: each model, "
+        "best, mean +- std over models and a vote (spoofdet.serve.score_models)",
     )
     ap.add_argument(
         "--eval-set",
@@ -128,14 +138,19 @@ def _run(argv: list[str] | None) -> int:
 
 
 def _score(args: argparse.Namespace, stdout: Any) -> int:
-    # 1. check everything and resolve the model before Ray is touched
+    # 1. check everything and resolve the models before Ray is touched
     opts = scoring_options(args)
     sets = parse_eval_sets(args.eval_set)
     check_ids(sets)
-    ref = resolve_model(args.model, args.tracking_uri)
-    if ref.tracking_uri is None and not args.no_mlflow:
-        # a model folder of no known run: the default store
-        ref = replace(ref, tracking_uri=default_tracking_uri(args.tracking_uri))
+    refs = []
+    for model in args.model:
+        ref = resolve_model(model, args.tracking_uri)
+        if ref.tracking_uri is None and not args.no_mlflow:
+            # a model folder of no known run: the default store
+            ref = replace(ref, tracking_uri=default_tracking_uri(args.tracking_uri))
+        refs.append(ref)
+    if len({r.label for r in refs}) < len(refs):
+        raise ValueError(f"--model names the same model twice: {[r.label for r in refs]}")
     import ray
 
     started = not ray.is_initialized()
@@ -146,27 +161,46 @@ def _score(args: argparse.Namespace, stdout: Any) -> int:
             log_to_driver=False,
             configure_logging=False,
         )
-    try:  # 2-5. score, write, log
-        out = Path(args.out or Path("runs/eval") / ref.label.replace(" ", "-").replace("/", "_"))
-        summary = run_evaluation(
-            ref,
-            sets,
-            length=args.length,
-            hop=args.hop,
-            phase=args.phase,
-            out=out,
-            opts=opts,
-            mlflow=not args.no_mlflow,
-            experiment=args.experiment,
-        )
+    try:  # 2-5. score, write, log (per model)
+        root = Path(args.out or Path("runs/eval") / _folder(refs[0]))
+        summaries = [
+            run_evaluation(
+                ref,
+                sets,
+                length=args.length,
+                hop=args.hop,
+                phase=args.phase,
+                out=root if len(refs) == 1 else root / _folder(ref),
+                opts=opts,
+                mlflow=not args.no_mlflow,
+                experiment=args.experiment,
+            )
+            for ref in refs
+        ]
     finally:
         if started:
             ray.shutdown()
+    if len(refs) == 1:
+        summary = summaries[0]
+    else:  # 6. several models: one table per set (each, best, mean +- std, vote)
+        compared = compare_models(
+            summaries, [r.label for r in refs], sets, phase=args.phase, out=root / args.length
+        )
+        summary = {"models": summaries, "comparison": compared}
     if args.json:
         print(json.dumps(summary, allow_nan=False), file=stdout)
-    else:
+    elif len(refs) == 1:
         print_summary(summary)
+    else:
+        for s in summaries:
+            print_summary(s)
+        print(Path(summary["comparison"]["markdown"]).read_text())
     return 0
+
+
+def _folder(ref: Any) -> str:
+    """A model's output folder name: its label with spaces and slashes replaced."""
+    return ref.label.replace(" ", "-").replace("/", "_")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -73,10 +74,19 @@ from ray.train import (
 )
 from ray.train.torch import TorchTrainer
 
-from spoofdet.config import ConfigError, TrainJobConfig, flatten, load_train_config, to_dict
+from spoofdet.config import (
+    ConfigError,
+    TrainJobConfig,
+    dev_name,
+    dev_sources,
+    flatten,
+    load_train_config,
+    to_dict,
+)
 from spoofdet.data import pipeline as data
 from spoofdet.data.rawboost import rawboost_params
 from spoofdet.data.shards import is_readable
+from spoofdet.serve.registry import set_version_tags
 from spoofdet.tracking import (
     attach_run,
     bounded_http,
@@ -111,7 +121,7 @@ def storage_root(arg: str | None, cfg: TrainJobConfig) -> str:
 def unreadable_sources(cfg: TrainJobConfig) -> list[str]:
     """The recipe's local shard folders that are no longer complete here (a lost mount, a deleted folder)."""
     sources = [(f"data.train[{i}]", s) for i, s in enumerate(cfg.data.train)]
-    sources += [("data.dev", cfg.data.dev)] if cfg.data.dev else []
+    sources += [(f"data.dev ({dev_name(s)})", s) for s in dev_sources(cfg.data)]
     return [
         f"{where}.shards={src.shards}"
         for where, src in sources
@@ -297,6 +307,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also show Ray's own logs (each report, checkpoint paths) and Ray Data's progress "
         "bars; by default the console shows one line per epoch and a final block",
     )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="S",
+        help="train a model family, one run per seed (AMSDF's M1-M3: --seeds 1234 42 7), one "
+        "after another as runs <name>-seed<S>, each registered as a version of "
+        "mlflow.register_as tagged spoofdet.family / spoofdet.family_seed; ends with a table "
+        "of their final dev metrics (best, mean +- std). Overrides the recipe's `seeds:`",
+    )
     return ap.parse_args(argv)
 
 
@@ -337,11 +357,12 @@ def epoch_line(cfg: TrainJobConfig, msg: dict[str, Any], seen: dict[int, dict], 
     m, n = msg["metrics"], cfg.train.epochs
     parts = [f"epoch {msg['epoch'] + 1}/{n}", f"train loss {m['train_loss_epoch']:.4f}"]
     if "dev_eer" in m:
+        n_sets = len(dev_sources(cfg.data))
         parts += [
             f"dev loss {m['dev_loss']:.4f}",
             f"EER {m['dev_eer']:.2f}%",
             f"minDCF {m['dev_min_dcf']:.4f}",
-        ]
+        ] + ([f"(means of {n_sets} dev sets)"] if n_sets > 1 else [])
     parts.append(f"{msg['clips'] / max(msg['seconds'], 1e-9):.1f} clips/s")
     mean = sum(e["seconds"] for e in seen.values()) / len(seen)
     left = 0.0 if msg["stop"] else mean * (n - 1 - msg["epoch"])
@@ -474,9 +495,7 @@ def log_lineage(client: Any, run_id: str, cfg: TrainJobConfig, config: str) -> N
     sets = [
         (shard_dataset(s.shards, s.name or Path(s.shards).name), "training") for s in cfg.data.train
     ]
-    if cfg.data.dev:
-        dev = cfg.data.dev
-        sets.append((shard_dataset(dev.shards, dev.name or Path(dev.shards).name), "validation"))
+    sets += [(shard_dataset(d.shards, dev_name(d)), "validation") for d in dev_sources(cfg.data)]
     log_datasets(client, run_id, sets)
     client.log_artifact(run_id, str(config), "recipe")
     for key, value in git_tags(Path(__file__).resolve().parent).items():
@@ -621,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uri = [f"mlflow.tracking_uri={args.tracking_uri}"] if args.tracking_uri else []
         cfg = load_train_config(args.config, [*args.overrides, *uri])
+        members = family(cfg, args, [*args.overrides, *uri])
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -628,11 +648,106 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
     with json_stdout(args.json) as emit:
-        return run(cfg, args, emit)
+        if not members:
+            code, payload = run(cfg, args)
+            show(payload, args, emit)
+            return code
+        return run_family(cfg, members, args, emit)
 
 
-def run(cfg: TrainJobConfig, args: argparse.Namespace, emit: Callable[[str], None]) -> int:
-    """The run after validation; whatever ends it early leaves its MLflow run FAILED."""
+def family(cfg: TrainJobConfig, args: argparse.Namespace, overrides: list[str]) -> list:
+    """The members of a model family (``--seeds`` or the recipe's ``seeds``), each validated
+    before anything starts: ``(seed, config of run <name>-seed<S>)``; empty for one run."""
+    seeds = args.seeds or cfg.seeds
+    extra = [f"seeds={list(args.seeds)}"] if args.seeds else []
+    if extra:  # the flag's seeds are checked like the recipe's
+        load_train_config(args.config, [*overrides, *extra])
+    return [
+        (
+            s,
+            load_train_config(
+                args.config, [*overrides, f"seed={s}", f"name={cfg.name}-seed{s}", "seeds=[]"]
+            ),
+        )
+        for s in seeds
+    ]
+
+
+def run_family(
+    cfg: TrainJobConfig, members: list, args: argparse.Namespace, emit: Callable[[str], None]
+) -> int:
+    """Train the members one after another; each registered version is tagged with the family
+    (``spoofdet.family`` = the recipe's name) and its seed. Stops at the first failed member: a
+    rerun with the remaining ``--seeds`` goes on (the finished members stay registered)."""
+    done: list[dict[str, Any]] = []
+    for i, (seed, member) in enumerate(members):
+        print(f"family {cfg.name}: member {i + 1}/{len(members)}, seed {seed}", file=sys.stderr)
+        code, payload = run(member, args)
+        if code != 0:
+            left = [str(s) for s, _ in members[i:]]
+            print(
+                f"train: family {cfg.name} stopped at seed {seed}; the members before it are "
+                f"registered. Go on with --seeds {' '.join(left)}",
+                file=sys.stderr,
+            )
+            show(family_summary(cfg, done, failed=payload), args, emit)
+            return code
+        reg = payload.get("registered")
+        if reg:
+            tags = {"spoofdet.family": cfg.name, "spoofdet.family_seed": seed}
+            set_version_tags(reg["name"], reg["version"], tags, payload["tracking_uri"])
+        done.append({"seed": seed, **payload})
+    show(family_summary(cfg, done), args, emit)
+    return 0
+
+
+def family_summary(
+    cfg: TrainJobConfig, done: list[dict[str, Any]], failed: dict | None = None
+) -> dict[str, Any]:
+    """The family's members and their final dev metrics over seeds (best, mean, std)."""
+    over: dict[str, Any] = {}
+    for key in ("final_dev_eer", "final_dev_min_dcf", "final_dev_act_dcf", "final_dev_cllr"):
+        values = [m[key] for m in done if m.get(key) is not None]
+        if values:
+            over[key] = {
+                "best": float(min(values)),
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values)),
+            }
+    return {"family": cfg.name, "members": done, "over_seeds": over, "failed": failed}
+
+
+def show(payload: dict[str, Any], args: argparse.Namespace, emit: Callable[[str], None]) -> None:
+    """A run's or a family's outcome: one JSON line with ``--json``, else the final block."""
+    if args.json:
+        emit(json.dumps(payload))
+    elif "family" in payload:
+        print_family(payload)
+    elif "failure" not in payload and "reason" not in payload:
+        print_summary(payload, run_id=payload["run_id"], uri=payload["tracking_uri"])
+
+
+def print_family(f: dict[str, Any]) -> None:
+    """The family table: one row per seed, then best and mean +- std of the final dev metrics."""
+    print(f"family {f['family']}: {len(f['members'])} member(s)")
+    print(f"  {'seed':>10}  {'dev EER %':>9}  {'minDCF':>7}  registered")
+    for m in f["members"]:
+        reg = m.get("registered")
+        where = f"models:/{reg['name']}/{reg['version']}" if reg else "no"
+        eer, dcf = m.get("final_dev_eer"), m.get("final_dev_min_dcf")
+        cells = [f"{v:>9.3f}" if v is not None else f"{'n/a':>9}" for v in (eer,)] + [
+            f"{dcf:>7.4f}" if dcf is not None else f"{'n/a':>7}"
+        ]
+        print(f"  {m['seed']:>10}  {cells[0]}  {cells[1]}  {where}")
+    for name, key in (("dev EER %", "final_dev_eer"), ("minDCF", "final_dev_min_dcf")):
+        o = f["over_seeds"].get(key)
+        if o:
+            print(f"  {name:<10} best {o['best']:.4f}   mean {o['mean']:.4f} +- {o['std']:.4f}")
+
+
+def run(cfg: TrainJobConfig, args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
+    """The run after validation; whatever ends it early leaves its MLflow run FAILED. Returns the
+    exit code and the summary (``run_id`` and ``tracking_uri`` added) or the failure summary."""
     storage = storage_root(args.storage, cfg)
     uri = tracking_uri(cfg.mlflow.tracking_uri, storage)
     bounded_http()  # tracking calls time out instead of hanging (a user's MLFLOW_HTTP_* wins)
@@ -648,9 +763,7 @@ def run(cfg: TrainJobConfig, args: argparse.Namespace, emit: Callable[[str], Non
         except RunFailed as failed:
             mark_failed(uri, run_id, failed.reason, str(failed))
             print(f"train: error: {failed}", file=sys.stderr)
-            if args.json:
-                emit(json.dumps(failure_summary(cfg, failed, run_id=run_id, uri=uri)))
-            return 1
+            return 1, failure_summary(cfg, failed, run_id=run_id, uri=uri)
         except BaseException as exc:
             mark_failed(uri, run_id, "exception", f"{type(exc).__name__}: {exc}")
             raise
@@ -658,11 +771,7 @@ def run(cfg: TrainJobConfig, args: argparse.Namespace, emit: Callable[[str], Non
     finally:
         if started:  # while stdout still points at stderr: late worker lines land there
             ray.shutdown()
-    if args.json:
-        emit(json.dumps(summary))
-    else:
-        print_summary(summary, run_id=run_id, uri=uri)
-    return 0
+    return 0, {**summary, "run_id": run_id, "tracking_uri": uri}
 
 
 if __name__ == "__main__":

@@ -6,12 +6,19 @@
     spoofdet train --config FILE [key=value ...] [--storage DIR] [--tracking-uri URI]
                    [--validate] [--json] [--verbose]
     spoofdet evaluate --scores FILE [FILE ...] --key FILE --format FMT [--phase P]
-                      [--asv-scores FILE [--asv-key FILE]] [--score-layout L] [--fuse mean] [--json]
+                      [--asv-scores FILE [--asv-key FILE]] [--score-layout L] [--fuse mean|vote]
+                      [--threshold T|eer] [--positive bonafide|spoof]
+                      [--bootstrap N [--seed S] [--ci 0.95]] [--no-tables]
+                      [--exclude-quarantined SHARDS_DIR ...]
+                      [--plots DIR [--plot-name NAME ...]] [--json]
     spoofdet score --model URI --eval-set [NAME=]PATH [...] [--length 4s|full] [--out DIR] [--json]
     spoofdet predict PATH [PATH ...] --model URI [--out scores.csv] [--length full|4s] [--json]
     spoofdet features --shards DIR --out DIR --frontend NAME [--layer 5] [--num-gpus G] [--concurrency N]
     spoofdet promote --name NAME --version V --eval-set SHARDS [...] [--metric eer] [--margin 0.0] [--json]
     spoofdet import SEED --checkpoint FILE.pth [--frontend NAME|DIR] [--out DIR] [--register-as NAME] [--json]
+    spoofdet calibrate --model URI --dev SHARDS [--length 4s|full] (--register | --out DIR) [--json]
+    spoofdet fuse --scores DEV_A DEV_B ... --key DEV_KEY --format FMT [--phase P] [--score-layout L]
+                  --apply EVAL_A EVAL_B ... --out FUSED.txt [--model FUSION.json] [--json]
 
 Human-readable output goes to stdout; with ``--json`` stdout holds exactly one JSON object and
 progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (one line on stderr,
@@ -19,9 +26,10 @@ progress bars and notes go to stderr. Exit codes: 0 success, 2 bad input (one li
 line naming the log file that holds the traceback; ``spoofdet --verbose COMMAND`` or
 ``SPOOFDET_DEBUG=1`` prints it), 130 interrupted; ``spoofdet promote`` also 3 (refused: the
 candidate is not better than the champion). Every command bounds its waits for an MLflow
-tracking server (``spoofdet.tracking.bounded_http``). ``train``, ``score``, ``features`` and
-``promote`` are the Ray jobs of ``ray_jobs/`` and ``data_prep/features.py`` (``JOB_COMMANDS``;
-imported only when called); ``predict`` and ``import`` never import Ray.
+tracking server (``spoofdet.tracking.bounded_http``). ``train``, ``score``, ``features``,
+``promote`` and ``calibrate`` are the Ray jobs of ``ray_jobs/`` and ``data_prep/features.py``
+(``JOB_COMMANDS``; imported only when called); ``predict``, ``import`` and ``fuse`` never import
+Ray.
 """
 
 from __future__ import annotations
@@ -225,28 +233,123 @@ def _add_synth_parser(sub: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     import warnings
 
-    from spoofdet.evaluation.keys import evaluate_files, format_report, load_asv, load_key
+    from spoofdet.evaluation.keys import (
+        evaluate_files,
+        exclude_quarantined,
+        find_asv_files,
+        format_report,
+        load_asv,
+        load_key,
+    )
 
     if args.asv_key and not args.asv_scores:
         raise ValueError("--asv-key needs --asv-scores")
     if len(args.scores) == 1 and args.fuse:
         raise ValueError("--fuse needs at least two --scores files")
+    boot = _bootstrap_spec(args)
+    plot_names = _plot_names(args)
     key = load_key(args.format, args.key, args.phase)
     asv, form = (None, None)
-    if args.asv_scores:
-        asv, form = load_asv(args.format, args.asv_scores, args.asv_key, args.phase)
+    asv_files = find_asv_files(args.format, key, args.asv_scores, args.asv_key)
+    if asv_files is not None:
+        asv, form = load_asv(args.format, asv_files["scores"], asv_files["key"], args.phase)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate_files(
-            args.scores, key, layout=args.score_layout, asv=asv, tdcf_form=form, fuse=args.fuse
+        key = exclude_quarantined(key, args.exclude_quarantined)
+        result, aligned = evaluate_files(
+            args.scores,
+            key,
+            layout=args.score_layout,
+            asv=asv,
+            tdcf_form=form,
+            fuse=args.fuse,
+            return_aligned=True,
+            asv_files=asv_files,
+            threshold=args.threshold,
+            positive=args.positive,
+            bootstrap=boot,
+            tables=not args.no_tables,
         )
     for w in caught:
         print(f"spoofdet evaluate: warning: {w.message}", file=sys.stderr)
+    if args.plots:
+        from spoofdet.evaluation.plots import evaluation_plots
+
+        result["plots"] = evaluation_plots(
+            aligned, key.selected, result, args.plots, names=plot_names
+        )
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
         print(format_report(result))
+        if "plots" in result:
+            print(f"plots written to {args.plots}:")
+            print("\n".join(f"  {k:<24} {p}" for k, p in result["plots"].items()))
     return 0
+
+
+def _bootstrap_spec(args: argparse.Namespace) -> Any:
+    """``evaluate --bootstrap N [--seed S] [--ci C]`` as a BootstrapSpec (None without
+    ``--bootstrap`` or with 0); ValueError naming the flag on misuse."""
+    from spoofdet.evaluation.bootstrap import BootstrapSpec
+
+    if args.bootstrap is not None and args.bootstrap < 0:
+        raise ValueError(
+            f"--bootstrap must be a number of replicates (e.g. 1000), got {args.bootstrap}"
+        )
+    if not args.bootstrap:
+        for flag, value in (("--seed", args.seed), ("--ci", args.ci)):
+            if value is not None:
+                raise ValueError(f"{flag} needs --bootstrap N (the number of replicates)")
+        return None
+    seed = 0 if args.seed is None else args.seed
+    try:
+        return BootstrapSpec(args.bootstrap, seed, 0.95 if args.ci is None else args.ci)
+    except ValueError as exc:
+        raise ValueError(f"--bootstrap/--seed/--ci: {exc}") from None
+
+
+def _threshold_arg(text: str) -> float | str:
+    """``--threshold``: a finite number or ``eer``."""
+    import math
+
+    if text.strip().lower() == "eer":
+        return "eer"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number (e.g. -0.642) or 'eer', got {text!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number or 'eer', got {text!r}")
+    return value
+
+
+def _plot_names(args: argparse.Namespace) -> list[str]:
+    """The names of ``evaluate --plots``: ``--plot-name`` (one per score file), else each score
+    file's stem (``<folder>/<stem>`` where stems repeat). ValueError naming the flag on misuse."""
+    from spoofdet.evaluation.plots import safe_stem
+
+    if args.plot_name and not args.plots:
+        raise ValueError("--plot-name needs --plots DIR")
+    if args.plot_name:
+        names = list(args.plot_name)
+        if len(names) != len(args.scores):
+            raise ValueError(
+                f"--plot-name: {len(names)} name(s) for {len(args.scores)} --scores file(s); "
+                "give one name per score file, in the same order"
+            )
+    else:
+        paths = [Path(p) for p in args.scores]
+        names = [p.stem for p in paths]
+        if len(set(map(safe_stem, names))) < len(names):
+            names = [f"{p.parent.name}/{p.stem}" for p in paths]
+        if len(set(map(safe_stem, names))) < len(names):
+            names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
+    if len(set(map(safe_stem, names))) < len(names):
+        raise ValueError(f"--plot-name: {names} give the same file name twice; give distinct names")
+    return names
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -267,7 +370,23 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         epilog="score-file layouts (--score-layout):\n" + layouts + "\n\n"
         "JSON (--json): one object; for one score file: eer, threshold, min_dcf, act_dcf, cllr, n_bonafide, "
         "n_spoof,\npolarity_warning, eer_negated, breakdown, [min_tdcf, tdcf]; for several: models (one such "
-        "object each),\nover_models (best/mean/std per metric) and fusion (with --fuse mean).\n\n"
+        "object each),\nover_models (best/mean/std per metric) and fusion (with --fuse mean); "
+        "with --plots: plots (name -> PNG path).\n"
+        "Also, per score file: auc (ROC area, bona fide vs spoof, ties 1/2); at_threshold {threshold,\n"
+        "threshold_source bayes_llr|eer|given (vote for --fuse vote), positive, accuracy, precision\n"
+        "(null when nothing is decided positive), recall, f1, tp, fp, tn, fn, optimistic (true for\n"
+        "eer: chosen on these scores), assumes_llr}; every breakdown group also has act_dcf, cllr,\n"
+        "auc, and codec groups of 2021 LA with ASV scores min_tdcf (ASV trials of that codec, as\n"
+        'the official package); breakdown_2d {"attack x codec"|"vocoder x codec": {row: {codec:\n'
+        "{eer, min_dcf, n_bonafide, n_spoof, [min_tdcf]}}}} (spoof of the row in that codec vs bona\n"
+        "fide of that codec; omitted with --no-tables); with --bootstrap N: bootstrap {n, seed, ci,\n"
+        "unit trial|speaker, method} and ci {eer (percent), min_dcf, act_dcf, cllr, auc: [low,\n"
+        "high], unit, n_units_bonafide, n_units_spoof}, pooled and in every breakdown group.\n"
+        "Several files: over_models has best/mean/std/n of eer, min_dcf, act_dcf, cllr, min_tdcf,\n"
+        "auc, accuracy, precision, recall, f1 (best = lowest; highest for auc and the at-threshold\n"
+        "metrics); fusion has method mean|vote (vote: vote_thresholds, the threshold each model\n"
+        "voted at).\n"
+        "Speech-DF-Arena's accuracy/F1 columns: --threshold eer --positive bonafide.\n\n"
         "examples:\n"
         "  spoofdet evaluate --scores scores.txt --key keys/LA/CM/trial_metadata.txt "
         "--format asvspoof2021-la\n"
@@ -297,7 +416,9 @@ def _add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
         "--key",
         required=True,
         help="the key file (protocol, trial_metadata.txt, meta.csv, Codecfake "
-        "label file, CSV manifest) or the corpus root holding it",
+        "label file, ASVspoof 5 protocol or 'filename cm-label' key, CSV manifest) or the "
+        "corpus root holding it; for ASVspoof 2021 also the keys/ folder the official "
+        "evaluate.py takes (or keys/LA, keys/DF)",
     )
     e.add_argument(
         "--format",
@@ -310,37 +431,250 @@ def _add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
         "--phase",
         default=None,
         help="rows to score: 2021 LA/DF phase eval|progress|hidden|all (default "
-        "eval); 2019 LA split (default: from the protocol's name); Codecfake subset (C1..C7, A1..A3, test); "
-        "csv subset",
+        "eval); 2019 LA and ASVspoof 5 split (default: from the protocol's name, eval for a "
+        "folder or an ASVspoof 5 key); Codecfake subset (C1..C7, A1..A3, test); csv subset",
     )
     e.add_argument(
         "--asv-scores",
         default=None,
         metavar="FILE",
         help="ASV scores for the t-DCF (2019 LA: "
-        "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt; 2021 LA: keys/LA/ASV/ASVTorch_Kaldi/score.txt)",
+        "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt; 2021 LA: keys/LA/ASV/ASVTorch_Kaldi/score.txt, "
+        "used without this flag when it and keys/LA/ASV/trial_metadata.txt lie beside the CM key)",
     )
     e.add_argument(
         "--asv-key",
         default=None,
         metavar="FILE",
-        help="2021 LA only: keys/LA/ASV/trial_metadata.txt",
+        help="2021 LA only: keys/LA/ASV/trial_metadata.txt (default: found beside the CM key)",
+    )
+    e.add_argument(
+        "--exclude-quarantined",
+        default=[],
+        nargs="+",
+        action="extend",
+        metavar="SHARDS_DIR",
+        help="shard folder(s) of `spoofdet prepare`: key rows listed in their quarantine.parquet "
+        "(clips that could not be used, so `spoofdet score` has no score for them) are left out "
+        "of the rows to score and counted (excluded_quarantined); repeatable",
     )
     e.add_argument(
         "--score-layout",
         default="id-score",
         choices=list(LAYOUTS),
         metavar="L",
-        help="score-file layout (default id-score: exactly two columns)",
+        help="score-file layout (default id-score: exactly two columns; a first line "
+        "'filename<TAB>cm-score', the official ASVspoof 5 header, selects asvspoof5)",
     )
     e.add_argument(
         "--fuse",
         default=None,
         choices=FUSIONS,
-        help="also evaluate the per-utterance mean of the scores",
+        help="also evaluate fused scores: mean = the per-utterance mean of the scores; vote = "
+        "the share of models voting bona fide (score >= --threshold; with eer each model's own "
+        "EER threshold), a tie at exactly 1/2 going to bona fide when the mean score is at or "
+        "above the (mean) threshold and otherwise scored 1/2 - 1/(2M), so the fused decision "
+        "is fused >= 1/2",
+    )
+    e.add_argument(
+        "--threshold",
+        default=None,
+        type=_threshold_arg,
+        metavar="T|eer",
+        help="decision threshold of at_threshold (accuracy, precision, recall, F1; bona fide "
+        "when score >= T): a number, or eer (the EER threshold of these very scores: "
+        "optimistic); default the Bayes LLR threshold -ln(beta) of the ASVspoof 5 costs "
+        "(about -0.642), meant for calibrated LLR scores",
+    )
+    e.add_argument(
+        "--positive",
+        default="bonafide",
+        choices=("bonafide", "spoof"),
+        help="the class counted positive in precision/recall/F1 (default bonafide, as "
+        "Speech-DF-Arena's F1; spoof: detection of fakes)",
+    )
+    e.add_argument(
+        "--bootstrap",
+        default=None,
+        type=int,
+        metavar="N",
+        help="percentile confidence intervals of EER, minDCF, actDCF, Cllr and AUC from N "
+        "replicates (e.g. 1000), pooled and per breakdown group; bona fide and spoof are "
+        "resampled separately, by speaker when every key row has one (default: off)",
+    )
+    e.add_argument(
+        "--seed",
+        default=None,
+        type=int,
+        metavar="S",
+        help="random seed of --bootstrap (default 0: a rerun gives the same interval)",
+    )
+    e.add_argument(
+        "--ci",
+        default=None,
+        type=float,
+        metavar="LEVEL",
+        help="two-sided level of the --bootstrap intervals (default 0.95)",
+    )
+    e.add_argument(
+        "--no-tables",
+        action="store_true",
+        help="skip the attack x codec (and vocoder x codec) tables (breakdown_2d)",
+    )
+    e.add_argument(
+        "--plots",
+        default=None,
+        metavar="DIR",
+        help="also write det.png, hist.png and det_by_<dim>.png per breakdown (attack, codec, ...) "
+        "into DIR; several --scores: one det.png with a curve per file (and the --fuse curve), "
+        "hist_<name>.png and det_by_<dim>_<name>.png per file. Paths in the output (plots)",
+    )
+    e.add_argument(
+        "--plot-name",
+        default=None,
+        nargs="+",
+        action="extend",
+        metavar="NAME",
+        help="model name(s) in the plots' titles and legends, one per score file "
+        "(default: each score file's stem)",
     )
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_evaluate)
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    import warnings
+
+    from spoofdet.evaluation.fusion import Fusion, apply_files, fit_files, fusion_json_path
+    from spoofdet.evaluation.scorefile import write_scores
+
+    if args.model and (args.scores or args.key):
+        raise ValueError(
+            "--model applies an existing fusion: leave out --scores and --key (they fit a new one)"
+        )
+    if not args.model and not (args.scores and args.key and args.format):
+        raise ValueError(
+            "give --scores, --key and --format to fit a fusion, or --model FUSION.json"
+        )
+    if not args.model and len(args.scores) != len(args.apply):
+        raise ValueError(
+            f"{len(args.scores)} --scores file(s) but {len(args.apply)} --apply file(s): give the "
+            "eval scores of the same systems, in the same order"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.model:
+            fusion, written = Fusion.load(args.model), None
+        else:
+            from spoofdet.evaluation.keys import load_key
+
+            key = load_key(args.format, args.key, args.phase)
+            fusion = fit_files(args.scores, key, layout=args.score_layout)
+        ids, llr = apply_files(fusion, args.apply, layout=args.score_layout)
+    for w in caught:
+        print(f"spoofdet fuse: warning: {w.message}", file=sys.stderr)
+    if not args.model:
+        written = str(fusion.save(fusion_json_path(args.out)))
+    write_scores(args.out, ids, llr)
+    summary = {
+        "out": str(args.out),
+        "n_scored": len(ids),
+        "fusion_json": written,
+        "model": args.model,
+        "applied_to": dict(zip(fusion.names, map(str, args.apply))),
+        "fusion": fusion.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(summary, allow_nan=False))
+        return 0
+    print(
+        ("applied " + args.model)
+        if args.model
+        else f"fitted on {fusion.n_bonafide} bona fide "
+        f"+ {fusion.n_spoof} spoof dev trials at prior {fusion.p_bonafide:.3f}"
+    )
+    for name, weight in zip(fusion.names, fusion.weights):
+        print(f"  weight {weight:+.5g}  {name}")
+    print(f"  offset {fusion.offset:+.5g}")
+    for name, m in {**fusion.dev.get("inputs", {}), "FUSION": fusion.dev.get("fusion")}.items():
+        if m:
+            print(
+                f"  dev EER {m['eer']:6.2f} %  minDCF {m['min_dcf']:.4f}  actDCF "
+                f"{m['act_dcf']:.4f}  {name}"
+            )
+    print(
+        f"{len(ids)} fused LLRs written to {args.out}"
+        + (f"; fusion in {written}" if written else "")
+    )
+    return 0
+
+
+def _add_fuse_parser(sub: argparse._SubParsersAction) -> None:
+    from spoofdet.evaluation.keys import FORMATS
+    from spoofdet.evaluation.scorefile import LAYOUTS
+
+    f = sub.add_parser(
+        "fuse",
+        help="fuse several systems' score files into calibrated LLRs (logistic-regression fusion)",
+        description="Fit a linear logistic-regression fusion (BOSARIS style, as the ASVspoof 5 "
+        "organisers' score-fusion tool): LLR = sum_i w_i s_i + b, by the same prior-weighted "
+        "cross-entropy as the calibration of spoofdet train (prior of bona fide 0.655, the ASVspoof "
+        "5 cost model), on dev score files matched strictly to the dev key (as spoofdet evaluate: a "
+        "missing, extra or duplicated id stops with exit code 2). Then apply it to the eval score "
+        "files of the same systems (same number and order; every file must score the same ids) "
+        "and write the fused LLRs as a score file, plus the fusion (weights per input, offset, "
+        "prior, dev counts, dev EER/minDCF/actDCF of each input and of the fusion) as "
+        "FUSED.fusion.json beside it. --model FUSION.json applies an existing fusion instead.",
+        epilog="examples:\n"
+        "  spoofdet fuse --scores dev/a.txt dev/b.txt --key LA/ASVspoof2019_LA_cm_protocols/"
+        "ASVspoof2019.LA.cm.dev.trl.txt \\\n      --format asvspoof2019-la --apply eval/a.txt "
+        "eval/b.txt --out fused.txt\n"
+        "  spoofdet fuse --model fused.fusion.json --apply other/a.txt other/b.txt --out other.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    f.add_argument(
+        "--scores",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="DEV",
+        help="dev score files, one per system ('<utt_id> <score>', higher = more bona fide)",
+    )
+    f.add_argument("--key", default=None, help="the dev key (as for spoofdet evaluate)")
+    f.add_argument(
+        "--format",
+        default=None,
+        choices=FORMATS,
+        metavar="FMT",
+        help="one of: " + ", ".join(FORMATS),
+    )
+    f.add_argument("--phase", default=None, help="dev key rows to use (as for spoofdet evaluate)")
+    f.add_argument(
+        "--score-layout",
+        default="id-score",
+        choices=list(LAYOUTS),
+        metavar="L",
+        help="layout of every score file (default id-score)",
+    )
+    f.add_argument(
+        "--apply",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="EVAL",
+        help="eval score files of the same systems, in the --scores order",
+    )
+    f.add_argument(
+        "--out", required=True, metavar="FUSED.txt", help="the fused score file (LLRs) to write"
+    )
+    f.add_argument(
+        "--model",
+        default=None,
+        metavar="FUSION.json",
+        help="apply this fusion (written by an earlier spoofdet fuse) without refitting",
+    )
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    f.set_defaults(func=_fuse)
 
 
 def _add_predict_parser(sub: argparse._SubParsersAction) -> None:
@@ -386,6 +720,7 @@ JOB_COMMANDS = {
     "score": "ray_jobs.score",
     "features": "data_prep.features",
     "promote": "ray_jobs.promote",
+    "calibrate": "ray_jobs.calibrate",
 }
 #: Their line in ``spoofdet --help``; ``spoofdet CMD --help`` is the job's own help.
 JOB_HELP = {
@@ -397,6 +732,8 @@ JOB_HELP = {
     "(Codecfake's trick); see 'spoofdet features --help'",
     "promote": "move @champion to a model version only if it beats the champion; "
     "see 'spoofdet promote --help'",
+    "calibrate": "fit a calibration (raw scores -> LLRs) of a model on a labelled dev shard folder "
+    "and register it as a new version; see 'spoofdet calibrate --help'",
 }
 
 
@@ -429,6 +766,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_parser(sub, "features")
     _add_import_parser(sub)
     _add_job_parser(sub, "promote")
+    _add_job_parser(sub, "calibrate")
+    _add_fuse_parser(sub)
     return parser
 
 

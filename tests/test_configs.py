@@ -73,8 +73,19 @@ def test_recipes_match_the_seeds():
             assert cfg.optim.class_weights == [0.1, 0.9] and cfg.model.frontend == "xlsr_300m"
         if name != "demo":
             assert cfg.data.dev is not None
-        if name not in ("demo", *RAW_AASIST):  # clovaai selects on dev EER, the others on dev loss
+        if name not in ("demo", "amsdf_19la", *RAW_AASIST):  # clovaai, AMSDF: dev EER
             assert cfg.train.select == "dev_loss"
+    # AMSDF: Adam 1e-6, wd 1e-4, batch 12, 15 epochs, first 64,600 samples, no RawBoost, the
+    # epoch of lowest mean EER over three dev sets, no average
+    am = by_name["amsdf_19la"]
+    assert (am.model.head, am.optim.lr, am.optim.weight_decay) == ("amsdf", 1e-6, 1e-4)
+    assert (am.train.batch_size, am.train.epochs, am.train.select) == (12, 15, "dev_eer")
+    assert (am.data.num_samples, am.data.crop, am.data.rawboost.algo) == (64_600, "first", 0)
+    assert [s.name for s in am.data.dev] == [
+        "asvspoof2019-la-dev",
+        "fake-or-real-val",
+        "fakeavceleb-30pct",
+    ] and am.train.average_best == 1
     # clovaai's raw AASIST / AASIST-L: trained from scratch on the waveform, Adam 1e-4, wd 1e-4,
     # batch 24, 100 epochs, random crops of 64,600, no RawBoost, CE [0.1, 0.9], best dev EER
     for name, kwargs in RAW_AASIST.items():

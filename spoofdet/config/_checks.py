@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spoofdet.config._load import resolve_path
@@ -29,10 +30,13 @@ if TYPE_CHECKING:  # annotations only: train.py imports this module
 
 
 def sources(d: DataConfig) -> list[tuple[str, SourceConfig]]:
-    """Every source with its config path: ``data.train[i]``, then ``data.dev``."""
-    return [(f"data.train[{i}]", src) for i, src in enumerate(d.train)] + (
-        [("data.dev", d.dev)] if d.dev else []
-    )
+    """Every source with its config path: ``data.train[i]``, then ``data.dev`` (``data.dev[i]``
+    when several dev sets are listed)."""
+    if isinstance(d.dev, list):
+        dev = [(f"data.dev[{i}]", src) for i, src in enumerate(d.dev)]
+    else:
+        dev = [("data.dev", d.dev)] if d.dev else []
+    return [(f"data.train[{i}]", src) for i, src in enumerate(d.train)] + dev
 
 
 #: A name MLflow registers a model under, and a run name (a folder name in the run storage): letters,
@@ -71,6 +75,8 @@ def check_data(d: DataConfig, problems: list[str], check_paths: bool) -> None:
                     problems.append(f"{where}.shards: {exc}")
         if src.weight < 0:
             problems.append(f"{where}.weight: must be >= 0, got {src.weight}")
+    if isinstance(d.dev, list):
+        check_dev_list(d.dev, problems)
     weights = [src.weight for src in d.train]
     if weights and all(map(math.isfinite, weights)) and not any(w > 0 for w in weights):
         problems.append("data.train: at least one source needs a weight > 0")
@@ -89,6 +95,21 @@ def check_data(d: DataConfig, problems: list[str], check_paths: bool) -> None:
             f"data.max_bad_rows: a share of an epoch's rows, in [0, 1], got {d.max_bad_rows}"
         )
     check_lengths(d, problems)
+
+
+def check_dev_list(devs: list[SourceConfig], problems: list[str]) -> None:
+    """Several dev sets: at least one, each named uniquely (the names key their metrics)."""
+    if not devs:
+        problems.append("data.dev: an empty list; give one dev set, several, or leave it out")
+    names: dict[str, int] = {}
+    for i, src in enumerate(devs):
+        name = src.name or Path(src.shards).name
+        if name in names:
+            problems.append(
+                f"data.dev[{i}].name: {name!r} is also data.dev[{names[name]}]'s name; every dev "
+                "set needs its own name (it keys the dev.<name>.eer metrics)"
+            )
+        names.setdefault(name, i)
 
 
 def check_lengths(d: DataConfig, problems: list[str]) -> None:

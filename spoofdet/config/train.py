@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 from spoofdet.config._checks import (
@@ -44,7 +45,9 @@ from spoofdet.errors import Problems
 # The fields with a fixed set of values; the loader rejects any other value
 # ("data.mix: 'x' is not one of size, balanced, weights"). Mix and Crop belong to the data code.
 #: ``model.head``: the heads of ``spoofdet.models.HEADS`` (listed here: validating imports no torch).
-Head = Literal["aasist", "xlsr_mamba", "fake_mamba", "nes2net_x", "sls", "aasist_raw", "lcnn"]
+Head = Literal[
+    "aasist", "xlsr_mamba", "fake_mamba", "nes2net_x", "sls", "aasist_raw", "lcnn", "amsdf"
+]
 Freeze = Literal["none", "feature_encoder", "all"]
 Select = Literal["dev_loss", "dev_eer"]
 LrScaling = Literal["none", "linear", "sqrt"]
@@ -103,7 +106,8 @@ class DataConfig:
     """
 
     train: list[SourceConfig] = field(default_factory=list)
-    dev: SourceConfig | None = None
+    # one dev set, or several (AMSDF selects on three): the selection metric is their mean
+    dev: SourceConfig | list[SourceConfig] | None = None
     mix: Mix = "size"
     class_balance: bool = False
     epoch_size: int | None = None
@@ -118,6 +122,19 @@ class DataConfig:
     max_bad_rows: float = 0.001
     max_seconds: float | None = None
     batch_seconds: float | None = None
+
+
+def dev_sources(d: DataConfig) -> list[SourceConfig]:
+    """The dev sets of ``data.dev`` as a list: none, one, or several (each scored on its own;
+    with several, ``dev_loss`` / ``dev_eer`` / ``dev_min_dcf`` are the means over the sets)."""
+    if d.dev is None:
+        return []
+    return list(d.dev) if isinstance(d.dev, list) else [d.dev]
+
+
+def dev_name(src: SourceConfig) -> str:
+    """A dev set's name in metric keys: ``name``, else its folder's name."""
+    return src.name or Path(src.shards).name
 
 
 @dataclass
@@ -259,10 +276,14 @@ class MLflowConfig:
 class TrainJobConfig:
     """Everything ``ray_jobs/train.py`` needs; see ray_jobs/configs/*.yaml for commented
     examples. ``name`` (letters, digits, ``-``, ``_``, ``.``) names the Ray run folder and the
-    MLflow run; ``seed`` is an integer in [0, 2**32)."""
+    MLflow run; ``seed`` is an integer in [0, 2**32). ``seeds``: a model family, one run per
+    seed (AMSDF's M1-M3): ``spoofdet train`` trains them one after another as runs
+    ``<name>-seed<S>`` with ``seed`` = S, each registered as a version of ``mlflow.register_as``
+    tagged with the family and its seed (empty: one run)."""
 
     name: str = ""
     seed: int = 1234
+    seeds: list[int] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -281,6 +302,11 @@ def _check_train(cfg: TrainJobConfig, problems: list[str], check_paths: bool) ->
             "name: every run needs a name (it is the Ray run name and the MLflow run name)"
         )
     check_names(cfg.name, cfg.mlflow.register_as, cfg.seed, problems)
+    for i, seed in enumerate(cfg.seeds):
+        if not 0 <= seed < 2**32:
+            problems.append(f"seeds[{i}]: an integer in [0, 2**32), got {seed}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        problems.append(f"seeds: {cfg.seeds} repeats a seed; each member needs its own")
     check_data(d, problems, check_paths)
     _check_cached(cfg, problems, check_paths)
     if d.shuffle_buffer < s.batch_size:
@@ -474,7 +500,7 @@ def load_train_config(
     problems.extend(p for p in semantic if p.split(":", 1)[0] not in reported)
     if problems:
         raise ConfigError(problems, str(path))
-    for src in cfg.data.train + ([cfg.data.dev] if cfg.data.dev else []):
+    for src in cfg.data.train + dev_sources(cfg.data):
         if "://" not in src.shards:  # workers run elsewhere: hand them absolute paths
             src.shards = str(resolve_path(src.shards))
     return cfg

@@ -90,7 +90,8 @@ def read_asv_scores_2021(
     The key (``keys/LA/ASV/trial_metadata.txt``) has 8 columns ``SPEAKER TRIAL CODEC TRANSMISSION
     ATTACK KEY TRIM SUBSET`` with ``KEY`` in ``target|nontarget|spoof``. Trials are matched on the
     (speaker, trial) pair; only key rows of ``phase`` are used (None: all), and each of them
-    needs exactly one score.
+    needs exactly one score. Each trial's CODEC is kept as its condition (``none`` C1 ..
+    ``opus`` C7, the names of the CM breakdown), for the per-condition t-DCF.
 
     Raises:
         ScoreFileError: missing files, malformed lines, unmatched or duplicated pairs.
@@ -108,9 +109,11 @@ def read_asv_scores_2021(
             f"{key_path}, e.g. {missing[:MAX_EXAMPLES]}"
         )
     groups: dict[str, list[float]] = {"target": [], "nontarget": [], "spoof": []}
+    conditions: dict[str, list[str]] = {"target": [], "nontarget": [], "spoof": []}
     attacks: list[str] = []
-    for pair, (kind, attack) in key.items():
+    for pair, (kind, attack, condition) in key.items():
         groups[kind].append(values[pair])
+        conditions[kind].append(condition)
         if kind == "spoof":
             attacks.append(attack)
     empty = [k for k, v in groups.items() if not v]
@@ -123,15 +126,20 @@ def read_asv_scores_2021(
         np.asarray(groups["nontarget"]),
         np.asarray(groups["spoof"]),
         np.asarray(attacks, dtype=object),
+        *(np.asarray(conditions[k], dtype=object) for k in ("target", "nontarget", "spoof")),
     )
 
 
 def _read_asv_key_2021(
     key_path: Path, phase: str | None
-) -> tuple[dict[tuple[str, str], tuple[str, str]], set[tuple[str, str]]]:
-    """The 2021 ASV key: (speaker, trial) -> (KEY, ATTACK) for the rows of ``phase``, and the
-    pairs of every phase. Raises :class:`ScoreFileError` listing the malformed lines."""
-    key: dict[tuple[str, str], tuple[str, str]] = {}
+) -> tuple[dict[tuple[str, str], tuple[str, str, str]], set[tuple[str, str]]]:
+    """The 2021 ASV key: (speaker, trial) -> (KEY, ATTACK, condition of CODEC) for the rows of
+    ``phase``, and the pairs of every phase. Raises :class:`ScoreFileError` listing the
+    malformed lines (an unknown codec included)."""
+    # imported here: the corpus package pulls in pyarrow, which this module does not need
+    from spoofdet.data.corpora.asvspoof2021_la import CODEC_CONDITIONS
+
+    key: dict[tuple[str, str], tuple[str, str, str]] = {}
     all_pairs: set[tuple[str, str]] = set()
     problems = _Problems()
     with open(key_path, encoding="utf-8-sig", newline="") as fh:
@@ -148,13 +156,19 @@ def _read_asv_key_2021(
             if cols[5] not in ("target", "nontarget", "spoof"):
                 problems.append(f"{key_path}:{lineno}: unknown ASV key {cols[5]!r} in column 6")
                 continue
+            if cols[2] not in CODEC_CONDITIONS:
+                problems.append(
+                    f"{key_path}:{lineno}: unknown codec {cols[2]!r} in column 3: expected one of "
+                    f"{list(CODEC_CONDITIONS)}"
+                )
+                continue
             pair = (cols[0], cols[1])
             if pair in all_pairs:
                 problems.append(f"{key_path}:{lineno}: duplicate trial {pair}")
                 continue
             all_pairs.add(pair)
             if phase is None or cols[7] == phase:
-                key[pair] = (cols[5], cols[4])
+                key[pair] = (cols[5], cols[4], CODEC_CONDITIONS[cols[2]])
     if problems:
         _raise_problems(key_path, problems, "ASV key")
     if not key:
@@ -165,7 +179,7 @@ def _read_asv_key_2021(
 def _read_asv_trials_2021(
     score_path: Path,
     key_path: Path,
-    key: dict[tuple[str, str], tuple[str, str]],
+    key: dict[tuple[str, str], tuple[str, str, str]],
     all_pairs: set[tuple[str, str]],
 ) -> dict[tuple[str, str], float]:
     """The 2021 ASV scores of the key's ``phase`` rows, by (speaker, trial). Raises

@@ -11,7 +11,10 @@ default ``pi`` is the effective prior of bona fide of the ASVspoof 5 cost model 
 Cmiss 1, Cfa 10: ``pi = 0.95 / 1.45``), whose Bayes threshold on the LLR is ``-ln(1.9)``, so
 :func:`spoofdet.evaluation.metrics.act_dcf` of the calibrated scores is what the fit optimises
 for. A positive slope keeps the order of the scores
-(EER and minDCF are unchanged); a negative one means the scores are inverted and is refused.
+(EER and minDCF are unchanged); a negative one is refused with what was measured
+(:func:`diagnose`: the dev EER, the EER of the negated scores, the class counts, and whether the
+model is at chance, inverted or was given too few trials). :func:`check_calibratable` refuses the
+same cases before a fit, for ``spoofdet calibrate``.
 
 The fitted map is a small :class:`Calibration` that serialises to JSON, so it can be stored with
 a model and applied at inference time. Needs numpy and scipy only.
@@ -31,11 +34,15 @@ import numpy as np
 from scipy.special import expit
 
 from spoofdet.errors import SpoofdetError
-from spoofdet.evaluation.metrics import ASVSPOOF5_COSTS
+from spoofdet.evaluation.metrics import ASVSPOOF5_COSTS, compute_eer
 
 METHOD = "prior-weighted-logistic-regression"
 #: Default target prior of bona fide: the ASVspoof 5 effective prior (about 0.655).
 DEFAULT_P_BONAFIDE: float = ASVSPOOF5_COSTS.effective_prior
+#: Fewer dev trials than this in either class are too few to judge or fit a calibration.
+MIN_TRIALS_PER_CLASS = 10
+#: A model whose EER and negated-score EER are both at least this (%) is at chance.
+CHANCE_EER = 40.0
 
 
 class CalibrationError(SpoofdetError):
@@ -226,14 +233,90 @@ def fit_calibration(
     if slope < 0:
         msg = (
             f"the fitted calibration slope is negative ({slope:.4g}): higher raw scores are more "
-            "spoof-like, the opposite of spoofdet's convention (higher = more bona fide). The scores "
-            "look inverted: fix the model's output index or the score polarity instead of "
-            "calibrating it away"
+            "spoof-like, the opposite of spoofdet's convention (higher = more bona fide). "
+            + diagnose(tar, non)
         )
         if not allow_negative_slope:
-            raise CalibrationError(msg + " (or pass allow_negative_slope=True to keep this fit).")
-        warnings.warn(msg + ".", stacklevel=2)
+            raise CalibrationError(msg + " (Or pass allow_negative_slope=True to keep this fit.)")
+        warnings.warn(msg, stacklevel=2)
     return Calibration(slope, offset, float(p_bonafide), int(tar.size), int(non.size))
+
+
+def assess(bonafide_scores: Any, spoof_scores: Any) -> dict[str, Any]:
+    """What the dev scores say about the model, measured: ``eer`` and ``eer_negated`` (percent;
+    None without both classes), ``n_bonafide``, ``n_spoof`` and ``verdict``:
+
+    * ``too_few``: fewer than :data:`MIN_TRIALS_PER_CLASS` trials in a class;
+    * ``chance``: the EER and the EER of the negated scores both at least :data:`CHANCE_EER`;
+    * ``inverted``: the negated scores' EER below :data:`CHANCE_EER` and below the EER;
+    * ``separates``: otherwise (the scores rank bona fide above spoof).
+
+    Non-finite scores are not judged: they raise :class:`CalibrationError` (count named).
+    """
+    tar = np.asarray(bonafide_scores, dtype=np.float64).ravel()
+    non = np.asarray(spoof_scores, dtype=np.float64).ravel()
+    for name, x in (("bona fide", tar), ("spoof", non)):
+        if not np.all(np.isfinite(x)):
+            raise CalibrationError(
+                f"{int(np.sum(~np.isfinite(x)))} {name} score(s) are NaN or infinite"
+            )
+    found: dict[str, Any] = {"n_bonafide": int(tar.size), "n_spoof": int(non.size)}
+    if tar.size and non.size:
+        found["eer"] = 100.0 * compute_eer(tar, non)[0]
+        found["eer_negated"] = 100.0 * compute_eer(-tar, -non)[0]
+    else:
+        found["eer"] = found["eer_negated"] = None
+    if min(tar.size, non.size) < MIN_TRIALS_PER_CLASS:
+        found["verdict"] = "too_few"
+    elif found["eer"] >= CHANCE_EER and found["eer_negated"] >= CHANCE_EER:
+        found["verdict"] = "chance"
+    elif found["eer_negated"] < CHANCE_EER and found["eer_negated"] < found["eer"]:
+        found["verdict"] = "inverted"
+    else:
+        found["verdict"] = "separates"
+    return found
+
+
+def diagnose(bonafide_scores: Any, spoof_scores: Any) -> str:
+    """One paragraph for a failed calibration: the measured dev EER, the EER of the negated
+    scores, the class counts and what they mean (see :func:`assess` for the cases)."""
+    a = assess(bonafide_scores, spoof_scores)
+    counts = f"{a['n_bonafide']} bona fide and {a['n_spoof']} spoof dev trials"
+    if a["eer"] is None:
+        measured = f"Measured: {counts}, so no EER"
+    else:
+        measured = (
+            f"Measured: dev EER {a['eer']:.2f} %, EER of the negated scores "
+            f"{a['eer_negated']:.2f} %, over {counts}"
+        )
+    meaning = {
+        "too_few": f"too few trials to fit or judge a calibration (fewer than "
+        f"{MIN_TRIALS_PER_CLASS} of a class): use a larger labelled dev set",
+        "chance": "the model is at chance: it has not learned to separate bona fide from spoof; "
+        "calibrating would map every clip to the prior; train longer / check labels "
+        "(1 = bona fide, 0 = spoof)",
+        "inverted": "scores are inverted: the model's bona fide output index or the score "
+        "polarity is wrong; fix that instead of calibrating it away",
+        "separates": "the scores do rank bona fide above spoof, so the model is neither at "
+        "chance nor inverted; look at the score distributions (outliers, a few extreme clips)",
+    }[a["verdict"]]
+    return f"{measured}: {meaning}."
+
+
+def check_calibratable(bonafide_scores: Any, spoof_scores: Any) -> dict[str, Any]:
+    """:func:`assess` the dev scores and refuse those a calibration must not be fitted on.
+
+    Returns:
+        The :func:`assess` dict of scores that separate the classes.
+
+    Raises:
+        CalibrationError: too few trials, a model at chance or inverted scores; the message is
+            :func:`diagnose`'s.
+    """
+    found = assess(bonafide_scores, spoof_scores)
+    if found["verdict"] != "separates":
+        raise CalibrationError("refusing to calibrate: " + diagnose(bonafide_scores, spoof_scores))
+    return found
 
 
 def apply(calibration: Calibration, scores: Any) -> np.ndarray:

@@ -12,6 +12,8 @@ log-likelihood ratios ``log p(x | bona fide) / p(x | spoof)``. Bona fide trials 
   ``|FRR - FAR|`` is smallest.
 * :func:`min_dcf` / :func:`act_dcf` / :func:`cllr`: ASVspoof 5 track 1 (Pspoof 0.05, Cmiss 1,
   Cfa 10, normalised by the cost of the best fixed decision). ``act_dcf`` assumes LLR scores.
+* :func:`auc`: area under the ROC (Mann-Whitney U, ties count one half);
+  :func:`threshold_metrics`: accuracy, precision, recall and F1 at a stated threshold.
 * :func:`min_tdcf_2019` (legacy form used for 2019 LA) and :func:`min_tdcf_2021` (revised form,
   2021 LA): the tandem DCF with an ASV system whose operating point is its own EER threshold.
 
@@ -182,6 +184,77 @@ def cllr(
     return float(0.5 * (c_tar + c_non) / math.log(2.0))
 
 
+def auc(bonafide: Sequence[float] | np.ndarray, spoof: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC of bona fide vs spoof: the probability that a random bona fide trial
+    scores above a random spoof trial, ties counting one half.
+
+    Equals the Mann-Whitney ``U`` of the bona fide scores divided by ``n_bonafide * n_spoof``;
+    computed exactly from integer counts (``sum(below + 0.5 * equal)``). 1 is perfect, 0.5 chance,
+    below 0.5 inverted scores.
+
+    Raises:
+        ValueError: an empty or non-finite score array.
+    """
+    tar = _scores(bonafide, "bona fide scores")
+    non = np.sort(_scores(spoof, "spoof scores"))
+    below = np.searchsorted(non, tar, side="left")
+    below_or_equal = np.searchsorted(non, tar, side="right")
+    twice_u = int(below.sum()) + int(below_or_equal.sum())
+    return twice_u / (2.0 * tar.size * non.size)
+
+
+#: The classes ``threshold_metrics`` may call positive.
+POSITIVE_CLASSES = ("bonafide", "spoof")
+
+
+def threshold_metrics(
+    bonafide: Sequence[float] | np.ndarray,
+    spoof: Sequence[float] | np.ndarray,
+    threshold: float,
+    positive: str = "bonafide",
+) -> dict[str, Any]:
+    """Confusion counts, accuracy, precision, recall and F1 at a fixed threshold.
+
+    A trial is decided bona fide when ``score >= threshold`` (the rule of :func:`act_dcf`), spoof
+    otherwise. ``positive`` names the class counted as positive (``tp`` = positive trials decided
+    positive): ``"bonafide"`` as the Speech-DF-Arena leaderboard does (sklearn's ``f1_score``
+    with bona fide = 1), or ``"spoof"`` (detection of fakes). Accuracy does not depend on it.
+
+    Returns:
+        ``{threshold, positive, accuracy, precision, recall, f1, tp, fp, tn, fn}``; ``precision``
+        is None when nothing is decided positive (0 / 0). ``f1 = 2 tp / (2 tp + fp + fn)``.
+
+    Raises:
+        ValueError: an unknown ``positive``, a non-finite threshold, empty or non-finite scores.
+    """
+    if positive not in POSITIVE_CLASSES:
+        raise ValueError(f"positive must be one of {list(POSITIVE_CLASSES)}, got {positive!r}")
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    tar = _scores(bonafide, "bona fide scores")
+    non = _scores(spoof, "spoof scores")
+    bona_accepted = int(np.sum(tar >= threshold))
+    spoof_accepted = int(np.sum(non >= threshold))
+    if positive == "bonafide":
+        tp, fn = bona_accepted, tar.size - bona_accepted
+        fp, tn = spoof_accepted, non.size - spoof_accepted
+    else:
+        tp, fn = non.size - spoof_accepted, spoof_accepted
+        fp, tn = tar.size - bona_accepted, bona_accepted
+    return {
+        "threshold": float(threshold),
+        "positive": positive,
+        "accuracy": (tp + tn) / (tp + tn + fp + fn),
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn),
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
+
+
 # ----------------------------------------------------------------------------- t-DCF
 
 
@@ -190,18 +263,78 @@ class AsvScores:
     """Scores of an ASV system on target, non-target and spoof trials (for the t-DCF).
 
     ``spoof_attack`` optionally names the attack of each spoof trial (same length as ``spoof``),
-    which allows a per-attack t-DCF.
+    which allows a per-attack t-DCF. ``*_condition`` optionally name the codec condition of each
+    trial of the three classes (e.g. ``C2``, the names of the CM key's ``extra['condition']``),
+    which allows a per-condition t-DCF (all three or none).
     """
 
     target: np.ndarray
     nontarget: np.ndarray
     spoof: np.ndarray
     spoof_attack: np.ndarray | None = None
+    target_condition: np.ndarray | None = None
+    nontarget_condition: np.ndarray | None = None
+    spoof_condition: np.ndarray | None = None
+
+    @property
+    def has_conditions(self) -> bool:
+        return (
+            self.target_condition is not None
+            and self.nontarget_condition is not None
+            and self.spoof_condition is not None
+        )
 
     def for_attack(self, attack: str) -> AsvScores:
+        """Target and non-target trials unchanged, spoof trials of ``attack`` only (the official
+        decomposition of a spoof-only factor); condition labels are kept.
+
+        Raises:
+            ValueError: the scores carry no attack labels.
+        """
         if self.spoof_attack is None:
             raise ValueError("these ASV scores carry no attack labels")
-        return AsvScores(self.target, self.nontarget, self.spoof[self.spoof_attack == attack])
+        keep = self.spoof_attack == attack
+        return AsvScores(
+            self.target,
+            self.nontarget,
+            self.spoof[keep],
+            self.spoof_attack[keep],
+            self.target_condition,
+            self.nontarget_condition,
+            None if self.spoof_condition is None else self.spoof_condition[keep],
+        )
+
+    def for_condition(self, condition: str) -> AsvScores:
+        """Target, non-target **and** spoof trials of one codec condition only, as the official
+        2021 eval package filters the ASV scores for a factor both classes pass through.
+
+        Raises:
+            ValueError: the scores carry no condition labels.
+        """
+        if not self.has_conditions:
+            raise ValueError(
+                "these ASV scores carry no codec condition labels (read the 2021 LA ASV key "
+                "with read_asv_scores_2021)"
+            )
+        t, n, s = (
+            self.target_condition == condition,
+            self.nontarget_condition == condition,
+            self.spoof_condition == condition,
+        )
+        return AsvScores(
+            self.target[t],
+            self.nontarget[n],
+            self.spoof[s],
+            None if self.spoof_attack is None else self.spoof_attack[s],
+            self.target_condition[t],
+            self.nontarget_condition[n],
+            self.spoof_condition[s],
+        )
+
+    @property
+    def complete(self) -> bool:
+        """Whether every class has at least one trial (else no t-DCF is defined)."""
+        return bool(len(self.target) and len(self.nontarget) and len(self.spoof))
 
 
 @dataclass(frozen=True)

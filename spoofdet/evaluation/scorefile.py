@@ -32,17 +32,20 @@ MAX_EXAMPLES = 5
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the id and the score sit in a score-file line, and whether to negate the score."""
+    """Where the id and the score sit in a score-file line, whether to negate the score, and
+    the header line the file must start with (``()``: none; a header is required when given)."""
 
     n_columns: int
     id_col: int
     score_col: int
     negate: bool
     doc: str
+    header: tuple[str, ...] = ()
 
 
 #: Score-file layouts. ``id-score`` is the project's format and the default; the others are
-#: those the seed repositories write, accepted only when asked for by name.
+#: those the seed repositories write, accepted only when asked for by name (except the official
+#: ASVspoof 5 file, whose exact header line :func:`read_scores` recognises, see there).
 LAYOUTS: dict[str, Layout] = {
     "id-score": Layout(
         2, 0, 1, False, "<utt_id> <score> (spoofdet, SSL_Anti-spoofing, XLSR-Mamba, SLS, Nes2Net)"
@@ -52,6 +55,15 @@ LAYOUTS: dict[str, Layout] = {
     "fake-mamba-itw": Layout(3, 0, 2, False, "<file> <label> <score> (Fake-Mamba In-the-Wild)"),
     "amsdf": Layout(
         3, 0, 1, True, "<file> <fake_logit> <0|1> (AMSDF; the fake logit is negated on reading)"
+    ),
+    "asvspoof5": Layout(
+        2,
+        0,
+        1,
+        False,
+        "header 'filename<TAB>cm-score', then <filename> <score> (ASVspoof 5 official, "
+        "tab- or space-separated)",
+        header=("filename", "cm-score"),
     ),
 }
 
@@ -68,6 +80,8 @@ class Scores:
     ids: list[str]
     scores: np.ndarray
     lines: list[int]
+    #: The :data:`LAYOUTS` key it was read with (renaming hints keep its columns).
+    layout: str = "id-score"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,10 +120,17 @@ def read_scores(path: str | os.PathLike, *, layout: str = "id-score") -> Scores:
     Args:
         path: the file.
         layout: a key of :data:`LAYOUTS`; the default is strictly two columns ``<utt_id> <score>``.
+            A layout with a header (``asvspoof5``: ``filename<TAB>cm-score``) requires it as the
+            first non-blank line. With the default, a first line that is exactly the header of
+            such a layout switches to it (so ``spoofdet evaluate --format asvspoof5`` reads the
+            official score TSV without ``--score-layout``): that line can never be a score line,
+            its second field not being a number, so nothing is guessed; the returned
+            :class:`Scores` names the layout used. Any other header line is an error.
 
     Raises:
-        ScoreFileError: missing or empty file, a line with the wrong number of columns, a score
-            that is not a finite number; all malformed lines are listed as ``file:line``.
+        ScoreFileError: missing or empty file, a missing or different header line, a line with
+            the wrong number of columns, a score that is not a finite number; all malformed
+            lines are listed as ``file:line``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown score-file layout {layout!r}: expected one of {list(LAYOUTS)}")
@@ -121,11 +142,32 @@ def read_scores(path: str | os.PathLike, *, layout: str = "id-score") -> Scores:
     values: list[float] = []
     lines: list[int] = []
     problems = _Problems()
+    first_line = None  # the first non-blank line's number
+    header_like = False  # the default layout's first line had a non-number score (a header?)
     with open(path, encoding="utf-8-sig", newline="") as fh:
         for lineno, line in enumerate(fh, start=1):
             cols = line.split()
             if not cols:
                 continue
+            if first_line is None:
+                first_line = lineno
+                if layout == "id-score":
+                    layout = next(
+                        (n for n, la in LAYOUTS.items() if la.header and tuple(cols) == la.header),
+                        layout,
+                    )
+                    lay = LAYOUTS[layout]
+                if lay.header:
+                    if tuple(cols) != lay.header:
+                        want = "\t".join(lay.header)
+                        problems.append(
+                            f"{path}:{lineno}: a score file of layout {layout} starts with the "
+                            f"header line {want!r}, got {line.strip()[:80]!r}; "
+                            "put that header line first (in place of any other), or read a "
+                            "headerless '<utt_id> <score>' file with --score-layout id-score "
+                            "(the default)"
+                        )
+                    continue
             if len(cols) != lay.n_columns:
                 problems.append(
                     f"{path}:{lineno}: expected {lay.n_columns} columns {lay.doc.split(' (')[0]}, "
@@ -134,6 +176,7 @@ def read_scores(path: str | os.PathLike, *, layout: str = "id-score") -> Scores:
                 continue
             value = _parse_float(cols[lay.score_col])
             if value is None:
+                header_like = header_like or (lineno == first_line and layout == "id-score")
                 problems.append(
                     f"{path}:{lineno}: score {cols[lay.score_col]!r} (column {lay.score_col + 1}) "
                     "is not a finite number"
@@ -151,10 +194,16 @@ def read_scores(path: str | os.PathLike, *, layout: str = "id-score") -> Scores:
             if layout == "id-score"
             else ""
         )
+        if header_like:
+            hint += (
+                f"\nline {first_line} looks like a header: the only header read is the official "
+                "ASVspoof 5 one, 'filename<TAB>cm-score' (recognised by itself, or pass "
+                "--score-layout asvspoof5); remove any other header line"
+            )
         _raise_problems(path, problems, "score file", hint)
     if not ids:
         raise ScoreFileError(f"score file {path} holds no scores")
-    return Scores(str(path), ids, np.asarray(values, dtype=np.float64), lines)
+    return Scores(str(path), ids, np.asarray(values, dtype=np.float64), lines, layout)
 
 
 def write_scores(
@@ -202,8 +251,25 @@ def write_scores(
     return path
 
 
-def _rename_hint(missing: Sequence[str], extra: Sequence[str], score_path: str) -> str:
-    """Suggest a fix when a simple renaming maps the extra score ids onto the missing key ids."""
+def _awk_fix(new_id: str, layout: str, score_path: str) -> str:
+    """An awk command that writes ``fixed.txt`` with the id column replaced by the awk expression
+    ``new_id`` (of ``$1``) and every other column of ``layout`` kept as it was."""
+    if layout == "id-score":
+        return f"awk '{{print {new_id}, $2}}' {score_path} > fixed.txt"
+    return (
+        f"awk '{{$1={new_id}; print}}' {score_path} > fixed.txt "
+        f"(then pass fixed.txt with --score-layout {layout})"
+    )
+
+
+def _rename_hint(
+    missing: Sequence[str], extra: Sequence[str], score_path: str, layout: str = "id-score"
+) -> str:
+    """Suggest a fix when a simple renaming maps the extra score ids onto the missing key ids.
+
+    A suggested command rewrites the id (first) column only and keeps the other columns of
+    ``layout``, so its output is read with the same ``--score-layout``.
+    """
     if not missing or not extra:
         return ""
     missing_set = set(missing)
@@ -214,27 +280,33 @@ def _rename_hint(missing: Sequence[str], extra: Sequence[str], score_path: str) 
 
     for ext in (".wav", ".flac"):
         if covers(lambda e: e + ext):
+            fix = _awk_fix(f'$1"{ext}"', layout, score_path)
             return (
                 f"hint: the key's ids are file names with '{ext}' (e.g. {missing[0]!r}) but the "
                 f"score file has them without it (e.g. {extra[0]!r}); In-the-Wild ids are file "
-                f"names like '0.wav'. Fix: awk '{{print $1\"{ext}\", $2}}' {score_path} > fixed.txt"
+                f"names like '0.wav'. Fix: {fix}"
             )
     if covers(lambda e: os.path.splitext(e)[0]):
+        fix = (
+            f"sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' {score_path} > fixed.txt"
+            if layout == "id-score"
+            else f"awk '{{sub(/\\.[A-Za-z0-9]+$/, \"\", $1); print}}' {score_path} > fixed.txt "
+            f"(then pass fixed.txt with --score-layout {layout})"
+        )
         return (
             f"hint: the score file's ids carry a file extension (e.g. {extra[0]!r}) but the key's "
-            f"do not (e.g. {missing[0]!r}). Fix: sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' "
-            f"{score_path} > fixed.txt"
+            f"do not (e.g. {missing[0]!r}). Fix: {fix}"
         )
     prefixes = {m.rsplit("/", 1)[0] for m in missing if "/" in m}
     if prefixes and covers(
         lambda e: next((f"{p}/{e}" for p in prefixes if f"{p}/{e}" in missing_set), None)
     ):
         p = sorted(prefixes)[0]
+        fix = _awk_fix(f'"{p}/"$1', layout, score_path)
         return (
             f"hint: the key's ids are '<subset>/<name>' (e.g. {missing[0]!r}; Codecfake real clips "
             f"recur across test sets) but the score file has bare names (e.g. {extra[0]!r}). Fix, "
-            "per subset: "
-            f"awk '{{print \"{p}/\"$1, $2}}' {score_path} > fixed.txt"
+            f"per subset: {fix}"
         )
     return ""
 
@@ -307,7 +379,7 @@ def _mismatch_error(
             for u, ln in list(dups.items())[:MAX_EXAMPLES]
         )
         parts.append(f"  duplicated: {len(dups):,} id(s) occur more than once, e.g. {ex}")
-    hint = _rename_hint(missing, [u for u, _ in extra], scores.path)
+    hint = _rename_hint(missing, [u for u, _ in extra], scores.path, scores.layout)
     if hint:
         parts.append(hint)
     if dups:

@@ -29,6 +29,7 @@ name           module                                        size on 1024-d feat
 ``sls``        :mod:`spoofdet.models.sls` (reads all layers)  23,399,429
 ``aasist_raw`` :mod:`spoofdet.models.aasist_raw` (waveform)   297,866 (AASIST), 85,306 (AASIST-L)
 ``lcnn``       :mod:`spoofdet.models.lcnn`                    see that module (Codecfake)
+``amsdf``      :mod:`spoofdet.models.amsdf` (+ the waveform)  8,011,164 (7,335,751 in its ACRNN)
 =============  ============================================  ====================================
 
 Importing this package needs torch only; ``transformers`` is imported when a front-end is built.
@@ -56,8 +57,9 @@ __all__ = [
 
 #: How a detector turns logits into a score (``build_model(score=...)``): ``logodds`` (spoofdet's
 #: default) or ``bonafide_logit`` (``logits[:, 1]`` alone: what the SSL seeds and clovaai's AASIST
-#: write to their score files, so imported checkpoints rank clips exactly as published).
-SCORE_RULES: tuple[str, ...] = ("logodds", "bonafide_logit")
+#: write to their score files, so imported checkpoints rank clips exactly as published) or
+#: ``neg_spoof_logit`` (``-logits[:, 0]``: AMSDF writes its fake logit, negated here).
+SCORE_RULES: tuple[str, ...] = ("logodds", "bonafide_logit", "neg_spoof_logit")
 
 
 def score_from_logits(logits: Tensor, rule: str = "logodds") -> Tensor:
@@ -69,7 +71,8 @@ def score_from_logits(logits: Tensor, rule: str = "logodds") -> Tensor:
 
     Returns:
         (B,) ``logits[:, 1] - logits[:, 0]`` (the log-odds of a softmax, bona fide vs spoof) for
-        two logits, or ``logits[:, 1]`` with ``rule="bonafide_logit"``; ``logits[:, 0]`` for one.
+        two logits, or ``logits[:, 1]`` with ``rule="bonafide_logit"``, or ``-logits[:, 0]`` with
+        ``rule="neg_spoof_logit"``; ``logits[:, 0]`` for one.
 
     Raises:
         ValueError: For any other shape or rule.
@@ -77,6 +80,8 @@ def score_from_logits(logits: Tensor, rule: str = "logodds") -> Tensor:
     if rule not in SCORE_RULES:
         raise ValueError(f"score rule must be one of {SCORE_RULES}, got {rule!r}")
     if logits.dim() == 2 and logits.shape[1] == 2:
+        if rule == "neg_spoof_logit":
+            return -logits[:, 0]
         return logits[:, 1] if rule == "bonafide_logit" else logits[:, 1] - logits[:, 0]
     if logits.dim() == 2 and logits.shape[1] == 1:
         return logits[:, 0]
@@ -102,10 +107,15 @@ class Detector(nn.Module):
     def forward(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``lengths`` (B,): real samples per row of a zero-padded batch (duration batches). A
         front-end that can use them (``takes_lengths``: the SSL front-ends, as an attention mask)
-        gets them; the others and the heads see the padding as silence."""
+        gets them; the others and the heads see the padding as silence. A head that reads the
+        clip too (``takes_wave``: AMSDF) gets ``head(feats, wave)``."""
         if lengths is not None and getattr(self.frontend, "takes_lengths", False):
-            return self.head(self.frontend(wave, lengths))
-        return self.head(self.frontend(wave))
+            feats = self.frontend(wave, lengths)
+        else:
+            feats = self.frontend(wave)
+        if getattr(self.head, "takes_wave", False):
+            return self.head(feats, wave)
+        return self.head(feats)
 
     def score(self, wave: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B,) scores, higher = more bona fide (no ``no_grad`` here: wrap the call for inference)."""
@@ -154,6 +164,12 @@ def _lcnn() -> type[nn.Module]:
     return LCNN
 
 
+def _amsdf() -> type[nn.Module]:
+    from spoofdet.models.amsdf import AMSDF
+
+    return AMSDF
+
+
 #: Head name -> a function returning the head class (imported when called, never at import time).
 HEADS: dict[str, Callable[[], type[nn.Module]]] = {
     "aasist": _aasist,
@@ -163,6 +179,7 @@ HEADS: dict[str, Callable[[], type[nn.Module]]] = {
     "sls": _sls,
     "aasist_raw": _aasist_raw,
     "lcnn": _lcnn,
+    "amsdf": _amsdf,
 }
 
 

@@ -51,6 +51,8 @@ class SeedSpec:
             ``logodds``, which ranks clips as a softmax probability of bona fide does.
         published: Published results of the seed's checkpoints (seeds.md section 7), by file.
         num_samples: The seed's evaluation input length in samples.
+        fairseq_prefix: Where a ``fairseq`` seed's file holds its fine-tuned XLS-R (AMSDF:
+            ``text_view_extract.model.``).
     """
 
     title: str
@@ -68,3 +70,4 @@ class SeedSpec:
     score_rule: str = "bonafide_logit"
     published: Mapping[str, str] = field(default_factory=dict)
     num_samples: int = 64_600
+    fairseq_prefix: str = "ssl_model.model."

@@ -157,21 +157,23 @@ def _strip_module(sd: OrderedDict[str, Tensor]) -> OrderedDict[str, Tensor]:
 def _split_frontend(
     sd: OrderedDict[str, Tensor], spec: SeedSpec, seed: str
 ) -> tuple[OrderedDict[str, Tensor], OrderedDict[str, Tensor] | None]:
-    """``(back-end keys, converted front-end or None)``: fairseq seeds' ``ssl_model.model.*``."""
+    """``(back-end keys, converted front-end or None)``: fairseq seeds' ``ssl_model.model.*``
+    (the spec's ``fairseq_prefix``)."""
     if spec.frontend != "fairseq":
         return sd, None
-    fe = OrderedDict((k, v) for k, v in sd.items() if k.startswith(FAIRSEQ_PREFIX))
+    prefix = spec.fairseq_prefix  # FAIRSEQ_PREFIX but for AMSDF
+    fe = OrderedDict((k, v) for k, v in sd.items() if k.startswith(prefix))
     if not fe:
         raise SeedCheckpointError(
-            f"seed {seed}: the file holds no '{FAIRSEQ_PREFIX}*' tensors, "
+            f"seed {seed}: the file holds no '{prefix}*' tensors, "
             f"so not the fine-tuned XLS-R that every {spec.title} "
             "checkpoint saves; is this the right file and seed?"
         )
     try:
-        frontend = convert_fairseq_wav2vec2(fe, prefix=FAIRSEQ_PREFIX)
+        frontend = convert_fairseq_wav2vec2(fe, prefix=prefix)
     except ValueError as exc:
         raise SeedCheckpointError(f"seed {seed}: front-end: {exc}") from None
-    sd = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(FAIRSEQ_PREFIX))
+    sd = OrderedDict((k, v) for k, v in sd.items() if not k.startswith(prefix))
     return sd, frontend
 
 

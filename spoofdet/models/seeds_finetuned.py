@@ -1,9 +1,10 @@
-"""Seed tables, part 1: the five seeds whose checkpoint holds a fine-tuned fairseq XLS-R.
+"""Seed tables, part 1: the six seeds whose checkpoint holds a fine-tuned fairseq XLS-R.
 
 SLS, SSL-AASIST, Nes2Net-X, XLSR-Mamba and Fake-Mamba save the fine-tuned XLS-R under
-``ssl_model.model.*`` beside their back-end. One :class:`~spoofdet.models.seed_spec.SeedSpec` per
-seed, each block naming the seed file its rules were read off; :data:`FINETUNED_SEEDS` is merged
-into :data:`spoofdet.models.seeds.SEEDS` (use that).
+``ssl_model.model.*`` beside their back-end, AMSDF under ``text_view_extract.model.*``. One
+:class:`~spoofdet.models.seed_spec.SeedSpec` per seed, each block naming the seed file its rules
+were read off; :data:`FINETUNED_SEEDS` is merged into :data:`spoofdet.models.seeds.SEEDS` (use
+that).
 """
 
 from __future__ import annotations
@@ -244,4 +245,94 @@ FINETUNED_SEEDS["fake_mamba"] = SeedSpec(
         ),
     },
     num_samples=66_800,
+)
+
+
+# ---- seed: amsdf (read off ItzJuny/AMSDF models/AMSDF.py, models/ACRNN.py, main_AMSDF.py) ----
+# models/AMSDF.py `Module`: text_view_extract (ASR_model: fairseq XLS-R 300M under
+# text_view_extract.model.*, linear Linear(1024, 128), bn BatchNorm1d(50)), emo_view_extract
+# (SER_model: model = ACRNN, bn BatchNorm1d(50)), audio_view_extract (base_encoder: the sinc CONV,
+# not saved, first_bn, encoder.<i>.0 Residual_blocks), GAT_text/emo/audio, pool_text/emo/audio,
+# Core_AE/AT/ET/AET (HGFM: HtrgGAT_layer1/2, stack_node), GRS_group1/2/3 (pool1/2), out_layer
+# Linear(384, 64), out_layer2 Linear(64, 2). main_AMSDF.py saves the bare model's state_dict (no
+# 'module.'). Names -> spoofdet AMSDF: text_view_extract.linear/bn -> text_proj/text_bn,
+# emo_view_extract.model/bn -> emotion/emotion_bn, audio_view_extract.* -> first_bn, encoder
+# (conv_downsample -> downsample), GAT_<view> -> gat_<view>, Core_<pair> -> fuse_<pair>
+# (HtrgGAT_layer<k> -> hs_gal<k>, trailing 'M' -> '_master'), GRS_group1/2/3 ->
+# readout_views/fusions/stacks, out_layer -> fc, out_layer2 -> out. Layout (back-end, 397
+# tensors): tests/assets/seed_layouts/amsdf.tsv.
+_AMSDF_VIEWS = (("text", "text"), ("emo", "emotion"), ("audio", "audio"))
+_AMSDF_RULES: tuple[tuple[str, str], ...] = (
+    (r"text_view_extract\.linear\.(weight|bias)", r"text_proj.\1"),
+    (r"text_view_extract\.bn\.(\w+)", r"text_bn.\1"),
+    (r"emo_view_extract\.bn\.(\w+)", r"emotion_bn.\1"),
+    (r"emo_view_extract\.model\.(\w+\.\w+)", r"emotion.\1"),
+    (r"audio_view_extract\.first_bn\.(\w+)", r"first_bn.\1"),
+    (
+        r"audio_view_extract\.encoder\.(\d)\.0\.conv_downsample\.(weight|bias)",
+        r"encoder.\1.0.downsample.\2",
+    ),
+    (
+        r"audio_view_extract\.encoder\.(\d)\.0\.((?:bn1|conv1|bn2|conv2)\.\w+)",
+        r"encoder.\1.0.\2",
+    ),
+    *((rf"GAT_{a}\.(\w+(?:\.\w+)?)", rf"gat_{b}.\1") for a, b in _AMSDF_VIEWS),
+    *((rf"pool_{a}\.(proj\.\w+)", rf"pool_{b}.\1") for a, b in _AMSDF_VIEWS),
+    *(
+        rule
+        for pair in ("AE", "AT", "ET", "AET")
+        for rule in (
+            (rf"Core_{pair}\.stack_node", f"fuse_{pair.lower()}.stack_node"),
+            (
+                rf"Core_{pair}\.HtrgGAT_layer([12])\.att_weightM",
+                rf"fuse_{pair.lower()}.hs_gal\1.att_weight_master",
+            ),
+            (
+                rf"Core_{pair}\.HtrgGAT_layer([12])\."
+                r"(att_proj|proj_with_att|proj_without_att)M\.(weight|bias)",
+                rf"fuse_{pair.lower()}.hs_gal\1.\2_master.\3",
+            ),
+            (
+                rf"Core_{pair}\.HtrgGAT_layer([12])\.(\w+(?:\.\w+)?)",
+                rf"fuse_{pair.lower()}.hs_gal\1.\2",
+            ),
+        )
+    ),
+    *(
+        (rf"GRS_group{i}\.(pool[12]\.proj\.\w+)", rf"readout_{name}.\1")
+        for i, name in ((1, "views"), (2, "fusions"), (3, "stacks"))
+    ),
+    (r"out_layer\.(weight|bias)", r"fc.\1"),
+    (r"out_layer2\.(weight|bias)", r"out.\1"),
+)
+
+FINETUNED_SEEDS["amsdf"] = SeedSpec(
+    title="AMSDF (audio-text-emotion multi-view, Wu et al., IEEE TIFS 2024)",
+    repository="https://github.com/ItzJuny/AMSDF",
+    head="amsdf",
+    in_dim=1024,
+    frontend="fairseq",  # the text view reads fairseq's features_only ['x'] = last_hidden_state
+    fairseq_prefix="text_view_extract.model.",
+    # the file holds the fine-tuned ACRNN: no emotion_weights; the seed fine-tunes everything
+    model={"head_kwargs": {"freeze_emotion": False}},
+    rules=_AMSDF_RULES,
+    out_key="out.weight",
+    n_logits=2,
+    bonafide_index=0,  # the README: M1-M3 trained with real = 0, fake = 1
+    convention="0 = real, 1 = fake for M1-M3 (README; the repo's data_io.py has REAL = 1, "
+    "unverified against the files); score = logit[:, 1], the fake logit (higher = more fake); "
+    "the seed's EER is min(EER(s), EER(-s)), blind to the direction",
+    score_rule="neg_spoof_logit",  # -(the seed's fake logit): ranks clips as its score files do
+    published={
+        "M1.pth (README, Google Drive folder)": (
+            "EER 2019 LA 0.30 %, 2021 LA 2.00 %, 2021 DF 3.82 %, In-the-Wild 15.45 %"
+        ),
+        "M2.pth (README, Google Drive folder)": (
+            "EER 2019 LA 0.16 %, 2021 LA 2.66 %, 2021 DF 8.05 %, In-the-Wild 29.22 %"
+        ),
+        "M3.pth (README, Google Drive folder)": (
+            "EER 2019 LA 0.48 %, 2021 LA 6.21 %, 2021 DF 6.30 %, In-the-Wild 9.50 %"
+        ),
+    },
+    num_samples=64_600,  # first 64,600 samples, repeat-padded when shorter, not normalised
 )

@@ -290,6 +290,12 @@ def _score_words(spec: Any, n_logits: int) -> str:
             "logit[:, 1], the bona fide logit, as the seed scores (higher = more bona fide; "
             "raw, not calibrated)"
         )
+    if spec.score_rule == "neg_spoof_logit":
+        return (
+            "-logit[:, 0], the seed's spoof (fake) logit negated (index 0 after import; the seed "
+            "writes it un-negated), higher = more bona fide; ranks clips as the seed's score files "
+            "do (raw, not calibrated)"
+        )
     return (
         "logit[:, 1] - logit[:, 0], the log-odds of the seed's softmax (bona fide at index 1 "
         "after import), "

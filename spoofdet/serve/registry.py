@@ -589,6 +589,28 @@ def _model_info(ref: ModelRef) -> Any:
         return mlflow.models.get_model_info(ref.uri)
 
 
+def model_files(ref: ModelRef, dst: str | os.PathLike) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The files of a spoofdet MLflow model (a registered version, ``runs:/``, ``models:/m-``
+    or a downloaded folder) and its metadata: ``({"model_config", "weights"[, "calibration"]:
+    path}, metadata)``. A non-local model is first copied into ``dst`` (files only; nothing is
+    imported or built).
+
+    Raises:
+        ModelRefError: a train run's ``final/`` folder (it has no MLmodel), or a model that is not
+            a spoofdet model.
+    """
+    if ref.kind == "final-dir":
+        raise ModelRefError(
+            f"--model {ref.ref} is a model folder, not an MLflow model; register it first "
+            "(spoofdet import --register-as, or train with mlflow.register_as)"
+        )
+    folder = Path(ref.uri) if _is_local(ref.uri) else _download(ref, str(dst))
+    mlmodel = _read_mlmodel(folder / "MLmodel", ref.ref)
+    where = str(folder) if _is_local(ref.uri) else ref.uri
+    paths = _check_mlmodel(mlmodel, ref.ref, where, folder=folder)
+    return paths, dict(mlmodel.get("metadata") or {})
+
+
 def read_calibration(ref: ModelRef) -> Any:
     """The model's calibration (or None) without loading its weights where the metadata holds it.
 

@@ -5,7 +5,9 @@ The library half of ``spoofdet score`` (``ray_jobs/score.py``) and ``spoofdet pr
 ``OUT/<length>/<set>/``:
 
 - a labelled shard folder: ``scores.txt`` (``<utt_id> <score>``, written whole), ``metrics.json``
-  (metrics over the rows evaluated: phase ``eval`` where a set has phases), ``det.png``,
+  (metrics over the rows evaluated: phase ``eval`` where a set has phases), ``det.png`` (named
+  after the model; the Bayes LLR threshold's operating point when calibrated),
+  ``det_by_<dim>.png`` per breakdown of the metrics (attack, codec, ...: a curve per group),
   ``hist.png``;
 - a folder of audio (unlabelled): ``scores.csv`` (``path,score,llr,decision,error``, a row per
   file, failures included), ``metrics.json`` and ``hist.png``.
@@ -31,7 +33,7 @@ import numpy as np
 from spoofdet.data.corpora import prepare_folder
 from spoofdet.errors import SpoofdetError
 from spoofdet.evaluation import sets as eval_sets
-from spoofdet.evaluation.plots import plot_det, plot_histogram
+from spoofdet.evaluation.plots import plot_breakdown_dets, plot_det, plot_histogram
 from spoofdet.evaluation.protocols import (
     DEFAULT_HOP,
     LENGTHS,
@@ -69,9 +71,14 @@ def score_shard_set(
     out: Path,
     result: dict[str, Any],
     thresholds: dict[str, float],
+    model: str = "",
 ) -> tuple[Any, Any]:
-    """A labelled shard folder: ``scores.txt``, metrics over the rows evaluated and the DET plot
-    (into ``result`` and ``thresholds``); returns the scores and labels for the histogram."""
+    """A labelled shard folder: ``scores.txt``, metrics over the rows evaluated and the DET plots
+    (into ``result`` and ``thresholds``); returns the scores and labels for the histogram.
+
+    The DET plots are named after ``model``: ``det.png`` (pooled) and, per breakdown dimension of
+    the metrics (attack, codec, ...), ``det_by_<dim>.png`` with a curve per group; calibrated
+    scores also mark the operating point of the Bayes LLR threshold."""
     meta = eval_sets.read_metadata(es)
     scores = to_score(eval_sets.align(meta, clips.raw))
     ids = meta["utt_id"].to_pylist()
@@ -103,14 +110,27 @@ def score_shard_set(
     use = mask & ok
     if metrics is not None:
         thresholds["EER threshold"] = metrics["threshold"]
+        op = ("Bayes LLR threshold", DECISION_THRESHOLD) if calibrated else None
         result["det_png"] = str(
             plot_det(
                 scores[use & (labels == 1)],
                 scores[use & (labels == 0)],
                 out / "det.png",
-                title=f"{es.name}, {length}: EER {metrics['eer']:.2f} %",
+                name=model or es.name,
+                threshold=op,
+                title=f"{model or es.name}: {es.name}, {length}",
             )
         )
+        by = plot_breakdown_dets(
+            scores[use],
+            meta.filter(use),
+            list(metrics["breakdown"]),
+            out,
+            name=model or es.name,
+            threshold=op,
+            context=f"{es.name}, {length}",
+        )
+        result.update({f"{k}_png": str(p) for k, p in by.items()})
     return scores[use], labels[use]
 
 
@@ -201,6 +221,7 @@ def evaluate_set(
             out=out,
             result=result,
             thresholds=thresholds,
+            model=ref.label,
         )
     else:
         hist_scores, hist_labels = score_folder_set(clips, to_score, cal, out, result)

@@ -260,6 +260,58 @@ def write_asvspoof2021_df(
     return w.finish("asvspoof2021-df")
 
 
+def write_asvspoof5(
+    root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
+) -> dict[str, Any]:
+    """ASVspoof 5 Track 1: ``ASVspoof5_protocols/`` with the three 10-column protocols and FLAC
+    files in ``flac_T``, ``flac_D``, ``flac_E_eval``. Attacks A01-A08 (train), A09-A16 (dev),
+    A17-A32 (eval); eval cycles through uncoded rows and codecs C01..C03 (CODEC_Q 1..8, CODEC_SEED
+    naming an uncoded eval trial), both classes passing the same channel; a few speakers recur
+    per split. Broken files go in eval only."""
+    w = _Writer(root, seed, broken, BROKEN_REASONS_FLAC)
+    proto_dir = root / "ASVspoof5_protocols"
+    proto_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "train": ("ASVspoof5.train.tsv", "flac_T", "T", range(1, 9)),
+        "dev": ("ASVspoof5.dev.track_1.tsv", "flac_D", "D", range(9, 17)),
+        "eval": ("ASVspoof5.eval.track_1.tsv", "flac_E_eval", "E", range(17, 33)),
+    }
+    codecs = ["-", "C01", "C02", "C03"]
+    for split, (name, folder, letter, attack_ids) in files.items():
+        attacks = [f"A{a:02d}" for a in attack_ids]
+        speakers = [f"{letter}_{int(w.rng.integers(0, 10_000)):04d}" for _ in range(3)]
+        lines = []
+        uncoded: list[str] = []
+        counter = int(w.rng.integers(0, 10**6))
+        for i, label in enumerate(w.labels(per_split)):
+            counter += int(w.rng.integers(1, 5000))
+            utt = f"{letter}_{counter:010d}"
+            speaker = speakers[i % len(speakers)]
+            gender = "F" if speakers.index(speaker) % 2 == 0 else "M"
+            codec = codecs[i % len(codecs)] if split == "eval" else "-"
+            if codec == "-" or not uncoded:
+                codec, q, src = "-", "-", "-"
+                uncoded.append(utt)
+            else:
+                q, src = str(1 + int(w.rng.integers(0, 8))), uncoded[-1]
+            if label == 1:
+                tag, attack, key = "-", "bonafide", "bonafide"
+            else:
+                tag, attack, key = f"AC{1 + i % 3}", attacks[i % len(attacks)], "spoof"
+            lines.append(f"{speaker} {utt} {gender} {codec} {q} {src} {tag} {attack} {key} -\n")
+            w.write(
+                utt,
+                root / folder / f"{utt}.flac",
+                label,
+                _method(int(attack[1:]) if label == 0 else 0),
+                16000,
+                codec="none" if codec == "-" else f"{('low', 'high')[i % 2]}_{codec}",
+                breakable=split == "eval",
+            )
+        (proto_dir / name).write_text("".join(lines))
+    return w.finish("asvspoof5")
+
+
 def write_in_the_wild(
     root: Path, per_split: int = 12, seed: int = 0, broken: bool = True
 ) -> dict[str, Any]:
@@ -399,6 +451,7 @@ LAYOUTS: dict[str, Callable[..., dict[str, Any]]] = {
     "asvspoof2019-la": write_asvspoof2019_la,
     "asvspoof2021-la": write_asvspoof2021_la,
     "asvspoof2021-df": write_asvspoof2021_df,
+    "asvspoof5": write_asvspoof5,
     "in-the-wild": write_in_the_wild,
     "codecfake": write_codecfake,
     "folder": write_folder,

@@ -1,10 +1,14 @@
 """Scoring the dev set during training: each rank scores its part, all ranks gather the parts.
 
-Contract: :func:`dev_set` is the recipe's dev shards and how their clips are cut (None without
-``data.dev``); :func:`evaluate_dev` returns the same ``dev_loss`` / ``dev_eer`` / ``dev_min_dcf`` /
-``dev_threshold`` / ``dev_n`` / ``dev_bad_rows`` on every rank, and hands every rank the dev rows
-that could not be decoded on any rank; :func:`dev_metrics` is shared with the driver's final
-scoring (``spoofdet.training.final``).
+Contract: :func:`dev_set` is the recipe's dev shard folders and how their clips are cut (None
+without ``data.dev``); :func:`evaluate_dev` returns the same ``dev_loss`` / ``dev_eer`` /
+``dev_min_dcf`` / ``dev_threshold`` / ``dev_n`` / ``dev_bad_rows`` on every rank for one dev set,
+and hands every rank the dev rows that could not be decoded on any rank; :func:`score_dev` scores
+every dev set: with several (``data.dev`` a list, as AMSDF selects on three), each set's numbers
+are ``dev.<name>.loss`` / ``.eer`` / ``.min_dcf`` / ``.n`` and ``dev_loss`` / ``dev_eer`` /
+``dev_min_dcf`` are their means (the selection metric averaged over the sets; ``dev_n`` and
+``dev_bad_rows`` are sums, and there is no pooled ``dev_threshold``). :func:`dev_metrics` is shared
+with the driver's final scoring (``spoofdet.training.final``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spoofdet.config import TrainJobConfig
+from spoofdet.config import TrainJobConfig, dev_name, dev_sources
 from spoofdet.data import pipeline as data
 from spoofdet.evaluation.metrics import compute_eer, min_dcf
 from spoofdet.models import score_from_logits
@@ -38,16 +42,17 @@ def dev_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
-def dev_set(cfg: TrainJobConfig) -> tuple[data.Source, data.Recipe] | None:
-    """The dev shards and how their clips are cut (RawBoost only with ``data.dev_rawboost``)."""
-    source = data.Source(cfg.data.dev.shards, name=cfg.data.dev.name) if cfg.data.dev else None
+def dev_set(cfg: TrainJobConfig) -> list[tuple[data.Source, data.Recipe]] | None:
+    """Each dev set's shards and how its clips are cut (RawBoost only with ``data.dev_rawboost``);
+    None without ``data.dev``."""
     recipe = data.Recipe(
         num_samples=cfg.data.num_samples,
         seed=cfg.seed,
         rawboost_algo=cfg.data.rawboost.algo if cfg.data.dev_rawboost else 0,
         rawboost_p=cfg.data.rawboost.p,
     )
-    return None if source is None else (source, recipe)
+    sets = [(data.Source(src.shards, name=dev_name(src)), recipe) for src in dev_sources(cfg.data)]
+    return sets or None
 
 
 def evaluate_dev(
@@ -102,10 +107,20 @@ def evaluate_dev(
 def score_dev(
     cfg: TrainJobConfig, net: Any, dev: Any, class_w: Any, metrics: dict, bad: dict, **ranks: Any
 ) -> RunFailed | None:
-    """Score the dev set into ``metrics`` and its undecodable rows into ``bad["dev"]``; the
-    failure when there were too many."""
+    """Score every dev set of ``dev`` (:func:`dev_set`) into ``metrics`` and their undecodable
+    rows into ``bad["dev"]``; the failure when there were too many."""
     rows: list[dict] = []
-    metrics.update(evaluate_dev(cfg, net, dev, class_w, bad=rows, **ranks))
+    if len(dev) == 1:
+        metrics.update(evaluate_dev(cfg, net, dev[0], class_w, bad=rows, **ranks))
+    else:
+        metrics.update(
+            mean_over_sets(
+                {
+                    src.name: evaluate_dev(cfg, net, (src, recipe), class_w, bad=rows, **ranks)
+                    for src, recipe in dev
+                }
+            )
+        )
     bad["dev"] = {"count": len(rows), "rows": rows}
     epoch, n = metrics["epoch"], metrics["dev_n"]
     try:
@@ -114,3 +129,18 @@ def score_dev(
     except RunFailed as failed:
         return failed
     return None
+
+
+def mean_over_sets(per_set: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Several dev sets' :func:`evaluate_dev` results as one: each set's ``dev.<name>.<metric>``
+    and the means of ``dev_loss``, ``dev_eer`` and ``dev_min_dcf`` (every set weighs the same, as
+    in a paper's average over test sets), with ``dev_n`` and ``dev_bad_rows`` summed."""
+    out: dict[str, Any] = {}
+    for name, m in per_set.items():
+        for key in ("loss", "eer", "min_dcf", "threshold", "n"):
+            out[f"dev.{name}.{key}"] = m[f"dev_{key}"]
+    for key in ("dev_loss", "dev_eer", "dev_min_dcf"):
+        out[key] = float(np.mean([m[key] for m in per_set.values()]))
+    for key in ("dev_n", "dev_bad_rows"):
+        out[key] = int(sum(m[key] for m in per_set.values()))
+    return out

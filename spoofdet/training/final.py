@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
 
-from spoofdet.config import TrainJobConfig
+from spoofdet.config import TrainJobConfig, dev_name, dev_sources
 from spoofdet.data import pipeline as data
 from spoofdet.data.features import read_info
-from spoofdet.evaluation.calibration import CalibrationError, fit_calibration
+from spoofdet.evaluation.calibration import CalibrationError, diagnose, fit_calibration
 from spoofdet.evaluation.metrics import act_dcf, cllr
 from spoofdet.models import build_model
 from spoofdet.models.cached import waveform_detector
@@ -87,26 +87,40 @@ def calibrate_on_dev(
     """The final model's dev metrics and, where the scores allow one, a calibration (raw scores ->
     LLRs) fitted on them and stored beside the model (``out/calibration.json``). Dev rows that
     could not be decoded are counted (``final_dev_bad_rows``) and appended to ``bad``. Batches go
-    to ``device``, where ``model`` must already be."""
+    to ``device``, where ``model`` must already be. With several dev sets, each set's metrics are
+    ``final_dev.<name>.*``, ``final_dev_eer`` / ``final_dev_min_dcf`` their means, and the
+    calibration (with ``final_dev_act_dcf`` / ``final_dev_cllr``) is fitted on all their scores
+    pooled."""
     recipe = data.Recipe(num_samples=cfg.data.num_samples, seed=cfg.seed)
-    scores, labels, skipped = [], [], []
-    with torch.no_grad():
-        for batch in data.iter_eval_part(
-            data.Source(cfg.data.dev.shards),
-            0,
-            1,
-            batch_size=cfg.train.dev_batch_size,
-            recipe=recipe,
-            max_batches=cfg.train.max_dev_batches,
-            bad=skipped,
-        ):
-            wave = data.model_input(batch).to(device)
-            scores += model.score(wave).float().cpu().tolist()
-            labels += batch["label"].tolist()
+    per_set, skipped = [], []
+    for src in dev_sources(cfg.data):
+        scores, labels = [], []
+        with torch.no_grad():
+            for batch in data.iter_eval_part(
+                data.Source(src.shards),
+                0,
+                1,
+                batch_size=cfg.train.dev_batch_size,
+                recipe=recipe,
+                max_batches=cfg.train.max_dev_batches,
+                bad=skipped,
+            ):
+                wave = data.model_input(batch).to(device)
+                scores += model.score(wave).float().cpu().tolist()
+                labels += batch["label"].tolist()
+        per_set.append((dev_name(src), np.asarray(scores), np.asarray(labels)))
     if bad is not None:
         bad.extend(skipped)
-    s, y = np.asarray(scores), np.asarray(labels)
-    found = {f"final_dev_{k}": v for k, v in dev_metrics(s, y).items()}
+    s = np.concatenate([p[1] for p in per_set])
+    y = np.concatenate([p[2] for p in per_set])
+    if len(per_set) == 1:
+        found = {f"final_dev_{k}": v for k, v in dev_metrics(s, y).items()}
+    else:  # each set on its own, the run's numbers their means (as the selection metric)
+        each = {name: dev_metrics(si, yi) for name, si, yi in per_set}
+        found = {f"final_dev.{n}.{k}": v for n, m in each.items() for k, v in m.items()}
+        for k in ("eer", "min_dcf"):
+            found[f"final_dev_{k}"] = float(np.mean([m[k] for m in each.values()]))
+        found["final_dev_n"] = int(len(s))
     found["final_dev_bad_rows"] = len(skipped)
     try:  # raw scores -> LLRs, fitted on the dev scores of the final model, stored with it
         cal = fit_calibration(s[y == 1], s[y == 0])
@@ -118,8 +132,25 @@ def calibrate_on_dev(
             final_dev_cllr=cllr(llr[y == 1], llr[y == 0]),
         )
     except CalibrationError as exc:
-        print(f"no calibration stored: {exc}", file=sys.stderr)
+        print(refused_calibration(s[y == 1], s[y == 0], exc), file=sys.stderr)
     return found
+
+
+def refused_calibration(bonafide: Any, spoof: Any, exc: CalibrationError) -> str:
+    """The note printed when the final model gets no calibration: why, what the dev scores
+    measure (:func:`spoofdet.evaluation.calibration.diagnose`: at chance, inverted or too few
+    trials) and what follows for the registered model."""
+    text = str(exc)
+    if "Measured:" not in text:  # the negative-slope error already carries the diagnosis
+        try:
+            text += " " + diagnose(bonafide, spoof)
+        except CalibrationError:  # non-finite scores: exc already says so
+            pass
+    return (
+        f"no calibration stored: {text} The model is logged with raw scores (spoofdet predict "
+        "gives no llr or decision); once fixed, calibrate it with `spoofdet calibrate --model "
+        "models:/NAME/VERSION --dev DEV_SHARDS --register`."
+    )
 
 
 def waveform_model(cfg: TrainJobConfig, averaged: dict, out: Path) -> tuple[Any, dict, Path, dict]:
@@ -216,10 +247,13 @@ def version_description(cfg: TrainJobConfig, summary: dict) -> str:
     epochs = ", ".join(map(str, summary["averaged_epochs"]))
     text = f"spoofdet run {cfg.name}: the average of epochs {epochs}"
     if "final_dev_eer" in summary:
+        devs = dev_sources(cfg.data)
+        where = ", ".join(d.shards for d in devs) or "no dev set"
+        mean = f" (means of {len(devs)} dev sets)" if len(devs) > 1 else ""
         text += (
             f"; final dev EER {summary['final_dev_eer']:.2f} %, minDCF "
-            f"{summary['final_dev_min_dcf']:.4f} over {summary['final_dev_n']} clips "
-            f"({cfg.data.dev.shards if cfg.data.dev else 'no dev set'}), scored with this model"
+            f"{summary['final_dev_min_dcf']:.4f}{mean} over {summary['final_dev_n']} clips "
+            f"({where}), scored with this model"
         )
     calibrated = "calibrated LLRs" if summary.get("calibration") else "raw scores (not calibrated)"
     return f"{text}. Output: {calibrated}, higher = more bona fide."

@@ -459,3 +459,40 @@ def test_mlflow_models_serve_scores_any_length(world, tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_score_several_models_gives_each_best_mean_and_vote(world, local_ray, tmp_path, capsys):
+    """Issue 19: a family's M1-M3 scored in one command; the table's rows are each model's own
+    metrics on the same clips, best / mean +- std over them, and their vote."""
+    from spoofdet.cli import main as cli_main
+    from spoofdet.evaluation.metrics import compute_eer
+    from spoofdet.evaluation.report import vote_fusion
+
+    out = tmp_path / "family"
+    names = ("good", "medium", "bad")
+    argv = ["score", "--model", *(str(world["models"][n]) for n in names)]
+    argv += ["--eval-set", str(world["shards"]), "--out", str(out), "--no-mlflow", "--json"]
+    assert cli_main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    (table,) = summary["comparison"]["sets"]
+    assert table["n_compared"] == 12 and table["n_not_scored_by_all"] == 0
+    eers = [m["eer"] for m in table["models"]]
+    for eer, s in zip(eers, summary["models"]):  # the same numbers as each model's own report
+        assert eer == pytest.approx(s["sets"][0]["metrics"]["eer"])
+    assert eers == pytest.approx([world["eers"][n] for n in names], abs=1e-9)
+    over = table["over_models"]["eer"]
+    assert over["best"] == min(eers) and over["mean"] == pytest.approx(np.mean(eers))
+    assert over["std"] == pytest.approx(np.std(eers))
+    # the vote, by hand: each (calibrated) model votes at the Bayes LLR threshold
+    files = [Path(s["sets"][0]["scores"]) for s in summary["models"]]
+    scores = [_scores(f) for f in files]
+    ids = sorted(scores[0])
+    t = [m["at_threshold"]["threshold"] for m in table["models"]]
+    assert t == pytest.approx([-np.log(1.9)] * 3)
+    fused = vote_fusion([np.array([s[u] for u in ids]) for s in scores], t)
+    bona = [f for f, u in zip(fused, ids) if u.startswith("bona")]
+    spoof = [f for f, u in zip(fused, ids) if u.startswith("spoof")]
+    assert table["vote"]["eer"] == pytest.approx(100 * compute_eer(bona, spoof)[0])
+    text = (out / "4s" / "models.md").read_text()
+    assert "best" in text and "mean ± std" in text and "fusion (vote)" in text
+    assert all(f.is_file() and f.parent.parent.parent.parent == out for f in files)

@@ -336,6 +336,7 @@ def test_heads_dict_is_explicit():
         "sls",
         "aasist_raw",
         "lcnn",
+        "amsdf",
     }
     assert set(head_names()) == set(HEADS)  # the config's copy (validation without torch) agrees
 

@@ -452,3 +452,61 @@ def test_safetensors_files_import_like_pth(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(SeedCheckpointError, match="not a readable safetensors"):
         read_seed_checkpoint(tmp_path / "broken.safetensors")
+
+
+# ---- AMSDF: fine-tuned XLS-R under text_view_extract.model.*, fake logit at index 1 -----------
+
+#: The seed's own logits (index 0 real, 1 fake) for random_state_dict(amsdf.tsv, seed=0) on
+#: random_feats(2, 201, 1024, seed=0) and random_waves(2, 64_600, seed=0): see
+#: tests/models/test_amsdf.py, where they are pinned with the way they were computed.
+AMSDF_SEED_LOGITS = [
+    [-0.033664293587207794, -2.847891330718994],
+    [-0.013690359890460968, -2.6993584632873535],
+]
+
+
+def test_amsdf_import_scores_as_the_seed(tmp_path):
+    from spoofdet.models import score_from_logits
+    from spoofdet.models.checkpoints import to_fairseq_wav2vec2
+    from spoofdet.serve.registry import load_detector
+    from spoofdet.testing import random_feats
+
+    arch = tmp_path / "arch"
+    _xlsr_like(1).save_pretrained(arch)  # the architecture only: its weights are overwritten
+    fine_tuned = _xlsr_like(1)
+    with torch.no_grad():
+        for p in fine_tuned.parameters():
+            p.add_(0.01)
+    seed_file = {
+        f"text_view_extract.model.{k}": v
+        for k, v in to_fairseq_wav2vec2(fine_tuned.state_dict()).items()
+    }
+    seed_file.update(random_state_dict(read_layout(LAYOUTS / "amsdf.tsv"), seed=0))
+    ckpt = tmp_path / "M1.pth"
+    torch.save(seed_file, ckpt)
+
+    summary = import_checkpoint("amsdf", ckpt, out=tmp_path / "model", frontend=arch)
+    assert summary["rebuild_max_abs_diff"] <= 1e-6 and "negated" in summary["score"]
+    config = json.loads((tmp_path / "model" / "model_config.json").read_text())
+    assert config["head"] == "amsdf" and config["score"] == "neg_spoof_logit"
+    assert config["head_kwargs"] == {"freeze_emotion": False}
+    prov = json.loads((tmp_path / "model" / "import.json").read_text())
+    assert "0 = real, 1 = fake" in prov["seed_convention"]
+
+    det = load_detector(str(tmp_path / "model")).model
+    feats, wave = random_feats(2, 201, 1024, seed=0), random_waves(2, 64_600, seed=0)
+    seed_logits = torch.tensor(AMSDF_SEED_LOGITS)
+    with torch.no_grad():
+        # the head computes the seed's logits, rows swapped: spoofdet's index 1 is bona fide
+        torch.testing.assert_close(det.head(feats, wave), seed_logits.flip(1), rtol=1e-5, atol=1e-5)
+        # the score is the seed's score (its fake logit) negated: higher = more bona fide
+        logits = det.head(feats, wave)
+        torch.testing.assert_close(
+            score_from_logits(logits, det.score_rule), -seed_logits[:, 1], rtol=1e-5, atol=1e-5
+        )
+        # end to end the front-end is the file's fine-tuned XLS-R, run once, feeding the text view
+        ssl = fine_tuned(wave).last_hidden_state
+        torch.testing.assert_close(det.frontend(wave), ssl, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            det.score(wave), -det.head(ssl, wave)[:, 0], rtol=1e-5, atol=1e-5
+        )

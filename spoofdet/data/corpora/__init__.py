@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from spoofdet.data.corpora._common import Manifest, ManifestError
+from spoofdet.data.corpora.asvspoof5 import prepare_asvspoof5
 from spoofdet.data.corpora.asvspoof2019_la import prepare_asvspoof2019_la
 from spoofdet.data.corpora.asvspoof2021_df import prepare_asvspoof2021_df
 from spoofdet.data.corpora.asvspoof2021_la import prepare_asvspoof2021_la
@@ -22,6 +23,7 @@ CORPORA: dict[str, Callable[..., Manifest]] = {
     "asvspoof2019-la": prepare_asvspoof2019_la,
     "asvspoof2021-la": prepare_asvspoof2021_la,
     "asvspoof2021-df": prepare_asvspoof2021_df,
+    "asvspoof5": prepare_asvspoof5,
     "in-the-wild": prepare_in_the_wild,
     "codecfake": prepare_codecfake,
     "folder": prepare_folder,
@@ -33,6 +35,7 @@ SPLIT_HELP: dict[str, str] = {
     "asvspoof2019-la": "train, dev or eval",
     "asvspoof2021-la": "phase: eval, progress or hidden (published numbers use eval)",
     "asvspoof2021-df": "phase: eval, progress or hidden (published numbers use eval)",
+    "asvspoof5": "train, dev or eval (Track 1; default: every split whose protocol exists)",
     "in-the-wild": "eval (the only split)",
     "codecfake": "train, dev, test (all test sets) or one test set: C1..C7, A1..A3",
     "folder": "a subset name to give the rows (default: all)",

@@ -19,32 +19,62 @@ from spoofdet.data.schema import BONAFIDE_ATTACK
 PHASES = ("eval", "progress", "hidden")
 
 
-def find_key(root: Path, track: str, key_file: str | Path | None) -> Path:
+def find_key(
+    root: Path, track: str, key_file: str | Path | None, *, option: str = "--root"
+) -> Path:
     """Locate ``keys/<TRACK>/CM/trial_metadata.txt`` under ``root``.
 
     Accepts the layouts the keys are shipped in: ``ROOT/keys/...`` (``LA-keys-full.tar.gz``
     extracted into the root) and ``ROOT/<TRACK>-keys-full/keys/...`` or
     ``ROOT/<TRACK>-keys-stage-1/keys/...``. ``key_file`` overrides the search.
+
+    ``option`` names the command-line option that gave ``root`` in the error message:
+    ``--root`` (``manifest``/``prepare``: the corpus root) or ``--key`` (``evaluate``), which
+    also takes the ``keys/`` folder itself (``ROOT/<TRACK>/CM/...``, what the official
+    ``evaluate.py`` is given) and ``keys/<TRACK>`` (``ROOT/CM/...``).
     """
     if key_file is not None:
         path = corpus_root(key_file)
         if not path.is_file():
             raise ManifestError([f"ASVspoof 2021 {track} key not found at {path}"])
         return path
-    rel = Path("keys") / track / "CM" / "trial_metadata.txt"
+    root = corpus_root(root)
+    cm = Path("CM") / "trial_metadata.txt"
+    rel = Path("keys") / track / cm
     candidates = [
         root / rel,
         root / f"{track}-keys-full" / rel,
         root / f"{track}-keys-stage-1" / rel,
     ]
+    if option == "--key":
+        candidates.append(root / track / cm)
+        if root.name == track:
+            candidates.append(root / cm)
     for c in candidates:
         if c.is_file():
             return c
     tried = "\n  ".join(str(c) for c in candidates)
+    other = next(
+        (t for t in ("LA", "DF") if t != track and ((root / t / cm).is_file() or root.name == t)),
+        None,
+    )
+    if option == "--key":
+        hint = (
+            f"Download {track}-keys-full.tar.gz from asvspoof.org and extract it (it creates "
+            f"keys/{track}/CM/trial_metadata.txt); --key takes that keys/ folder (as the official "
+            f"evaluate.py does), keys/{track}, the folder holding keys/, or the "
+            "trial_metadata.txt file itself."
+        )
+    else:
+        hint = (
+            f"Download {track}-keys-full.tar.gz from asvspoof.org and extract it into {option} "
+            f"(it creates keys/{track}/CM/trial_metadata.txt)."
+        )
+    if other is not None:
+        hint += f" {root} holds the {other} keys, not the {track} ones: check --format."
     raise ManifestError(
         [f"ASVspoof 2021 {track} CM key (trial_metadata.txt) not found; tried:\n  {tried}"],
-        hint=f"Download {track}-keys-full.tar.gz from asvspoof.org and extract it into --root "
-        f"(it creates keys/{track}/CM/trial_metadata.txt).",
+        hint=hint,
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from spoofdet.data.corpora._common import (
     DuplicateTracker,
     Manifest,
+    ManifestError,
     ProblemLog,
     check_id,
     corpus_root,
@@ -48,6 +49,32 @@ def protocol_path(root: str | Path, split: str) -> Path:
 
 def audio_path(root: str | Path, split: str, utt_id: str) -> Path:
     return Path(root) / f"ASVspoof2019_LA_{split}" / "flac" / f"{utt_id}.flac"
+
+
+#: The utterance-id prefix of each split (``LA_E_2834763`` is an eval utterance).
+ID_PREFIXES = {"train": "LA_T_", "dev": "LA_D_", "eval": "LA_E_"}
+
+
+def split_hint(path: Path) -> str:
+    """``"; its N ids all start with LA_E_, so it looks like --phase eval"`` when every id in
+    column 2 of ``path`` carries the prefix of one split, else ``""``. A hint only: a renamed or
+    hand-made protocol may mix splits, so the split is never taken from the ids."""
+    seen: set[str] = set()
+    n = 0
+    try:
+        for _, cols in read_fields(path):
+            if len(cols) < 2:
+                return ""
+            n += 1
+            seen.add(next((s for s, pre in ID_PREFIXES.items() if cols[1].startswith(pre)), "?"))
+            if len(seen) > 1:
+                return ""
+    except (ManifestError, UnicodeDecodeError):
+        return ""
+    if len(seen) != 1 or "?" in seen:
+        return ""
+    split = seen.pop()
+    return f"; its {n:,} ids all start with {ID_PREFIXES[split]}, so it looks like --phase {split}"
 
 
 def prepare_asvspoof2019_la(
@@ -86,8 +113,10 @@ def prepare_asvspoof2019_la(
             )
             if split is None:
                 raise ValueError(
-                    f"cannot tell the split of {protocol_file} from its name (official names: "
-                    f"{list(PROTOCOL_FILES.values())}); say which split it is: train, dev or eval"
+                    f"cannot tell the split of {protocol_file} from its name: the split is read "
+                    f"from the official file names {list(PROTOCOL_FILES.values())}; say which "
+                    "split it is (spoofdet evaluate --phase train|dev|eval)"
+                    + split_hint(protocol_file)
                 )
         splits = (split,)
     builder = TableBuilder()

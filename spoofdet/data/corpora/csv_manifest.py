@@ -7,6 +7,8 @@ absent = unlabelled), ``utt_id`` (default: the path; never whitespace, since sco
 whitespace-separated: give an ``utt_id`` column when paths hold spaces), ``subset`` (default
 ``all``), ``attack``, ``speaker``, ``codec``, ``transmission``, ``vocoder``, ``phase``. Any other
 column goes into ``extra``. Paths may hold spaces, not control characters (newline, tab).
+A key for ``spoofdet evaluate`` (``require_path=False``, which never opens audio) may lack the
+``path`` column: its rows then need an ``utt_id`` and get no ``source_path``.
 Example::
 
     path,label,attack,subset
@@ -73,13 +75,19 @@ def prepare_csv(
     *,
     check_audio: bool = True,
     progress: bool = False,
+    require_path: bool = True,
 ) -> Manifest:
     """Parse a CSV manifest into schema rows; ``split`` keeps only rows of that subset.
 
+    ``require_path=False`` (with ``check_audio=False``: a key for evaluation, which never opens
+    audio) accepts a header without ``path``; every row then needs an ``utt_id``. A manifest to
+    prepare or train from keeps requiring ``path`` (the default).
+
     Raises:
-        ManifestError: no ``path`` column, a row with the wrong number of fields, an unknown
-            label, a path outside the CSV's folder or with control characters, an ``utt_id``
-            with whitespace or control characters, a duplicate ``utt_id``; each with line.
+        ManifestError: no ``path`` column (without it, no ``utt_id`` column or an empty
+            ``utt_id``), a row with the wrong number of fields, an unknown label, a path
+            outside the CSV's folder or with control characters, an ``utt_id`` with whitespace
+            or control characters, a duplicate ``utt_id``; each with line.
     """
     csv_path = resolve_csv(corpus_root(root))
     base = csv_path.parent
@@ -89,8 +97,16 @@ def prepare_csv(
     with open_text(csv_path) as fh:
         reader = csv.reader(fh)
         header = [h.strip() for h in next(reader, [])]
-        if "path" not in header:
+        has_path = "path" in header
+        if not has_path and (require_path or check_audio):
             raise ManifestError([f"{csv_path}:1: header needs a 'path' column, got {header!r}"])
+        if not has_path and "utt_id" not in header:
+            raise ManifestError(
+                [
+                    f"{csv_path}:1: a key without a 'path' column needs an 'utt_id' column, "
+                    f"got {header!r}"
+                ]
+            )
         if len(set(header)) != len(header):
             raise ManifestError([f"{csv_path}:1: repeated column name in header {header!r}"])
         for row in reader:
@@ -105,10 +121,13 @@ def prepare_csv(
                 )
                 continue
             rec = {h: v.strip() for h, v in zip(header, row)}
-            rel = rec.pop("path")
+            rel = rec.pop("path") if has_path else ""
             path = safe_join(base, rel) if rel else None
-            if path is None:
+            if has_path and path is None:
                 log.add(csv_path, lineno, f"path {rel!r} is empty or leads outside {base}")
+                continue
+            if not has_path and not rec.get("utt_id"):
+                log.add(csv_path, lineno, "empty utt_id (a key without 'path' needs one per row)")
                 continue
             label_text = rec.pop("label", "")
             label = None
@@ -122,7 +141,7 @@ def prepare_csv(
                     )
                     continue
             utt_id = rec.pop("utt_id", "") or rel.replace("\\", "/")
-            if not check_text(utt_id, str(path), csv_path, lineno, log):
+            if not check_text(utt_id, None if path is None else str(path), csv_path, lineno, log):
                 continue
             if not dups.check(utt_id, csv_path, lineno):
                 continue
@@ -142,7 +161,7 @@ def prepare_csv(
                 subset=subset,
                 label=label,
                 attack=attack,
-                source_path=str(path),
+                source_path=None if path is None else str(path),
                 extra={k: v for k, v in rec.items() if v} or None,
                 **fields,
             )

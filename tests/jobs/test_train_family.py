@@ -1,0 +1,105 @@
+"""A model family over seeds selected on several dev sets (issue 19, AMSDF's M1-M3 recipe):
+``train --seeds A B`` trains one run per seed, ``<name>-seed<S>``, each registered as a version of
+the same model tagged with the family and its seed; ``data.dev`` a list scores every dev set each
+epoch and selects on the mean. The unit-level contracts (config checks, the means) are in
+tests/training/test_multi_dev.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "ray_jobs" / "configs" / "demo.yaml"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """A shard folder of 16 tone (bona fide) / noise (spoof) clips of 1 s."""
+    from spoofdet.data import shard_writer
+    from spoofdet.data.corpora import prepare_csv
+
+    root = tmp_path_factory.mktemp("family")
+    rng = np.random.default_rng(3)
+    audio = root / "audio"
+    audio.mkdir()
+    lines = ["path,label"]
+    for i in range(16):
+        t = np.arange(16000) / 16000
+        bona = i % 2 == 0
+        x = 0.3 * np.sin(2 * np.pi * 220 * t) if bona else 0.3 * rng.standard_normal(16000)
+        sf.write(audio / f"c{i:03d}.wav", x.astype(np.float32), 16000)
+        lines.append(f"c{i:03d}.wav,{'bonafide' if bona else 'spoof'}")
+    (audio / "manifest.csv").write_text("\n".join(lines) + "\n")
+    out = root / "shards"
+    shard_writer.run(
+        prepare_csv(audio).table,
+        str(out),
+        corpus="csv",
+        shard_rows=4,
+        executor="local",
+        progress=False,
+    )
+    return out
+
+
+def test_seeds_train_a_registered_family_selected_on_two_dev_sets(
+    shards, tmp_path, monkeypatch, capfd
+):
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("deepspeed")
+    from mlflow.tracking import MlflowClient
+
+    from ray_jobs import train
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    storage = tmp_path / "runs"
+    overrides = {
+        "name": "fam",
+        "data.train.0.shards": shards,
+        "data.dev": f"[{{shards: {shards}, name: devA}}, {{shards: {shards}, name: devB}}]",
+        "data.num_samples": 8000,
+        "data.rawboost.algo": 0,
+        "data.shuffle_buffer": 8,
+        "train.epochs": 1,
+        "train.average_best": 1,
+        "train.patience": 1,
+        "train.max_final_dev_eer": "null",  # about the family, not about learning
+        "scaling.num_workers": 1,
+        "mlflow.register_as": "fam-model",
+        "mlflow.system_metrics": "false",
+    }
+    argv = ["--config", str(RECIPE), "--storage", str(storage), "--seeds", "11", "12", "--json"]
+    argv += [f"{k}={v}" for k, v in overrides.items()]
+    try:
+        assert train.main(argv) == 0
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    out = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+    assert out["family"] == "fam" and [m["seed"] for m in out["members"]] == [11, 12]
+    assert {"best", "mean", "std"} <= set(out["over_seeds"]["final_dev_eer"])
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{storage / 'mlflow.db'}")
+    versions = client.search_model_versions("name = 'fam-model'")
+    assert sorted(v.tags["spoofdet.family_seed"] for v in versions) == ["11", "12"]
+    assert {v.tags["spoofdet.family"] for v in versions} == {"fam"}
+    exp = client.get_experiment_by_name("spoofdet-demo").experiment_id
+    for seed in (11, 12):
+        (run,) = client.search_runs([exp], filter_string=f"tags.mlflow.runName = 'fam-seed{seed}'")
+        assert run.data.params["seed"] == str(seed)
+        m = run.data.metrics
+        # two dev sets scored each epoch; the selection metric is their mean
+        assert m["dev.devA.n"] == m["dev.devB.n"] == 16
+        assert m["dev_eer"] == pytest.approx((m["dev.devA.eer"] + m["dev.devB.eer"]) / 2)
+        assert m["dev_loss"] == pytest.approx((m["dev.devA.loss"] + m["dev.devB.loss"]) / 2)
+        # the final (averaged) model too: each set, and their mean as the run's final dev EER
+        final = (m["final_dev.devA.eer"] + m["final_dev.devB.eer"]) / 2
+        assert m["final_dev_eer"] == pytest.approx(final) and m["final_dev_n"] == 32
