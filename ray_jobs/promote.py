@@ -15,7 +15,9 @@ Run here, or through the CLI::
 What happens, top to bottom:
 1. The candidate version and the version ``@champion`` points at are looked up (aliases, not the
    deprecated stages). No champion yet: the candidate is evaluated and becomes champion.
-   The candidate already champion: nothing to do.
+   The candidate already champion: nothing to do. Several ``--version`` (a family's M1 M2 M3,
+   ``spoofdet train --seeds``): all are evaluated, the record lists each one's score with the
+   best and mean +- std over them, and the best one is the candidate.
 2. Both are evaluated on the same eval sets under the same protocol by ``ray_jobs.score``
    (score files, metrics, plots, an MLflow evaluation run each, ``eval.*`` version tags). A version
    whose ``eval.<set>.<length>`` tags already hold an evaluation of every set with the same rows
@@ -83,7 +85,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--name", required=True, help="registered model name")
-    ap.add_argument("--version", required=True, help="candidate version")
+    ap.add_argument(
+        "--version",
+        required=True,
+        nargs="+",
+        action="extend",
+        metavar="V",
+        help="candidate version; several (a family's M1 M2 M3): each is evaluated, the record "
+        "lists each one's score, best and mean +- std over them, and the best one challenges "
+        "@champion",
+    )
     ap.add_argument(
         "--eval-set",
         required=True,
@@ -116,8 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def look_up(args: argparse.Namespace) -> tuple[dict[str, Any], list[Any], str, Any, Any]:
-    """Step 1, before Ray is touched: (scoring options, eval sets, tracking URI, candidate,
+def look_up(args: argparse.Namespace) -> tuple[dict[str, Any], list[Any], str, list[Any], Any]:
+    """Step 1, before Ray is touched: (scoring options, eval sets, tracking URI, candidates,
     champion or None). Raises ValueError naming what to fix."""
     opts = scoring_options(args)
     sets = parse_eval_sets(args.eval_set)
@@ -130,9 +141,11 @@ def look_up(args: argparse.Namespace) -> tuple[dict[str, Any], list[Any], str, A
         raise ValueError(f"--margin must be >= 0, got {args.margin}")
     check_ids(sets)
     uri = default_tracking_uri(args.tracking_uri)
-    candidate = resolve_model(f"models:/{args.name}/{args.version}", uri)
+    if len(set(args.version)) < len(args.version):
+        raise ValueError(f"--version names a version twice: {args.version}")
+    candidates = [resolve_model(f"models:/{args.name}/{v}", uri) for v in args.version]
     champion = alias_target(args.name, CHAMPION, uri)
-    return opts, sets, uri, candidate, champion
+    return opts, sets, uri, candidates, champion
 
 
 def new_record(args: argparse.Namespace, sets: list[Any], candidate: Any, champion: Any) -> dict:
@@ -254,19 +267,42 @@ def _run(argv: list[str] | None) -> int:
         return _promote(args, stdout)
 
 
+def pick_best(
+    args: argparse.Namespace, evaluations: dict, candidates: list[Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Several candidates: each one's score (the mean of ``--metric`` over the sets), the best
+    and mean +- std over them (AMSDF's report of M1-M3), and the best candidate, which then
+    challenges the champion."""
+    import numpy as np
+
+    scores = {c.version: mean_metric(evaluations[f"v{c.version}"], args.metric) for c in candidates}
+    best = min(candidates, key=lambda c: scores[c.version])
+    values = list(scores.values())
+    return best, {
+        "scores": scores,
+        "best": best.version,
+        "best_score": scores[best.version],
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values)),
+    }
+
+
 def _promote(args: argparse.Namespace, stdout: Any) -> int:
-    # 1. look up candidate and champion (before Ray is touched)
-    opts, sets, uri, candidate, champion = look_up(args)
+    # 1. look up the candidates and the champion (before Ray is touched)
+    opts, sets, uri, candidates, champion = look_up(args)
     out = Path(args.out or Path("runs/promote") / args.name)
+    candidate = candidates[0]
     record = new_record(args, sets, candidate, champion)
-    if champion is not None and champion.version == candidate.version:
+    if len(candidates) == 1 and champion is not None and champion.version == candidate.version:
         record.update(result="already champion", evaluations={})
         return report(record, out, args.json, stdout)
 
-    # 2. evaluate both on the same sets, same protocol (reusing recorded evaluations of these sets)
+    # 2. evaluate all on the same sets, same protocol (reusing recorded evaluations of these sets)
     started = False
     try:
-        refs = [r for r in (candidate, champion) if r is not None]
+        versions = {c.version for c in candidates}
+        challenged = champion is not None and champion.version not in versions
+        refs = [*candidates] + ([champion] if challenged else [])
         evaluations = reusable_evaluations(
             refs,
             sets,
@@ -289,6 +325,12 @@ def _promote(args: argparse.Namespace, stdout: Any) -> int:
                 opts=opts,
             )
         record["evaluations"] = evaluation_record(evaluations)
+        if len(candidates) > 1:  # the best of several challenges the champion
+            candidate, record["candidates"] = pick_best(args, evaluations, candidates)
+            record["candidate"] = candidate.version
+            if champion is not None and champion.version == candidate.version:
+                record["result"] = "already champion"
+                return report(record, out, args.json, stdout)
         decide(args, record, evaluations, candidate, champion)  # 3.
     finally:
         if started:
@@ -326,6 +368,13 @@ def report(record: dict[str, Any], out: Path, as_json: bool, stdout: Any = None)
                 "already champion": f"{name} v{cand} is already @champion; nothing to do",
             }[record["result"]]
         )
+        c = record.get("candidates")
+        if c:
+            each = ", ".join(f"v{v} {x:.4g}" for v, x in c["scores"].items())
+            print(
+                f"candidates ({m}): {each}; best v{c['best']} {c['best_score']:.4g}, "
+                f"mean {c['mean']:.4g} +- {c['std']:.4g}"
+            )
         print(f"record: {out / 'promotion.json'}")
     return EXIT_REFUSED if record["result"] == "refused" else 0
 

@@ -81,6 +81,7 @@ from spoofdet.config import (
     dev_sources,
     flatten,
     load_train_config,
+    sources,
     to_dict,
 )
 from spoofdet.data import pipeline as data
@@ -120,11 +121,9 @@ def storage_root(arg: str | None, cfg: TrainJobConfig) -> str:
 
 def unreadable_sources(cfg: TrainJobConfig) -> list[str]:
     """The recipe's local shard folders that are no longer complete here (a lost mount, a deleted folder)."""
-    sources = [(f"data.train[{i}]", s) for i, s in enumerate(cfg.data.train)]
-    sources += [(f"data.dev ({dev_name(s)})", s) for s in dev_sources(cfg.data)]
     return [
         f"{where}.shards={src.shards}"
-        for where, src in sources
+        for where, src in sources(cfg.data)  # data.train[i], data.dev or data.dev[i]
         if "://" not in src.shards and not is_readable(src.shards)
     ]
 

@@ -14,6 +14,7 @@ Generic loading is in :mod:`spoofdet.config._load`, the recipe's sections and ru
 
 from typing import get_args
 
+from spoofdet.config._checks import sources
 from spoofdet.config._load import (
     ConfigError,
     flatten,
@@ -78,6 +79,7 @@ __all__ = [
     "flatten",
     "head_names",
     "dev_sources",
+    "sources",
     "dev_name",
     "lr_schedule_steps",
     "steps_per_epoch",

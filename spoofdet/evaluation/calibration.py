@@ -138,34 +138,32 @@ def _logit(p: float) -> float:
 
 
 def _objective(
-    w: np.ndarray,
-    z_tar: np.ndarray,
-    z_non: np.ndarray,
-    p: float,
+    w: np.ndarray, z_tar: np.ndarray, z_non: np.ndarray, p: float
 ) -> tuple[float, np.ndarray, np.ndarray]:
-    """Prior-weighted cross-entropy of log-odds ``a z + b``, its gradient and Hessian in (a, b)."""
-    a, b = w
-    lo_t = a * z_tar + b
-    lo_n = a * z_non + b
+    """Prior-weighted cross-entropy of log-odds ``z @ w`` (``z``: standardised scores, one column
+    per input, and a last column of ones), its gradient and Hessian in ``w``."""
+    lo_t, lo_n = z_tar @ w, z_non @ w
     loss = p * np.mean(np.logaddexp(0.0, -lo_t)) + (1 - p) * np.mean(np.logaddexp(0.0, lo_n))
-    g_t = -p * expit(-lo_t) / z_tar.size  # d loss / d lo, per trial
-    g_n = (1 - p) * expit(lo_n) / z_non.size
-    h_t = p * expit(lo_t) * expit(-lo_t) / z_tar.size  # d2 loss / d lo2, per trial
-    h_n = (1 - p) * expit(lo_n) * expit(-lo_n) / z_non.size
-    grad = np.array([g_t @ z_tar + g_n @ z_non, g_t.sum() + g_n.sum()])
-    h_aa = h_t @ (z_tar * z_tar) + h_n @ (z_non * z_non)
-    h_ab = h_t @ z_tar + h_n @ z_non
-    hess = np.array([[h_aa, h_ab], [h_ab, h_t.sum() + h_n.sum()]])
+    g_t = -p * expit(-lo_t) / len(z_tar)  # d loss / d lo, per trial
+    g_n = (1 - p) * expit(lo_n) / len(z_non)
+    h_t = p * expit(lo_t) * expit(-lo_t) / len(z_tar)  # d2 loss / d lo2, per trial
+    h_n = (1 - p) * expit(lo_n) * expit(-lo_n) / len(z_non)
+    grad = z_tar.T @ g_t + z_non.T @ g_n
+    hess = (z_tar.T * h_t) @ z_tar + (z_non.T * h_n) @ z_non
     return float(loss), grad, hess
 
 
-def _newton(z_tar: np.ndarray, z_non: np.ndarray, p: float, max_iter: int = 100) -> np.ndarray:
-    """Minimise the convex objective by Newton steps with backtracking (a few iterations)."""
-    w = np.array([1.0, 0.0])
+def newton(z_tar: np.ndarray, z_non: np.ndarray, p: float, max_iter: int = 100) -> np.ndarray:
+    """Minimise the convex prior-weighted cross-entropy of ``z @ w`` by Newton steps with
+    backtracking, from equal weights ``1/d`` on the ``d`` inputs and offset 0 (``z``: ``d`` columns
+    of standardised scores and a last column of ones; the calibration is ``d = 1``, the fusion of
+    :mod:`spoofdet.evaluation.fusion` any ``d``)."""
+    d = z_tar.shape[1] - 1
+    w = np.concatenate([np.full(d, 1.0 / d), [0.0]])
     loss, grad, hess = _objective(w, z_tar, z_non, p)
     for _ in range(max_iter):
         try:
-            step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
+            step = np.linalg.solve(hess + 1e-12 * np.eye(d + 1), grad)
         except np.linalg.LinAlgError:
             step = grad
         t = 1.0
@@ -225,7 +223,13 @@ def fit_calibration(
             stacklevel=2,
         )
     z_tar, z_non = (tar - mu) / sigma, (non - mu) / sigma
-    a_z, b_z = (float(v) for v in _newton(z_tar, z_non, p_bonafide))
+    ones = (np.ones(z_tar.size), np.ones(z_non.size))
+    a_z, b_z = (
+        float(v)
+        for v in newton(
+            np.column_stack([z_tar, ones[0]]), np.column_stack([z_non, ones[1]]), p_bonafide
+        )
+    )
     if not (math.isfinite(a_z) and math.isfinite(b_z)):
         raise CalibrationError("calibration fit diverged (non-finite slope or offset)")
     slope = a_z / sigma

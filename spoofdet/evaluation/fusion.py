@@ -33,10 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from spoofdet.errors import SpoofdetError
-from spoofdet.evaluation.calibration import DEFAULT_P_BONAFIDE
+from spoofdet.evaluation.calibration import DEFAULT_P_BONAFIDE, newton
 from spoofdet.evaluation.metrics import act_dcf, cllr, compute_eer, min_dcf
 from spoofdet.evaluation.scorefile import Scores, match_scores, read_scores
 
@@ -165,49 +164,6 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _objective(
-    w: np.ndarray, z_tar: np.ndarray, z_non: np.ndarray, p: float
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """Prior-weighted cross-entropy of log-odds ``z @ w`` (``z``: standardised scores with a last
-    column of ones), its gradient and Hessian in ``w``."""
-    lo_t, lo_n = z_tar @ w, z_non @ w
-    loss = p * np.mean(np.logaddexp(0.0, -lo_t)) + (1 - p) * np.mean(np.logaddexp(0.0, lo_n))
-    g_t = -p * expit(-lo_t) / len(z_tar)  # d loss / d lo, per trial
-    g_n = (1 - p) * expit(lo_n) / len(z_non)
-    h_t = p * expit(lo_t) * expit(-lo_t) / len(z_tar)  # d2 loss / d lo2, per trial
-    h_n = (1 - p) * expit(lo_n) * expit(-lo_n) / len(z_non)
-    grad = z_tar.T @ g_t + z_non.T @ g_n
-    hess = (z_tar.T * h_t) @ z_tar + (z_non.T * h_n) @ z_non
-    return float(loss), grad, hess
-
-
-def _newton(z_tar: np.ndarray, z_non: np.ndarray, p: float, max_iter: int = 100) -> np.ndarray:
-    """Minimise the convex objective by Newton steps with backtracking, from equal weights
-    ``1/d`` and offset 0 (for ``d = 1`` the calibration's start)."""
-    d = z_tar.shape[1] - 1
-    w = np.concatenate([np.full(d, 1.0 / d), [0.0]])
-    loss, grad, hess = _objective(w, z_tar, z_non, p)
-    for _ in range(max_iter):
-        try:
-            step = np.linalg.solve(hess + 1e-12 * np.eye(d + 1), grad)
-        except np.linalg.LinAlgError:
-            step = grad
-        t = 1.0
-        while t > 1e-10:
-            new_loss, new_grad, new_hess = _objective(w - t * step, z_tar, z_non, p)
-            if new_loss <= loss:
-                break
-            t *= 0.5
-        else:
-            break
-        w = w - t * step
-        done = loss - new_loss < 1e-15 or np.max(np.abs(t * step)) < 1e-12
-        loss, grad, hess = new_loss, new_grad, new_hess
-        if done:
-            break
-    return w
-
-
 def _matrix(x: Any, d: int | None, what: str) -> np.ndarray:
     m = np.asarray(x, dtype=np.float64)
     if m.ndim == 1 and d in (None, 1):
@@ -268,7 +224,7 @@ def fit_fusion(
     ones_t, ones_n = np.ones((len(tar), 1)), np.ones((len(non), 1))
     z_tar = np.hstack([(tar - mu) / sigma, ones_t])
     z_non = np.hstack([(non - mu) / sigma, ones_n])
-    w = _newton(z_tar, z_non, p_bonafide)
+    w = newton(z_tar, z_non, p_bonafide)
     if not np.all(np.isfinite(w)):
         raise FusionError("fusion fit diverged (non-finite weights or offset)")
     weights = w[:d] / sigma

@@ -342,6 +342,19 @@ def test_promotion_refuses_a_worse_candidate_and_promotes_a_better_one(
     rc, rec = run("good")  # already champion: nothing evaluated
     assert (rc, rec["result"]) == (0, "already champion")
 
+    # a family (issue 19): every version's score, best and mean +- std; the best challenges
+    # the champion (here it is the champion already); evaluations come from the eval.* tags
+    family = [versions[k] for k in ("medium", "bad", "good")]
+    rc = promote.main(common + ["--version", *family, "--out", str(tmp_path / "family")])
+    rec = json.loads(capsys.readouterr().out)
+    eers = [world["eers"][k] for k in ("medium", "bad", "good")]
+    assert (rc, rec["result"], rec["candidate"]) == (0, "already champion", versions["good"])
+    c = rec["candidates"]
+    assert [c["scores"][v] for v in family] == pytest.approx(eers)
+    assert (c["best"], c["best_score"]) == (versions["good"], pytest.approx(min(eers)))
+    assert (c["mean"], c["std"]) == (pytest.approx(np.mean(eers)), pytest.approx(np.std(eers)))
+    assert all(e["reused"] for e in rec["evaluations"].values())
+
 
 def test_promotion_bad_input_exits_2(world, tmp_path, capsys):
     from ray_jobs import promote
