@@ -220,7 +220,10 @@ def set_metrics(
 ) -> dict[str, Any] | None:
     """``spoofdet.evaluation.report.evaluate_table`` on the selected, scored rows; None without both classes.
 
-    actDCF and Cllr are set to None for raw (uncalibrated) scores: they assume LLRs.
+    actDCF and Cllr are set to None for raw (uncalibrated) scores, pooled and in every
+    breakdown group: they assume LLRs. The at-threshold metrics (accuracy, F1, ...) are taken at
+    the Bayes LLR threshold for calibrated scores and at the EER threshold of raw ones (flagged
+    ``optimistic``: no other threshold means anything for raw scores).
     """
     use = mask & np.isfinite(scores)
     labels = np.asarray([v if v is not None else -1 for v in table["label"].to_pylist()])
@@ -228,10 +231,15 @@ def set_metrics(
         return None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = evaluate_table(scores[use], table.filter(pa.array(use)))
+        result = evaluate_table(
+            scores[use], table.filter(pa.array(use)), threshold=None if calibrated else "eer"
+        )
     result["warnings"] = [str(w.message) for w in caught]
     if not calibrated:
         result["act_dcf"] = result["cllr"] = None
+        for groups in result["breakdown"].values():
+            for g in groups.values():
+                g["act_dcf"] = g["cllr"] = None
     return result
 
 

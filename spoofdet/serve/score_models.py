@@ -64,10 +64,7 @@ def compare_set(
         if m is None:
             return None
         results.append(m)
-    thresholds = [
-        r["at_threshold"]["threshold"] if cal else r["threshold"]
-        for r, cal in zip(results, calibrated)
-    ]
+    thresholds = [r["at_threshold"]["threshold"] for r in results]  # Bayes LLR, or raw: EER
     kept = table.filter(pa.array(common))
     fused = vote_fusion([a[common] for a in aligned], thresholds)
     with warnings.catch_warnings():
