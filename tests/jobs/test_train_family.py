@@ -17,15 +17,13 @@ RECIPE = ROOT / "ray_jobs" / "configs" / "demo.yaml"
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    """A shard folder of 16 noise (bona fide) / tone (spoof) clips (spoofdet.testing)."""
+def _tone_noise_shards(root, per_class):
+    """A shard folder of noise (bona fide) / tone (spoof) clips (spoofdet.testing)."""
     from spoofdet.data import shard_writer
     from spoofdet.data.corpora import prepare_csv
     from spoofdet.testing import write_tone_noise_corpus
 
-    root = tmp_path_factory.mktemp("family")
-    corpus = write_tone_noise_corpus(root / "corpus", per_class=8, long_every=0)
+    corpus = write_tone_noise_corpus(root / "corpus", per_class=per_class, long_every=0)
     out = root / "shards"
     shard_writer.run(
         prepare_csv(corpus["manifest"]).table,
@@ -36,6 +34,18 @@ def shards(tmp_path_factory):
         progress=False,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """16 clips."""
+    return _tone_noise_shards(tmp_path_factory.mktemp("family"), 8)
+
+
+@pytest.fixture(scope="module")
+def few_shards(tmp_path_factory):
+    """8 clips: AMSDF's views of a 64,600-sample clip cost about a second each on a CPU."""
+    return _tone_noise_shards(tmp_path_factory.mktemp("amsdf"), 4)
 
 
 def test_seeds_train_a_registered_family_selected_on_two_dev_sets(
@@ -94,7 +104,7 @@ def test_seeds_train_a_registered_family_selected_on_two_dev_sets(
         assert m["final_dev_eer"] == pytest.approx(final) and m["final_dev_n"] == 32
 
 
-def test_the_amsdf_recipe_trains_with_a_tiny_front_end(shards, tmp_path, monkeypatch):
+def test_the_amsdf_recipe_trains_with_a_tiny_front_end(few_shards, tmp_path, monkeypatch):
     """The shipped AMSDF recipe, as it stands (three dev sets, selection on their mean EER, the
     ACRNN trained too), with only the front-end made tiny, the GPU taken away and the run cut to
     one epoch: it trains, registers, and the registered model scores a 64,600-sample clip."""
@@ -108,9 +118,9 @@ def test_the_amsdf_recipe_trains_with_a_tiny_front_end(shards, tmp_path, monkeyp
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     storage = tmp_path / "runs"
-    devs = ", ".join(f"{{shards: {shards}, name: {n}}}" for n in ("la19", "for", "favc"))
+    devs = ", ".join(f"{{shards: {few_shards}, name: {n}}}" for n in ("la19", "for", "favc"))
     overrides = {
-        "data.train.0.shards": shards,
+        "data.train.0.shards": few_shards,
         "data.dev": f"[{devs}]",
         "data.shuffle_buffer": 8,
         "model.frontend": "tiny",
