@@ -438,9 +438,10 @@ def _add_evaluate_arguments(e: argparse.ArgumentParser) -> None:
         "--asv-scores",
         default=None,
         metavar="FILE",
-        help="ASV scores for the t-DCF (2019 LA: "
-        "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt; 2021 LA: keys/LA/ASV/ASVTorch_Kaldi/score.txt, "
-        "used without this flag when it and keys/LA/ASV/trial_metadata.txt lie beside the CM key)",
+        help="ASV scores for the t-DCF (2019 LA: ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt, "
+        "used without this flag when it lies in LA/ASVspoof2019_LA_asv_scores/ or beside the "
+        "protocol; 2021 LA: keys/LA/ASV/ASVTorch_Kaldi/score.txt, used without this flag when it "
+        "and keys/LA/ASV/trial_metadata.txt lie beside the CM key)",
     )
     e.add_argument(
         "--asv-key",

@@ -234,7 +234,10 @@ def find_asv_files(
     Files given are used as given. For ``asvspoof2021-la`` what is not given is looked for where
     the official ``evaluate.py`` reads it, beside the CM key (``keys/LA/CM/trial_metadata.txt``):
     ``keys/LA/ASV/trial_metadata.txt`` and ``keys/LA/ASV/ASVTorch_Kaldi/score.txt`` (also spelt
-    ``ASVtorch_kaldi``). With neither given, the t-DCF is computed when both are there.
+    ``ASVtorch_kaldi``). With neither given, the t-DCF is computed when both are there. For
+    ``asvspoof2019-la`` with no ASV file given, the organisers' ASV score file of the protocol's
+    split (dev or eval) is used where the release puts it (``LA/ASVspoof2019_LA_asv_scores/``)
+    or beside the protocol.
 
     Returns:
         ``{"scores", "key", "found"}``: the paths (``key`` None for 2019, whose ASV score file
@@ -246,6 +249,13 @@ def find_asv_files(
         "key": None if asv_key is None else str(asv_key),
         "found": "given",
     }
+    if fmt == "asvspoof2019-la" and asv_scores is None and asv_key is None:
+        subsets = {v for v in key.table["subset"].to_pylist() if v} if key.table.num_rows else set()
+        split = subsets.pop() if len(subsets) == 1 else None
+        found = official.asv_2019_beside(Path(key.path), split)
+        if found is None:
+            return None
+        return {"scores": str(found), "key": None, "found": f"beside the CM protocol {key.path}"}
     if fmt != "asvspoof2021-la" or (asv_scores is not None and asv_key is not None):
         return given if asv_scores is not None else None
     cm = Path(key.path)

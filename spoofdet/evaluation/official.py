@@ -151,3 +151,25 @@ def asv_files_beside(cm_key: Path) -> tuple[Path | None, Path | None]:
         (asv / d / "score.txt" for d in ASV_SCORE_DIRS if (asv / d / "score.txt").is_file()), None
     )
     return (key if key.is_file() else None), scores
+
+
+#: The organisers' 2019 LA ASV score files, per split (train has none).
+ASV_2019_FILES = {
+    "dev": "ASVspoof2019.LA.asv.dev.gi.trl.scores.txt",
+    "eval": "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt",
+}
+
+
+def asv_2019_beside(key_path: Path, split: str | None) -> Path | None:
+    """The 2019 LA ASV score file of ``split`` where the official release puts it for the CM
+    protocol ``key_path`` (or the LA root it names): ``LA/ASVspoof2019_LA_asv_scores/`` beside
+    ``LA/ASVspoof2019_LA_cm_protocols/``, or the protocol's own folder; None if absent."""
+    name = ASV_2019_FILES.get(split or "")
+    if name is None:
+        return None
+    folders = [key_path] if key_path.is_dir() else [key_path.parent, key_path.parent.parent]
+    for folder in folders:
+        for where in (folder / "ASVspoof2019_LA_asv_scores" / name, folder / name):
+            if where.is_file():
+                return where
+    return None

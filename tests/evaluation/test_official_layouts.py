@@ -395,3 +395,54 @@ def test_exclude_quarantined_warns_about_ids_not_in_the_key(itw_shards, tmp_path
     assert code == 2 and "no quarantine.parquet there" in err and "spoofdet prepare --out" in err
     code, _, err = _run(capsys, *argv, "--exclude-quarantined", str(tmp_path / "nope"))
     assert code == 2 and "not a folder" in err
+
+
+def test_2019_asv_scores_found_where_the_release_puts_them(shared_2019, tmp_path, capsys):
+    """The real 2019 LA release layout (LA/ASVspoof2019_LA_cm_protocols/ beside
+    LA/ASVspoof2019_LA_asv_scores/): the t-DCF of the protocol's split needs no --asv-scores,
+    and equals the one computed with the file given; train has no ASV scores, so no t-DCF."""
+    la = tmp_path / "LA"
+    (la / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True)
+    (la / "ASVspoof2019_LA_asv_scores").mkdir()
+    for split, cm, asv in (
+        ("dev", "ASVspoof2019.LA.cm.dev.trl.txt", "ASVspoof2019.LA.asv.dev.gi.trl.scores.txt"),
+        ("eval", "ASVspoof2019.LA.cm.eval.trl.txt", "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"),
+    ):
+        shutil.copy(shared_2019 / cm, la / "ASVspoof2019_LA_cm_protocols" / cm)
+        shutil.copy(shared_2019 / asv, la / "ASVspoof2019_LA_asv_scores" / asv)
+        rows = [ln.split() for ln in (shared_2019 / cm).read_text().splitlines() if ln.strip()]
+        rng = np.random.default_rng(1)
+        scores = [rng.normal(2.0 if r[4] == "bonafide" else -2.0, 1.5) for r in rows]
+        write_scores(tmp_path / f"{split}.txt", [r[1] for r in rows], scores)
+        proto = la / "ASVspoof2019_LA_cm_protocols" / cm
+        common = ["--scores", str(tmp_path / f"{split}.txt"), "--format", "asvspoof2019-la"]
+        found, _ = _json(capsys, *common, "--key", str(proto), "--no-tables")
+        given, _ = _json(
+            capsys,
+            *common,
+            "--key",
+            str(proto),
+            "--asv-scores",
+            str(la / "ASVspoof2019_LA_asv_scores" / asv),
+            "--no-tables",
+        )
+        assert found["min_tdcf"] == given["min_tdcf"] and found["min_tdcf"] > 0
+        assert found["asv_files"]["scores"] == str(la / "ASVspoof2019_LA_asv_scores" / asv)
+        assert found["asv_files"]["found"].startswith("beside the CM protocol")
+        by_root, _ = _json(capsys, *common, "--key", str(la), "--phase", split, "--no-tables")
+        assert by_root["min_tdcf"] == given["min_tdcf"]
+    train = "ASVspoof2019.LA.cm.train.trn.txt"
+    shutil.copy(shared_2019 / train, la / "ASVspoof2019_LA_cm_protocols" / train)
+    rows = [ln.split() for ln in (shared_2019 / train).read_text().splitlines() if ln.strip()]
+    write_scores(tmp_path / "train.txt", [r[1] for r in rows], np.zeros(len(rows)))
+    r, _ = _json(
+        capsys,
+        "--scores",
+        str(tmp_path / "train.txt"),
+        "--format",
+        "asvspoof2019-la",
+        "--key",
+        str(la / "ASVspoof2019_LA_cm_protocols" / train),
+        "--no-tables",
+    )
+    assert "min_tdcf" not in r and "asv_files" not in r
