@@ -478,3 +478,36 @@ def write_corpus(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     return fn(root, per_split=per_split, seed=seed, broken=broken)
+
+
+def write_shards(
+    corpus: str,
+    root: str | Path,
+    splits: tuple[str, ...] = ("train", "dev"),
+    *,
+    per_split: int = 16,
+    seed: int = 3,
+    shard_rows: int = 8,
+) -> dict[str, Path]:
+    """A synthetic corpus (:func:`write_corpus`) and a shard folder per split, written
+    in-process (no Ray): ``{"root": corpus root, split: root/shards/<split>, ...}``. What the
+    training tests train on (2019 LA, 16 clips a split, by default)."""
+    from spoofdet.data import shard_writer
+    from spoofdet.data.corpora import prepare
+
+    root = Path(root)
+    info = write_corpus(corpus, root / "corpus", per_split=per_split, seed=seed)
+    out: dict[str, Path] = {"root": Path(info["root"])}
+    for split in splits:
+        table = prepare(corpus, info["root"], split, check_audio=False).table
+        folder = root / "shards" / split
+        shard_writer.run(
+            table,
+            str(folder),
+            corpus=corpus,
+            shard_rows=shard_rows,
+            executor="local",
+            progress=False,
+        )
+        out[split] = folder
+    return out

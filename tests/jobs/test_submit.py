@@ -370,25 +370,12 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """A generated ASVspoof 2019 LA corpus and its train/dev shards (written in-process, no Ray)."""
-    from data_prep import shard
-    from spoofdet.data.corpora import prepare
-    from spoofdet.testing.synthetic import write_corpus
+    from spoofdet.testing.synthetic import write_shards
 
     root = tmp_path_factory.mktemp("submit")
-    info = write_corpus("asvspoof2019-la", root / "corpus", per_split=16, seed=5)
-    shards = {}
-    for split in ("train", "dev"):
-        table = prepare("asvspoof2019-la", info["root"], split, check_audio=False).table
-        shard.run(
-            table,
-            str(root / "shards" / split),
-            corpus="asvspoof2019-la",
-            shard_rows=8,
-            executor="local",
-            progress=False,
-        )
-        shards[split] = root / "shards" / split
-    return {"root": Path(info["root"]), "shards": shards, "base": root}
+    written = write_shards("asvspoof2019-la", root, seed=5)
+    shards = {split: written[split] for split in ("train", "dev")}
+    return {"root": written["root"], "shards": shards, "base": root}
 
 
 def train_entrypoint(shards: dict[str, Path], storage: Path, name: str, **extra: Any) -> list[str]:

@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import shard
-from spoofdet.data.corpora import prepare
-from spoofdet.testing.synthetic import write_corpus
+from spoofdet.testing.synthetic import write_shards
 from spoofdet.tracking import shard_dataset
 
 pytestmark = pytest.mark.integration
@@ -25,19 +23,7 @@ DEMO = ROOT / "ray_jobs" / "configs" / "demo.yaml"
 
 
 def test_a_run_prints_one_line_per_epoch_and_logs_its_lineage(tmp_path):
-    corpus = write_corpus("asvspoof2019-la", tmp_path / "corpus", per_split=16, seed=3)
-    folders = {}
-    for split in ("train", "dev"):
-        table = prepare("asvspoof2019-la", corpus["root"], split, check_audio=False).table
-        folders[split] = tmp_path / "shards" / split
-        shard.run(
-            table,
-            str(folders[split]),
-            corpus="asvspoof2019-la",
-            shard_rows=8,
-            executor="local",
-            progress=False,
-        )
+    folders = write_shards("asvspoof2019-la", tmp_path)
     storage, db = tmp_path / "runs", f"sqlite:///{tmp_path / 'elsewhere.db'}"
     overrides = {
         "data.train.0.shards": folders["train"],

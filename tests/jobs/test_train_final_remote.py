@@ -45,19 +45,9 @@ def test_the_final_task_asks_for_one_training_workers_resources(overrides, expec
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     pytest.importorskip("ray")
-    from data_prep import shard
-    from spoofdet.data.corpora import prepare
-    from spoofdet.testing.synthetic import write_corpus
+    from spoofdet.testing.synthetic import write_shards
 
-    root = tmp_path_factory.mktemp("final_remote")
-    corpus = write_corpus("asvspoof2019-la", root / "corpus", per_split=16, seed=3)
-    out = {}
-    for split in ("train", "dev"):
-        table = prepare("asvspoof2019-la", corpus["root"], split, check_audio=False).table
-        options = {"corpus": "asvspoof2019-la", "shard_rows": 8, "executor": "local"}
-        shard.run(table, str(root / "shards" / split), **options, progress=False)
-        out[split] = root / "shards" / split
-    return out
+    return write_shards("asvspoof2019-la", tmp_path_factory.mktemp("final_remote"))
 
 
 @pytest.fixture(scope="module")

@@ -256,20 +256,11 @@ def shards(tmp_path_factory):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from data_prep import shard
     from spoofdet.data import shards as layout
-    from spoofdet.data.corpora import prepare
-    from spoofdet.testing.synthetic import write_corpus
+    from spoofdet.testing.synthetic import write_shards
 
     root = tmp_path_factory.mktemp("outcomes")
-    corpus = write_corpus("asvspoof2019-la", root / "corpus", per_split=16, seed=3)
-    out = {}
-    for split in ("train", "dev"):
-        table = prepare("asvspoof2019-la", corpus["root"], split, check_audio=False).table
-        folder = root / "shards" / split
-        options = {"corpus": "asvspoof2019-la", "shard_rows": 8, "executor": "local"}
-        shard.run(table, str(folder), **options, progress=False)
-        out[split] = folder
+    out = write_shards("asvspoof2019-la", root)
     bad = root / "shards" / "train_bad"
     import shutil
 

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import shard
-from spoofdet.data.corpora import prepare
-from spoofdet.testing.synthetic import write_corpus
+from spoofdet.testing.synthetic import write_shards
 
 pytestmark = pytest.mark.integration
 ray = pytest.importorskip("ray")
@@ -30,21 +28,7 @@ ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    corpus = write_corpus("asvspoof2019-la", root / "corpus", per_split=16, seed=3)
-    out = {}
-    for split in ("train", "dev"):
-        table = prepare("asvspoof2019-la", corpus["root"], split, check_audio=False).table
-        shard.run(
-            table,
-            str(root / "shards" / split),
-            corpus="asvspoof2019-la",
-            shard_rows=8,
-            executor="local",
-            progress=False,
-        )
-        out[split] = root / "shards" / split
-    return out
+    return write_shards("asvspoof2019-la", tmp_path_factory.mktemp("train"))
 
 
 def overrides(shards, **extra):
