@@ -182,6 +182,23 @@ def newton(z_tar: np.ndarray, z_non: np.ndarray, p: float, max_iter: int = 100) 
     return w
 
 
+def fit_linear_llr(tar: np.ndarray, non: np.ndarray, p_bonafide: float) -> tuple[np.ndarray, float]:
+    """``(weights, offset)`` with ``LLR = scores @ weights + offset`` fitted at ``p_bonafide`` on
+    the ``(trials, inputs)`` score matrices of the two classes: each input standardised (mean and
+    standard deviation over both classes, which must not be 0), :func:`newton`, the map expressed
+    in raw scores and the prior's log-odds taken off. One input is the calibration, several the
+    fusion of :mod:`spoofdet.evaluation.fusion`; the caller checks the result is finite."""
+    both = np.concatenate([tar, non])
+    mu, sigma = both.mean(axis=0), both.std(axis=0)
+    ones_t, ones_n = np.ones((len(tar), 1)), np.ones((len(non), 1))
+    w = newton(
+        np.hstack([(tar - mu) / sigma, ones_t]), np.hstack([(non - mu) / sigma, ones_n]), p_bonafide
+    )
+    d = tar.shape[1]
+    weights = w[:d] / sigma
+    return weights, float(w[d] - np.sum(w[:d] * mu / sigma) - _logit(p_bonafide))
+
+
 def fit_calibration(
     bonafide_scores: Any,
     spoof_scores: Any,
@@ -212,9 +229,7 @@ def fit_calibration(
             raise CalibrationError(
                 f"{int(np.sum(~np.isfinite(x)))} {name} score(s) are NaN or infinite"
             )
-    both = np.concatenate([tar, non])
-    mu, sigma = float(both.mean()), float(both.std())
-    if sigma == 0.0:
+    if float(np.concatenate([tar, non]).std()) == 0.0:
         raise CalibrationError("every score is identical; there is nothing to calibrate")
     if tar.min() > non.max():
         warnings.warn(
@@ -222,18 +237,10 @@ def fit_calibration(
             "by the optimiser and the LLRs will be over-confident; use a harder or larger dev set",
             stacklevel=2,
         )
-    z_tar, z_non = (tar - mu) / sigma, (non - mu) / sigma
-    ones = (np.ones(z_tar.size), np.ones(z_non.size))
-    a_z, b_z = (
-        float(v)
-        for v in newton(
-            np.column_stack([z_tar, ones[0]]), np.column_stack([z_non, ones[1]]), p_bonafide
-        )
-    )
-    if not (math.isfinite(a_z) and math.isfinite(b_z)):
+    weights, offset = fit_linear_llr(tar[:, None], non[:, None], p_bonafide)
+    if not (math.isfinite(weights[0]) and math.isfinite(offset)):
         raise CalibrationError("calibration fit diverged (non-finite slope or offset)")
-    slope = a_z / sigma
-    offset = b_z - a_z * mu / sigma - _logit(p_bonafide)
+    slope = float(weights[0])
     if slope < 0:
         msg = (
             f"the fitted calibration slope is negative ({slope:.4g}): higher raw scores are more "

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from spoofdet.errors import SpoofdetError
-from spoofdet.evaluation.calibration import DEFAULT_P_BONAFIDE, newton
+from spoofdet.evaluation.calibration import DEFAULT_P_BONAFIDE, fit_linear_llr
 from spoofdet.evaluation.metrics import act_dcf, cllr, compute_eer, min_dcf
 from spoofdet.evaluation.scorefile import Scores, match_scores, read_scores
 
@@ -213,22 +213,15 @@ def fit_fusion(
             raise FusionError(
                 f"{int(bad.sum())} {what} score(s) are NaN or infinite (e.g. input {names[col]})"
             )
-    both = np.concatenate([tar, non])
-    mu, sigma = both.mean(axis=0), both.std(axis=0)
-    flat = [names[i] for i in np.flatnonzero(sigma == 0.0)]
+    flat = [names[i] for i in np.flatnonzero(np.concatenate([tar, non]).std(axis=0) == 0.0)]
     if flat:
         raise FusionError(
             f"every dev score of {', '.join(flat)} is identical: such an input carries nothing "
             "to fuse; leave it out"
         )
-    ones_t, ones_n = np.ones((len(tar), 1)), np.ones((len(non), 1))
-    z_tar = np.hstack([(tar - mu) / sigma, ones_t])
-    z_non = np.hstack([(non - mu) / sigma, ones_n])
-    w = newton(z_tar, z_non, p_bonafide)
-    if not np.all(np.isfinite(w)):
+    weights, offset = fit_linear_llr(tar, non, p_bonafide)
+    if not (np.all(np.isfinite(weights)) and math.isfinite(offset)):
         raise FusionError("fusion fit diverged (non-finite weights or offset)")
-    weights = w[:d] / sigma
-    offset = float(w[d] - np.sum(w[:d] * mu / sigma) - math.log(p_bonafide / (1 - p_bonafide)))
     fusion = Fusion(
         names, tuple(float(v) for v in weights), offset, float(p_bonafide), len(tar), len(non)
     )
