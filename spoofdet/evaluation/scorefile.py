@@ -256,8 +256,16 @@ def _awk_fix(new_id: str, layout: str, score_path: str) -> str:
     ``new_id`` (of ``$1``) and every other column of ``layout`` kept as it was."""
     if layout == "id-score":
         return f"awk '{{print {new_id}, $2}}' {score_path} > fixed.txt"
+    return _awk_edit_ids(f"$1={new_id}", layout, score_path)
+
+
+def _awk_edit_ids(statement: str, layout: str, score_path: str) -> str:
+    """An awk command that runs ``statement`` (which edits ``$1``) on every score line of a file
+    of ``layout`` and writes ``fixed.txt`` with the other columns, and a header line, as they
+    were; the output is read with the same ``--score-layout``."""
+    keep_header = "NR==1{print; next} " if LAYOUTS[layout].header else ""
     return (
-        f"awk '{{$1={new_id}; print}}' {score_path} > fixed.txt "
+        f"awk '{keep_header}{{{statement}; print}}' {score_path} > fixed.txt "
         f"(then pass fixed.txt with --score-layout {layout})"
     )
 
@@ -290,8 +298,7 @@ def _rename_hint(
         fix = (
             f"sed -E 's/^([^ ]+)\\.[A-Za-z0-9]+ /\\1 /' {score_path} > fixed.txt"
             if layout == "id-score"
-            else f"awk '{{sub(/\\.[A-Za-z0-9]+$/, \"\", $1); print}}' {score_path} > fixed.txt "
-            f"(then pass fixed.txt with --score-layout {layout})"
+            else _awk_edit_ids('sub(/\\.[A-Za-z0-9]+$/, "", $1)', layout, score_path)
         )
         return (
             f"hint: the score file's ids carry a file extension (e.g. {extra[0]!r}) but the key's "

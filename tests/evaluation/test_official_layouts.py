@@ -154,6 +154,9 @@ needs_awk = pytest.mark.skipif(shutil.which("awk") is None, reason="awk is not i
         ("amsdf", ["0.flac -1.5 1"], ["0"], ["0"]),
         ("codecfake", ["a.wav 0.5 real"], ["C1/a.wav"], ["C1/a.wav"]),
         ("id-score", ["a.wav 0.5"], ["C1/a.wav"], ["C1/a.wav"]),
+        # the official ASVspoof 5 TSV: the header line must come through untouched
+        ("asvspoof5", ["filename\tcm-score", "E_1\t0.5"], ["E_1.flac"], ["E_1.flac"]),
+        ("asvspoof5", ["filename\tcm-score", "E_1.flac\t0.5"], ["E_1"], ["E_1"]),
     ],
 )
 def test_rename_hint_commands_are_right_for_the_layout(tmp_path, layout, lines, missing, expected):
