@@ -60,10 +60,10 @@ from spoofdet.evaluation.calibration import (
     check_calibratable,
     fit_calibration,
 )
-from spoofdet.evaluation.metrics import act_dcf, cllr, compute_eer, min_dcf
+from spoofdet.evaluation.fusion import dev_metrics
+from spoofdet.evaluation.metrics import cllr
 from spoofdet.evaluation.protocols import WINDOW, describe_protocol
 from spoofdet.evaluation.sets import (
-    align,
     check_ids,
     fingerprint,
     parse_eval_sets,
@@ -77,7 +77,12 @@ from spoofdet.serve.registry import (
     set_version_tags,
     version_tags,
 )
-from spoofdet.serve.score_sets import add_scoring_arguments, score_clips, scoring_options
+from spoofdet.serve.score_sets import (
+    add_scoring_arguments,
+    align_clips,
+    score_clips,
+    scoring_options,
+)
 
 #: Source version tags not carried to the calibrated version: results about other scores.
 NOT_CARRIED = ("eval.", "promotion.", "spoofdet.calibrat", "mlflow.")
@@ -232,26 +237,15 @@ def dev_trials(
     every row left out (``n_rows``, ``n_selected``, ``n_failed``, ``n_unlabelled``, ``n_used``).
 
     Raises:
-        SpoofdetError: scores of clips the metadata does not list, or rows with neither a score
-            nor a decoding error (the shards and metadata.parquet disagree).
+        SpoofdetError: the shards and metadata.parquet disagree
+            (:func:`spoofdet.serve.score_sets.align_clips`).
     """
-    from spoofdet.errors import SpoofdetError
-
-    ids = meta["utt_id"].to_pylist()
-    scores = align(meta, clips.raw)
-    unknown = sorted(set(clips.raw) - set(ids))
-    missing = [u for u, s in zip(ids, scores) if not np.isfinite(s) and u not in clips.errors]
-    if unknown or missing:
-        raise SpoofdetError(
-            f"--dev {dev.path}: {len(missing)} metadata row(s) got no score (e.g. {missing[:3]}) "
-            f"and {len(unknown)} score(s) match no row (e.g. {unknown[:3]}); the shards and "
-            "metadata.parquet disagree: re-run `spoofdet prepare` for this set"
-        )
+    scores = align_clips(dev, meta, clips)
     labels = np.asarray([-1 if v is None else v for v in meta["label"].to_pylist()])
     scored = np.isfinite(scores)
     use = mask & scored & (labels >= 0)
     counts = {
-        "n_rows": len(ids),
+        "n_rows": len(scores),
         "n_selected": int(mask.sum()),
         "n_failed": int((mask & ~scored).sum()),
         "n_unlabelled": int((mask & scored & (labels < 0)).sum()),
@@ -261,13 +255,9 @@ def dev_trials(
 
 
 def measure(bonafide: np.ndarray, spoof: np.ndarray) -> dict[str, float]:
-    """Dev EER (%), minDCF, actDCF and Cllr of scores taken as LLRs."""
-    return {
-        "eer": 100.0 * compute_eer(bonafide, spoof)[0],
-        "min_dcf": min_dcf(bonafide, spoof)[0],
-        "act_dcf": act_dcf(bonafide, spoof),
-        "cllr": cllr(bonafide, spoof),
-    }
+    """Dev EER (%), minDCF, actDCF (``spoofdet.evaluation.fusion.dev_metrics``) and Cllr of
+    scores taken as LLRs."""
+    return {**dev_metrics(bonafide, spoof), "cllr": cllr(bonafide, spoof)}
 
 
 def register_calibrated(

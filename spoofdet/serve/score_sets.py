@@ -60,6 +60,27 @@ def score_clips(es: EvalSet, ref: Any, *, length: str, hop: int, opts: dict[str,
     )
 
 
+def align_clips(es: EvalSet, meta: Any, clips: Any) -> np.ndarray:
+    """The raw clip scores (``ClipScores`` of :func:`score_clips`) of ``es`` in metadata order
+    (NaN for clips that failed to decode).
+
+    Raises:
+        SpoofdetError: a metadata row with neither a score nor a decoding error, or a score of a
+            clip the metadata does not list (the shards and metadata.parquet disagree).
+    """
+    scores = eval_sets.align(meta, clips.raw)
+    ids = meta["utt_id"].to_pylist()
+    unknown = sorted(set(clips.raw) - set(ids))
+    missing = [u for u, s in zip(ids, scores) if not np.isfinite(s) and u not in clips.errors]
+    if unknown or missing:
+        raise SpoofdetError(
+            f"{es.name}: {len(missing)} metadata row(s) got no score (e.g. {missing[:3]}) and "
+            f"{len(unknown)} score(s) match no row (e.g. {unknown[:3]}); the shards and "
+            f"{es.path}/metadata.parquet disagree: re-run `spoofdet prepare` for this set"
+        )
+    return scores
+
+
 def score_shard_set(
     es: EvalSet,
     clips: Any,
@@ -80,16 +101,8 @@ def score_shard_set(
     the metrics (attack, codec, ...), ``det_by_<dim>.png`` with a curve per group; calibrated
     scores also mark the operating point of the Bayes LLR threshold."""
     meta = eval_sets.read_metadata(es)
-    scores = to_score(eval_sets.align(meta, clips.raw))
+    scores = to_score(align_clips(es, meta, clips))
     ids = meta["utt_id"].to_pylist()
-    unknown = sorted(set(clips.raw) - set(ids))
-    missing = [u for u, s in zip(ids, scores) if not np.isfinite(s) and u not in clips.errors]
-    if unknown or missing:
-        raise SpoofdetError(
-            f"{es.name}: {len(missing)} metadata row(s) got no score (e.g. {missing[:3]}) and "
-            f"{len(unknown)} score(s) match no row (e.g. {unknown[:3]}); the shards and "
-            f"{es.path}/metadata.parquet disagree: re-run `spoofdet prepare` for this set"
-        )
     ok = np.isfinite(scores)
     write_scores(out / "scores.txt", [u for u, k in zip(ids, ok) if k], scores[ok])
     mask, result["selection"] = eval_sets.select_rows(meta, phase)
