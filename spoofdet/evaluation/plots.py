@@ -31,7 +31,12 @@ from typing import Any
 import numpy as np
 
 from spoofdet.evaluation.metrics import BONAFIDE, SPOOF, compute_det_curve, compute_eer
-from spoofdet.evaluation.report import _column, _extra_field, _ordered
+from spoofdet.evaluation.report import (  # noqa: F401 - breakdown_column: plots' public name too
+    SPOOF_ONLY_DIMS,
+    _column,
+    breakdown_column,
+    group_masks,
+)
 
 #: DET axis ticks (percent), as in the NIST/ASVspoof DET plots.
 _TICKS = (0.1, 0.5, 2, 5, 10, 20, 40, 60, 80, 95, 99.5)
@@ -43,9 +48,6 @@ _LINESTYLES = ("-", "--", "-.", ":")
 _LEGEND_INSIDE = 6
 #: Class-size ratio above which histogram counts are drawn on a log scale.
 LOG_RATIO = 10.0
-#: Breakdown dimensions that exist only on spoof trials: each group's spoof vs all bona fide
-#: (as :func:`spoofdet.evaluation.report.breakdown`); the others are conditions both classes pass.
-SPOOF_ONLY_DIMS = ("attack", "vocoder")
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
@@ -276,8 +278,8 @@ def det_groups(
     spoof_only: bool,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per group, the ``(bona fide, spoof)`` scores of its DET curve: the ``groups`` form of
-    :func:`plot_det` from aligned per-trial arrays, grouped as
-    :func:`spoofdet.evaluation.report.breakdown` groups them.
+    :func:`plot_det` from aligned per-trial arrays, grouped as every breakdown groups them
+    (:func:`spoofdet.evaluation.report.group_masks`).
 
     Args:
         scores, labels, groups: one entry per trial (labels 1 = bona fide, 0 = spoof, others
@@ -299,27 +301,8 @@ def det_groups(
             f"det_groups: {s.size} scores, {y.size} labels and {g.size} groups; "
             "align them row by row first"
         )
-    bona_all = s[y == BONAFIDE]
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for v in _ordered(g[y == SPOOF] if spoof_only else g[(y == SPOOF) | (y == BONAFIDE)]):
-        in_g = g == v
-        out[str(v)] = (
-            bona_all if spoof_only else s[in_g & (y == BONAFIDE)],
-            s[in_g & (y == SPOOF)],
-        )
-    return out
-
-
-def breakdown_column(key_table: Any, dim: str) -> np.ndarray | None:
-    """The per-row group of breakdown dimension ``dim`` in a key table (pyarrow table or mapping
-    of columns), as :func:`spoofdet.evaluation.report.evaluate_table` reads it: ``codec`` is
-    ``extra['condition']`` where present, else the ``codec`` column; others are the column of that
-    name. None when the table has no such column."""
-    if dim == "codec":
-        condition = _extra_field(_column(key_table, "extra"), "condition")
-        if condition is not None:
-            return condition
-    return _column(key_table, dim)
+    masks = group_masks(y, g, spoof_only=spoof_only)
+    return {v: (s[bona], s[spoof]) for v, (bona, spoof) in masks.items()}
 
 
 def histogram_figure(

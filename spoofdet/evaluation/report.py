@@ -137,6 +137,40 @@ def _ordered(values: np.ndarray) -> list[str]:
     return sorted({v for v in values if v is not None}, key=str)
 
 
+#: Breakdown dimensions that exist on spoof trials only: each group's spoof trials are scored
+#: against all bona fide trials. The others (codec, subset, corpus) are conditions both classes
+#: pass: each group's own bona fide and spoof trials.
+SPOOF_ONLY_DIMS = ("attack", "vocoder")
+#: Every breakdown dimension, in report order.
+DIMENSIONS = ("attack", "vocoder", "codec", "subset", "corpus")
+
+
+def breakdown_column(key_table: Any, dim: str) -> np.ndarray | None:
+    """The per-row group of breakdown dimension ``dim`` in a key table (pyarrow table or mapping
+    of columns): ``codec`` is ``extra['condition']`` where present (e.g. ``C2``), else the
+    ``codec`` column; the others are the column of that name. None when the table has none."""
+    if dim == "codec":
+        condition = _extra_field(_column(key_table, "extra"), "condition")
+        if condition is not None:
+            return condition
+    return _column(key_table, dim)
+
+
+def group_masks(
+    labels: np.ndarray, groups: np.ndarray, *, spoof_only: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Group value -> ``(bona fide mask, spoof mask)`` over the trials, as every breakdown (and
+    per-group DET curve) groups them: for a ``spoof_only`` factor, the groups seen on spoof
+    trials, each with **all** bona fide trials; for a condition, the groups seen on labelled
+    trials, each with its own bona fide and spoof trials (a group may lack a class)."""
+    is_bona, is_spoof = labels == BONAFIDE, labels == SPOOF
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for g in _ordered(groups[is_spoof] if spoof_only else groups[is_bona | is_spoof]):
+        in_g = groups == g
+        out[str(g)] = (is_bona if spoof_only else in_g & is_bona, in_g & is_spoof)
+    return out
+
+
 def breakdown(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -169,20 +203,15 @@ def breakdown(
         group -> ``{n_bonafide, n_spoof, eer (percent), min_dcf, [min_tdcf], act_dcf, cllr,
         auc, [ci]}`` (metrics None when the group lacks a class).
     """
-    is_bona, is_spoof = labels == BONAFIDE, labels == SPOOF
     out: dict[str, dict[str, Any]] = {}
-    spoof_groups = groups[is_spoof] if spoof_only else groups
-    for g in _ordered(spoof_groups):
-        in_g = groups == g
-        s_mask = in_g & is_spoof
-        b_mask = is_bona if spoof_only else in_g & is_bona
-        out[str(g)] = _group_metrics(
+    for g, (b_mask, s_mask) in group_masks(labels, groups, spoof_only=spoof_only).items():
+        out[g] = _group_metrics(
             scores[b_mask],
             scores[s_mask],
             asv,
             tdcf_form,
-            attack=str(g) if spoof_only else None,
-            condition=None if spoof_only else str(g),
+            attack=g if spoof_only else None,
+            condition=None if spoof_only else g,
             costs=costs,
             boot=boot,
             bona_speakers=None if speakers is None else speakers[b_mask],
@@ -507,15 +536,7 @@ def _breakdowns(
 def _dimensions(key_table: Any, labelled: np.ndarray) -> dict[str, tuple[np.ndarray | None, bool]]:
     """Breakdown dimension -> (its value on each labelled row or None, spoof-only factor?).
     The codec dimension is named by ``extra['condition']`` where present (e.g. ``C2``)."""
-    extra = _column(key_table, "extra")
-    condition = _extra_field(extra, "condition")
-    dims: dict[str, tuple[np.ndarray | None, bool]] = {
-        "attack": (_column(key_table, "attack"), True),
-        "vocoder": (_column(key_table, "vocoder"), True),
-        "codec": (condition if condition is not None else _column(key_table, "codec"), False),
-        "subset": (_column(key_table, "subset"), False),
-        "corpus": (_column(key_table, "corpus"), False),
-    }
+    dims = {d: (breakdown_column(key_table, d), d in SPOOF_ONLY_DIMS) for d in DIMENSIONS}
     return {k: (None if c is None else c[labelled], so) for k, (c, so) in dims.items()}
 
 
