@@ -722,7 +722,7 @@ def show(payload: dict[str, Any], args: argparse.Namespace, emit: Callable[[str]
         emit(json.dumps(payload))
     elif "family" in payload:
         print_family(payload)
-    elif "failure" not in payload and "reason" not in payload:
+    elif "failure" not in payload:
         print_summary(payload, run_id=payload["run_id"], uri=payload["tracking_uri"])
 
 
